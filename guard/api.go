@@ -1,0 +1,205 @@
+// Package guard judges the canary from the proxy's snapshots, runs the
+// rollout state machine (steps, promote, pause, rollback), persists its state
+// and checks the release's integrity.
+//
+// CONTRACT SKELETON: the exported names in this file are the contract admin
+// and cmd are written against. Bodies are filled in by the guard owner, who
+// also writes the package doc (states and transitions).
+package guard
+
+import (
+	"errors"
+	"time"
+
+	"github.com/canaryd/canaryd/guard/integrity"
+	"github.com/canaryd/canaryd/guard/judge"
+	"github.com/canaryd/canaryd/proxy"
+)
+
+// Errors returned by the controls; admin maps them to status codes.
+var (
+	// ErrInvalid: the request is malformed (400).
+	ErrInvalid = errors.New("invalid request")
+	// ErrConflict: the request is well formed but not possible in the
+	// current state, e.g. promote while rolled back (409).
+	ErrConflict = errors.New("not possible in the current state")
+)
+
+// Step is one stage of the plan: a weight (hundredths of a percent) held for
+// an observation time.
+type Step struct {
+	Weight  uint32
+	Observe time.Duration
+}
+
+// Source is where the guard reads measurements from (a *proxy.Proxy).
+type Source interface {
+	Snapshot() proxy.Snapshot
+	// CanaryErrors wakes the guard soon after a canary request fails.
+	CanaryErrors() <-chan struct{}
+	// Health returns both backends' active health-check figures.
+	Health() (stable, canary proxy.HealthStats)
+}
+
+// Router is what the guard steers (a *split.Splitter).
+type Router interface {
+	// SetWeight sets the canary weight in hundredths of a percent.
+	SetWeight(w uint32)
+	// SetRolledBack blocks (true) or unblocks the canary entirely.
+	SetRolledBack(on bool)
+}
+
+// Config configures a Guard. Zero values mean the documented defaults.
+type Config struct {
+	// Release is the canary's id; a state file of another release is
+	// ignored and a fresh rollout starts.
+	Release string
+	// Weight is the fixed weight (hundredths of a percent) used without Steps.
+	Weight uint32
+	// Steps is the staged plan; empty means a fixed Weight.
+	Steps []Step
+	// SLO is what the canary is judged against; Window is the sliding window.
+	SLO    judge.SLO
+	Window time.Duration
+	// Judge is "sequential" (default) or "window".
+	Judge string
+	// EvalInterval is how often the guard judges. Zero means 1s.
+	EvalInterval time.Duration
+	// StateFile is where the rollout state is persisted. Required.
+	StateFile string
+	// IntegrityManifest enables release-file checks every IntegrityInterval
+	// (zero means 5m); IntegrityRoot defaults to the manifest's folder.
+	IntegrityManifest string
+	IntegrityRoot     string
+	IntegrityInterval time.Duration
+	// Now is the clock. Nil means time.Now.
+	Now func() time.Time
+}
+
+// Check is the body of GET /canary_check.
+type Check struct {
+	CanaryOK       bool          `json:"canary_ok"`
+	Recommendation string        `json:"recommendation"`
+	Reasons        []string      `json:"reasons"`
+	Weight         float64       `json:"weight"`
+	State          string        `json:"state"`
+	Release        string        `json:"release"`
+	Judge          string        `json:"judge"`
+	Window         string        `json:"window"`
+	SLO            SLOView       `json:"slo"`
+	Stable         BackendView   `json:"stable"`
+	Canary         BackendView   `json:"canary"`
+	Integrity      IntegrityView `json:"integrity"`
+	Gates          []judge.Gate  `json:"gates"`
+	Step           *StepView     `json:"step,omitempty"`
+	CheckedAt      time.Time     `json:"checked_at"`
+}
+
+// SLOView shows the SLO in /canary_check.
+type SLOView struct {
+	ErrorRate   float64 `json:"error_rate"`
+	P95Ms       float64 `json:"p95_ms"`
+	MinRequests uint64  `json:"min_requests"`
+	Window      string  `json:"window"`
+	Alpha       float64 `json:"alpha,omitempty"`
+}
+
+// BackendView is one backend's figures over the window.
+type BackendView struct {
+	Requests  uint64  `json:"requests"`
+	Errors    uint64  `json:"errors"`
+	ErrorRate float64 `json:"error_rate"`
+	P50Ms     float64 `json:"p50_ms"`
+	P95Ms     float64 `json:"p95_ms"`
+	P99Ms     float64 `json:"p99_ms"`
+}
+
+// IntegrityView is the integrity part of /canary_check.
+type IntegrityView struct {
+	Status   string `json:"status"`
+	Verified bool   `json:"verified"`
+	Summary  string `json:"summary"`
+}
+
+// StepView is one step of the plan as shown to operators.
+type StepView struct {
+	Index   int     `json:"index"`
+	Weight  float64 `json:"weight"`
+	Observe string  `json:"observe"`
+	// Status is "done", "current" or "pending".
+	Status string `json:"status"`
+	// StartedAt and Remaining are set on the current step.
+	StartedAt time.Time `json:"started_at,omitzero"`
+	Remaining string    `json:"remaining,omitempty"`
+}
+
+// Transition is one entry of the history.
+type Transition struct {
+	At        time.Time `json:"time"`
+	From      float64   `json:"from"`
+	To        float64   `json:"to"`
+	FromState string    `json:"from_state"`
+	ToState   string    `json:"to_state"`
+	Reason    string    `json:"reason"`
+	// Who is "plan", "guard", "startup" or the admin caller's address.
+	Who string `json:"who"`
+}
+
+// Overview is the body of GET /dashboard/canary_overview and of every
+// /rollout/… answer.
+type Overview struct {
+	RollbackRequired bool         `json:"rollback_required"`
+	RollbackReason   string       `json:"rollback_reason"`
+	Weight           float64      `json:"weight"`
+	State            string       `json:"state"`
+	Recommendation   string       `json:"recommendation"`
+	Release          string       `json:"release"`
+	Step             int          `json:"step"`
+	Plan             []StepView   `json:"plan"`
+	History          []Transition `json:"history"`
+	// Rollback, when rolled back, holds the figures behind the decision.
+	Rollback *RollbackRecord `json:"rollback,omitempty"`
+}
+
+// RollbackRecord is why and on what evidence the canary was rolled back.
+type RollbackRecord struct {
+	At     time.Time    `json:"time"`
+	Reason string       `json:"reason"`
+	Who    string       `json:"who"`
+	Canary BackendView  `json:"canary"`
+	Gates  []judge.Gate `json:"gates"`
+}
+
+// HealthSummary is the body of GET /dashboard/health_summary.
+type HealthSummary struct {
+	// OverallHealth is "healthy", "degraded" or "unhealthy".
+	OverallHealth  string        `json:"overall_health"`
+	Reasons        []string      `json:"reasons"`
+	State          string        `json:"state"`
+	Recommendation string        `json:"recommendation"`
+	Stable         BackendHealth `json:"stable"`
+	Canary         BackendHealth `json:"canary"`
+	Integrity      IntegrityView `json:"integrity"`
+	// StateFileProblem is set when the state file could not be read at
+	// start (it was kept aside and the rollout started at weight 0, held).
+	StateFileProblem string `json:"state_file_problem,omitempty"`
+}
+
+// BackendHealth is one backend's traffic and health-check figures.
+type BackendHealth struct {
+	BackendView
+	Checks HealthChecks `json:"health_checks"`
+}
+
+// HealthChecks summarises one backend's active health checks over the window.
+type HealthChecks struct {
+	Enabled     bool    `json:"enabled"`
+	Healthy     bool    `json:"healthy"`
+	Checks      uint64  `json:"checks"`
+	Failures    uint64  `json:"failures"`
+	FailureRate float64 `json:"failure_rate"`
+	LastError   string  `json:"last_error,omitempty"`
+}
+
+// Ensure the integrity package is part of the contract (Integrity returns it).
+var _ = integrity.Disabled

@@ -1,0 +1,83 @@
+// Package judge decides, from the proxy's measurements, whether the canary
+// meets its service-level objectives.
+//
+// CONTRACT SKELETON: the exported names in this file are the contract the
+// guard is written against. Bodies are filled in by the judge owner.
+package judge
+
+import (
+	"time"
+
+	"github.com/canaryd/canaryd/proxy"
+)
+
+// Verdict is what a judge concluded.
+type Verdict string
+
+// Verdicts a judge may return. The guard adds complete, rollback_integrity
+// and rollback_manual on its own.
+const (
+	Proceed           Verdict = "proceed"
+	Hold              Verdict = "hold"
+	RollbackErrorRate Verdict = "rollback_error_rate"
+	RollbackLatency   Verdict = "rollback_latency"
+)
+
+// SLO is what the canary is judged against.
+type SLO struct {
+	// ErrorRate is the maximum canary error rate (fraction, e.g. 0.01).
+	ErrorRate float64
+	// P95 is the maximum canary p95 latency.
+	P95 time.Duration
+	// MinRequests is the number of canary requests needed before any
+	// verdict other than hold.
+	MinRequests uint64
+	// Alpha bounds the probability that the sequential judge ever rolls
+	// back a canary that meets its SLO. Zero means 0.01.
+	Alpha float64
+	// Margin is the relative margin by which the canary may be worse than
+	// stable before the comparison gates object (0.5 = 50% worse). Zero
+	// means the judge's default.
+	Margin float64
+}
+
+// Gate is one check behind a verdict, so every verdict explains itself.
+type Gate struct {
+	// Name identifies the check, e.g. "error_rate", "p95_latency",
+	// "min_requests", "error_rate_vs_stable".
+	Name string `json:"name"`
+	// Value is the measured statistic, Threshold what it is compared with
+	// (in the unit Unit names: "ratio", "ms", "requests", "log_lr").
+	Value     float64 `json:"value"`
+	Threshold float64 `json:"threshold"`
+	Unit      string  `json:"unit,omitempty"`
+	// Samples is the number of canary requests behind Value.
+	Samples uint64 `json:"samples"`
+	// Verdict is what this gate concluded: "pass", "hold" or "fail".
+	Verdict string `json:"verdict"`
+	// Detail is one human sentence; Needed estimates how many more canary
+	// requests a holding gate needs (0 if unknown).
+	Detail string `json:"detail,omitempty"`
+	Needed uint64 `json:"needed,omitempty"`
+}
+
+// Result is a judge's conclusion with the gates behind it.
+type Result struct {
+	Verdict Verdict
+	// Reasons are short human sentences for the verdict.
+	Reasons []string
+	Gates   []Gate
+}
+
+// Judge turns snapshots into verdicts. Implementations may keep evidence
+// between calls (the sequential judge does); they are called from one
+// goroutine only (the guard's loop).
+type Judge interface {
+	// Judge returns the verdict for the snapshot s.
+	Judge(s proxy.Snapshot) Result
+	// Restart forgets accumulated evidence, e.g. at a new step or a reset.
+	// Evidence counted afterwards starts from the cumulative totals in s.
+	Restart(s proxy.Snapshot)
+	// Name is "window" or "sequential".
+	Name() string
+}
