@@ -16,8 +16,8 @@
 // floor(N·w/10000) of them. The cost is one atomic add and two
 // multiplications, O(1).
 //
-// With a sticky key (a cookie or a header) the key is hashed (FNV-1a, 32 bit)
-// into one of 10,000 buckets and bucket b goes to the canary when b < w. The
+// With a sticky key (a cookie or a header) the key is hashed (FNV-1a, 32 bit, with
+// murmur3's finaliser) into one of 10,000 buckets and bucket b goes to the canary when b < w. The
 // same key therefore always lands on the same backend at a given weight, and
 // raising the weight only moves keys from stable to canary, never back.
 // Requests without the key fall back to the exact counter.
@@ -227,11 +227,7 @@ func (s *Splitter) next(w uint32) Backend {
 // key returns the sticky key's value in r, if present and non-empty.
 func (s *Splitter) key(r *http.Request) (string, bool) {
 	if s.cookie {
-		c, err := r.Cookie(s.sticky)
-		if err != nil || c.Value == "" {
-			return "", false
-		}
-		return c.Value, true
+		return cookieValue(r.Header["Cookie"], s.sticky)
 	}
 	v := r.Header[s.sticky]
 	if len(v) == 0 || v[0] == "" {
@@ -240,7 +236,31 @@ func (s *Splitter) key(r *http.Request) (string, bool) {
 	return v[0], true
 }
 
-// Bucket hashes a sticky key into [0, Buckets) with 32-bit FNV-1a. It never
+// cookieValue finds the first non-empty cookie called name in Cookie header
+// lines without allocating (http.Request.Cookie parses every cookie).
+func cookieValue(lines []string, name string) (string, bool) {
+	for _, line := range lines {
+		for len(line) > 0 {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = strings.TrimSpace(part)
+			k, v, ok := strings.Cut(part, "=")
+			if !ok || k != name {
+				continue
+			}
+			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			if v != "" {
+				return v, true
+			}
+		}
+	}
+	return "", false
+}
+
+// Bucket hashes a sticky key into [0, Buckets) with 32-bit FNV-1a and murmur3's
+// finaliser. It never
 // allocates.
 func Bucket(key string) uint32 {
 	const (
@@ -252,7 +272,14 @@ func Bucket(key string) uint32 {
 		h ^= uint32(key[i])
 		h *= prime
 	}
-	// Multiply-shift instead of modulo: unbiased enough and branch-free.
+	// FNV's high bits mix poorly for short, similar keys ("user-1",
+	// "user-2"); murmur3's finaliser spreads them before multiply-shift
+	// maps the hash onto [0, Buckets) without a division.
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	h ^= h >> 16
 	return uint32((uint64(h) * Buckets) >> 32)
 }
 
