@@ -1,9 +1,37 @@
 // Package admin is canaryd's admin listener: health, metrics, the
 // authenticated /canary_check, /dashboard… and /rollout/… endpoints, and the
-// /dashboard page.
+// /dashboard page. It renders what the guard decided and forwards operators'
+// commands to it; it decides nothing itself.
 //
-// CONTRACT SKELETON: the exported names in this file are the contract cmd is
-// written against. Bodies are filled in by the admin owner.
+// Routes (HEAD is accepted wherever GET is):
+//
+//	open
+//	  GET  /healthz                      200 {"status":"ok","version":…}
+//	  GET  /readyz                       200 {"ready":true} or 503 {"ready":false,"reason":…}
+//	  GET  /metrics                      Prometheus exposition of the injected Gatherer
+//	  GET  /dashboard                    the HTML page (holds no data, asks for the token)
+//	  GET  /dashboard/assets/{file}      its script and style sheet
+//	Bearer token required
+//	  GET  /canary_check                 guard.Check
+//	  GET  /dashboard/health_summary     guard.HealthSummary
+//	  GET  /dashboard/canary_overview    guard.Overview
+//	  GET  /dashboard/integrity_details  integrity.Report
+//	  POST /rollout/weight               {"weight": 25.5} → guard.Overview
+//	  POST /rollout/promote              empty body or {} → guard.Overview
+//	  POST /rollout/rollback             (likewise)
+//	  POST /rollout/pause                (likewise)
+//	  POST /rollout/resume               (likewise)
+//	  POST /rollout/reset                (likewise)
+//
+// Every answer but /metrics and the page is JSON; errors are {"error": "…"}.
+// A missing token is answered 401 with WWW-Authenticate: Bearer
+// realm="canaryd"; a malformed or wrong one 401 with error="invalid_token"
+// (RFC 6750). After 10 failed attempts an address (the TCP peer, never
+// X-Forwarded-For) earns one more per second and is answered 429 with
+// Retry-After meanwhile, without its token being compared. The token is never
+// logged. Rollout commands map guard.ErrInvalid to 400, guard.ErrConflict to
+// 409 and other errors to 500; bodies over 64 KiB are answered 413; a wrong
+// method on a known path 405 with Allow; an unknown path 404.
 package admin
 
 import (
@@ -33,4 +61,8 @@ type Config struct {
 	Token string
 	// Version is shown by /healthz.
 	Version string
+	// AuthLimit limits failed authentications per client address. The zero
+	// value means 10 failures at once, then 1 per second, 10,000 addresses
+	// remembered, and the wall clock.
+	AuthLimit LimiterConfig
 }

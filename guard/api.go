@@ -1,13 +1,7 @@
-// Package guard judges the canary from the proxy's snapshots, runs the
-// rollout state machine (steps, promote, pause, rollback), persists its state
-// and checks the release's integrity.
-//
-// CONTRACT SKELETON: the exported names in this file are the contract admin
-// and cmd are written against. Bodies are filled in by the guard owner, who
-// also writes the package doc (states and transitions).
 package guard
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -74,6 +68,13 @@ type Config struct {
 	IntegrityInterval time.Duration
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
+	// JudgeImpl, if non-nil, is the judge used (tests); nil means one built
+	// from Judge and SLO (judge.NewSequential or judge.NewWindow).
+	JudgeImpl judge.Judge
+	// VerifyIntegrity, if non-nil, replaces the release-file check (tests);
+	// nil means integrity.Verifier{Manifest, Root}.Verify. It is only called
+	// when IntegrityManifest is set.
+	VerifyIntegrity func(context.Context) integrity.Report
 }
 
 // Check is the body of GET /canary_check.

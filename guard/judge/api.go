@@ -1,8 +1,3 @@
-// Package judge decides, from the proxy's measurements, whether the canary
-// meets its service-level objectives.
-//
-// CONTRACT SKELETON: the exported names in this file are the contract the
-// guard is written against. Bodies are filled in by the judge owner.
 package judge
 
 import (
@@ -37,8 +32,13 @@ type SLO struct {
 	Alpha float64
 	// Margin is the relative margin by which the canary may be worse than
 	// stable before the comparison gates object (0.5 = 50% worse). Zero
-	// means the judge's default.
+	// means the judge's default, DefaultMargin.
 	Margin float64
+	// Horizon is the number of canary requests in one step over which the
+	// sequential judge's change detectors keep a canary at half its SLO
+	// from a false rollback with probability at least 1-Alpha (see the
+	// package doc). Zero means DefaultHorizon.
+	Horizon uint64
 }
 
 // Gate is one check behind a verdict, so every verdict explains itself.

@@ -1,0 +1,58 @@
+# canaryd — see README.md. Every target is bounded in time.
+GO        ?= go
+BIN       ?= bin/canaryd
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+PKGS      := ./...
+FUZZTIME  ?= 10s
+BENCHTIME ?= 1s
+SOAK_DURATION ?= 60s
+
+.PHONY: all build test test-unit test-rules test-integration demo bench bench-load bench-verify lint fuzz soak clean
+
+all: build test
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/canaryd
+
+## test: unit and end-to-end tests (real sockets on loopback), plus the alert rule tests when promtool is installed.
+test: test-unit test-rules
+
+test-unit:
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -race -timeout 15m $(PKGS)
+
+test-rules:
+	@if command -v promtool >/dev/null 2>&1; then \
+		promtool check rules deploy/prometheus/alerts.yml && promtool test rules deploy/prometheus/alerts_test.yml; \
+	else echo "test-rules: promtool not installed, skipping (apt-get install prometheus)"; fi
+
+## test-integration: a real Prometheus scraping a canaryd under load; every PromQL expression of the dashboard and the rules must return data.
+test-integration:
+	CANARY_REQUIRE_PROMETHEUS=1 $(GO) test -count=1 -tags integration -timeout 10m -v ./deploy/
+
+demo:
+	$(GO) run ./cmd/canaryd demo
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 ./split ./proxy ./guard/... ./cmd/canaryd
+
+bench-verify: build
+	CANARYD=$(BIN) bash scripts/bench-verify.sh
+
+lint:
+	$(GO) vet $(PKGS)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)
+
+## fuzz: every fuzz target for FUZZTIME each (seed corpora under each package's testdata/fuzz).
+fuzz:
+	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+			echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+clean:
+	rm -rf bin

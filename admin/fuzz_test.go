@@ -1,0 +1,70 @@
+package admin_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/canaryd/canaryd/admin"
+)
+
+// FuzzParseBearer: an accepted header is exactly "<bearer in any case> <token>"
+// with a token of visible ASCII, and the token survives a round trip.
+// Seeds live in testdata/fuzz/FuzzParseBearer.
+func FuzzParseBearer(f *testing.F) {
+	f.Add("Bearer abc")
+	f.Add("bearer  abc")
+	f.Fuzz(func(t *testing.T, header string) {
+		token, ok := admin.ParseBearer(header)
+		if !ok {
+			if token != "" {
+				t.Fatalf("ParseBearer(%q) = %q, false; want an empty token when rejected", header, token)
+			}
+			return
+		}
+		if token == "" || len(header) != len("Bearer ")+len(token) ||
+			!strings.EqualFold(header[:len("Bearer ")], "Bearer ") || header[len("Bearer "):] != token {
+			t.Fatalf("ParseBearer(%q) = %q, true; not of the form \"Bearer <token>\"", header, token)
+		}
+		for _, c := range []byte(token) {
+			if c <= ' ' || c >= 0x7f {
+				t.Fatalf("ParseBearer(%q) accepted byte %#x in the token", header, c)
+			}
+		}
+		if again, ok := admin.ParseBearer("Bearer " + token); !ok || again != token {
+			t.Fatalf("ParseBearer(\"Bearer \"+%q) = %q, %v; want the token back", token, again, ok)
+		}
+	})
+}
+
+// FuzzWeightBody: no body makes the handler panic or hand the controller a
+// weight outside 0..10000 hundredths; a 200 means exactly one SetWeight, any
+// other answer none. Seeds live in testdata/fuzz/FuzzWeightBody.
+func FuzzWeightBody(f *testing.F) {
+	f.Add(`{"weight": 25}`)
+	f.Add(`{"weight": 100.01}`)
+	ctl := newFakeController()
+	ts := newTestServer(f, ctl, admin.LimiterConfig{})
+	f.Fuzz(func(t *testing.T, body string) {
+		ctl.mu.Lock()
+		ctl.calls = nil
+		ctl.mu.Unlock()
+		rec := ts.do(t, request{method: "POST", path: "/rollout/weight", body: body, auth: authed()})
+		calls := ctl.Calls()
+		switch rec.Code {
+		case http.StatusOK:
+			if len(calls) != 1 || calls[0].Op != "weight" {
+				t.Fatalf("body %q: 200 with calls %+v; want one SetWeight", body, calls)
+			}
+			if calls[0].Weight > 10000 {
+				t.Fatalf("body %q: SetWeight(%d); want at most 10000", body, calls[0].Weight)
+			}
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+			if len(calls) != 0 {
+				t.Fatalf("body %q: %d with calls %+v; want none", body, rec.Code, calls)
+			}
+		default:
+			t.Fatalf("body %q: status %d; want 200, 400 or 413", body, rec.Code)
+		}
+	})
+}

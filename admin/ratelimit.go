@@ -1,0 +1,143 @@
+package admin
+
+import (
+	"container/list"
+	"math"
+	"sync"
+	"time"
+)
+
+// Defaults of a FailureLimiter.
+const (
+	// DefaultFailureBurst is how many failed attempts an address may make
+	// at once.
+	DefaultFailureBurst = 10
+	// DefaultFailureRate is how many further failed attempts per second an
+	// address earns back.
+	DefaultFailureRate = 1.0
+	// DefaultMaxAddresses bounds the addresses remembered; past it the
+	// least recently failed one is forgotten.
+	DefaultMaxAddresses = 10000
+)
+
+// LimiterConfig configures the failed-authentication limiter. Zero values
+// mean the defaults above; Now nil means time.Now.
+type LimiterConfig struct {
+	Burst        int
+	Rate         float64
+	MaxAddresses int
+	Now          func() time.Time
+}
+
+// failureLimiter is a token bucket per client address that only failed
+// authentications drain: each address may fail Burst times at once and earns
+// back Rate attempts per second. While its bucket holds less than one token,
+// the address is limited. Memory is bounded by MaxAddresses; the address
+// whose last failure is oldest is evicted first (its bucket is the fullest,
+// so forgetting it costs an attacker the least).
+type failureLimiter struct {
+	burst float64
+	rate  float64
+	max   int
+	now   func() time.Time
+
+	mu sync.Mutex // protects byHost and order
+	// byHost maps an address to its element in order.
+	byHost map[string]*list.Element
+	// order holds *bucket values, least recently failed first.
+	order *list.List
+}
+
+type bucket struct {
+	host   string
+	tokens float64
+	at     time.Time // when tokens was last brought up to date
+}
+
+func newFailureLimiter(cfg LimiterConfig) *failureLimiter {
+	l := &failureLimiter{
+		burst:  float64(cfg.Burst),
+		rate:   cfg.Rate,
+		max:    cfg.MaxAddresses,
+		now:    cfg.Now,
+		byHost: make(map[string]*list.Element),
+		order:  list.New(),
+	}
+	if cfg.Burst <= 0 {
+		l.burst = DefaultFailureBurst
+	}
+	if cfg.Rate <= 0 || math.IsNaN(cfg.Rate) || math.IsInf(cfg.Rate, 0) {
+		l.rate = DefaultFailureRate
+	}
+	if cfg.MaxAddresses <= 0 {
+		l.max = DefaultMaxAddresses
+	}
+	if l.now == nil {
+		l.now = time.Now
+	}
+	return l
+}
+
+// refill brings b up to date at now.
+func (l *failureLimiter) refill(b *bucket, now time.Time) {
+	if elapsed := now.Sub(b.at).Seconds(); elapsed > 0 {
+		b.tokens = math.Min(l.burst, b.tokens+elapsed*l.rate)
+	}
+	b.at = now
+}
+
+// Limited reports whether host may not try to authenticate now and, if so,
+// how long until it may.
+func (l *failureLimiter) Limited(host string) (time.Duration, bool) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.byHost[host]
+	if !ok {
+		return 0, false
+	}
+	b := e.Value.(*bucket)
+	l.refill(b, now)
+	if b.tokens >= 1 {
+		return 0, false
+	}
+	return time.Duration((1 - b.tokens) / l.rate * float64(time.Second)), true
+}
+
+// Fail spends one attempt of host's budget. Concurrent failures may drive
+// the bucket below zero (down to -Burst), which lengthens the wait.
+func (l *failureLimiter) Fail(host string) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e, ok := l.byHost[host]; ok {
+		b := e.Value.(*bucket)
+		l.refill(b, now)
+		b.tokens = math.Max(-l.burst, b.tokens-1)
+		l.order.MoveToBack(e)
+		return
+	}
+	for l.order.Len() >= l.max {
+		oldest := l.order.Front()
+		delete(l.byHost, oldest.Value.(*bucket).host)
+		l.order.Remove(oldest)
+	}
+	l.byHost[host] = l.order.PushBack(&bucket{host: host, tokens: l.burst - 1, at: now})
+}
+
+// Len is the number of addresses remembered.
+func (l *failureLimiter) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.order.Len()
+}
+
+// retryAfterSeconds rounds a wait up to whole seconds, at least one, for the
+// Retry-After header.
+func retryAfterSeconds(wait time.Duration) int {
+	s := int(math.Ceil(wait.Seconds()))
+	if s < 1 {
+		return 1
+	}
+	return s
+}

@@ -1,0 +1,230 @@
+package admin_test
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/canaryd/canaryd/admin"
+	"github.com/canaryd/canaryd/guard"
+)
+
+func TestParsePercent(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    uint32
+		wantErr error
+	}{
+		{"0", 0, nil},
+		{"-0", 0, nil},
+		{"0.0", 0, nil},
+		{"0e5", 0, nil},
+		{"0e999999999999999999", 0, nil},
+		{"5", 500, nil},
+		{"25", 2500, nil},
+		{"100", 10000, nil},
+		{"100.00", 10000, nil},
+		{"2.5", 250, nil},
+		{"12.34", 1234, nil},
+		{"12.340000", 1234, nil},
+		{"0.01", 1, nil},
+		{"2.5e1", 2500, nil},
+		{"1E2", 10000, nil},
+		{"1e+2", 10000, nil},
+		{"1234e-2", 1234, nil},
+		{"100000e-3", 10000, nil},
+		{"007", 700, nil},
+		{"0.001", 0, admin.ErrPercentPrecision},
+		{"12.345", 0, admin.ErrPercentPrecision},
+		{"1e-3", 0, admin.ErrPercentPrecision},
+		{"1e-999999999999", 0, admin.ErrPercentPrecision},
+		{"100.01", 0, admin.ErrPercentRange},
+		{"101", 0, admin.ErrPercentRange},
+		{"1e3", 0, admin.ErrPercentRange},
+		{"1e999999999999", 0, admin.ErrPercentRange},
+		{"4294967296", 0, admin.ErrPercentRange},
+		{"123456789012345678901234567890", 0, admin.ErrPercentRange},
+		{"1000.001", 0, admin.ErrPercentRange},
+		{"-1", 0, admin.ErrPercentRange},
+		{"-0.01", 0, admin.ErrPercentRange},
+		{"", 0, admin.ErrPercentSyntax},
+		{"-", 0, admin.ErrPercentSyntax},
+		{".5", 0, admin.ErrPercentSyntax},
+		{"5.", 0, admin.ErrPercentSyntax},
+		{"+5", 0, admin.ErrPercentSyntax},
+		{"5%", 0, admin.ErrPercentSyntax},
+		{"1e", 0, admin.ErrPercentSyntax},
+		{"1e+", 0, admin.ErrPercentSyntax},
+		{"NaN", 0, admin.ErrPercentSyntax},
+		{"Infinity", 0, admin.ErrPercentSyntax},
+		{"0x10", 0, admin.ErrPercentSyntax},
+		{" 5", 0, admin.ErrPercentSyntax},
+		{"1_0", 0, admin.ErrPercentSyntax},
+	}
+	for _, tt := range tests {
+		got, err := admin.ParsePercent(tt.in)
+		if got != tt.want || !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
+			t.Errorf("ParsePercent(%q) = %d, %v; want %d, %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestRolloutWeight(t *testing.T) {
+	tests := []struct {
+		body       string
+		wantStatus int
+		wantWeight uint32 // when 200
+	}{
+		{`{"weight": 25}`, 200, 2500},
+		{`{"weight":2.5}`, 200, 250},
+		{`{"weight": 12.34}`, 200, 1234},
+		{`{"weight": 0}`, 200, 0},
+		{`{"weight": 100}`, 200, 10000},
+		{`{"weight": 1e1}`, 200, 1000},
+		{" \n{ \"weight\" : 5 }\n ", 200, 500},
+		{`{"weight": 100.001}`, 400, 0},
+		{`{"weight": 101}`, 400, 0},
+		{`{"weight": -1}`, 400, 0},
+		{`{"weight": 12.345}`, 400, 0},
+		{`{"weight": "25"}`, 400, 0},
+		{`{"weight": null}`, 400, 0},
+		{`{"weight": true}`, 400, 0},
+		{`{"weight": [25]}`, 400, 0},
+		{`{"weight": {"value": 25}}`, 400, 0},
+		{`{}`, 400, 0},
+		{``, 400, 0},
+		{`null`, 400, 0},
+		{`25`, 400, 0},
+		{`[25]`, 400, 0},
+		{`{"Weight": 25}`, 400, 0},
+		{`{"weight": 25, "reason": "x"}`, 400, 0},
+		{`{"reason": "x", "weight": 25}`, 400, 0},
+		{`{"weight": 25, "weight": 30}`, 400, 0},
+		{`{"weight": 25}{}`, 400, 0},
+		{`{"weight": 25} x`, 400, 0},
+		{`{"weight": 25`, 400, 0},
+		{`{"weight" 25}`, 400, 0},
+		{`{"weight": 25,}`, 400, 0},
+		{`{"weight": 025}`, 400, 0},
+		{`{"weight": NaN}`, 400, 0},
+		{`weight=25`, 400, 0},
+		{`<weight>25</weight>`, 400, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.body, func(t *testing.T) {
+			ctl := newFakeController()
+			ts := newTestServer(t, ctl, admin.LimiterConfig{})
+			before := ctl.Overview()
+			rec := ts.do(t, request{method: "POST", path: "/rollout/weight", body: tt.body, auth: authed()})
+			if rec.Code != tt.wantStatus {
+				t.Fatalf("POST /rollout/weight %q = %d; want %d (body %q)", tt.body, rec.Code, tt.wantStatus, rec.Body)
+			}
+			calls := ctl.Calls()
+			if tt.wantStatus != http.StatusOK {
+				errorBody(t, rec)
+				if len(calls) != 0 {
+					t.Errorf("controller received %+v; want nothing", calls)
+				}
+				if after := ctl.Overview(); !reflect.DeepEqual(after, before) {
+					t.Errorf("overview changed to %+v", after)
+				}
+				return
+			}
+			want := []call{{"weight", tt.wantWeight, "192.0.2.10:4321"}}
+			if !reflect.DeepEqual(calls, want) {
+				t.Errorf("calls = %+v; want %+v", calls, want)
+			}
+			var ov guard.Overview
+			if err := decodeStrict(rec.Body.Bytes(), &ov); err != nil {
+				t.Fatalf("decode %q: %v", rec.Body, err)
+			}
+			if ov.Weight != float64(tt.wantWeight)/100 || ov.State != "paused" {
+				t.Errorf("answer weight %v state %q; want %v paused", ov.Weight, ov.State, float64(tt.wantWeight)/100)
+			}
+		})
+	}
+}
+
+func TestRolloutCommands(t *testing.T) {
+	conflict := fmt.Errorf("promote while rolled back: %w", guard.ErrConflict)
+	invalid := fmt.Errorf("weight above the plan: %w", guard.ErrInvalid)
+	broken := errors.New("write state file: disk full")
+	tests := []struct {
+		path       string
+		body       string
+		ctlErr     error
+		wantStatus int
+		wantOp     string // "" = no call
+	}{
+		{"/rollout/promote", "", nil, 200, "promote"},
+		{"/rollout/rollback", "{}", nil, 200, "rollback"},
+		{"/rollout/pause", " { \n } ", nil, 200, "pause"},
+		{"/rollout/resume", "\n", nil, 200, "resume"},
+		{"/rollout/reset", "{}", nil, 200, "reset"},
+		{"/rollout/promote", `{"step": 2}`, nil, 400, ""},
+		{"/rollout/promote", `null`, nil, 400, ""},
+		{"/rollout/promote", `[]`, nil, 400, ""},
+		{"/rollout/promote", `{}{}`, nil, 400, ""},
+		{"/rollout/reset", `please`, nil, 400, ""},
+		{"/rollout/promote", "", conflict, 409, "promote"},
+		{"/rollout/resume", "", invalid, 400, "resume"},
+		{"/rollout/rollback", "", broken, 500, "rollback"},
+		{"/rollout/weight", `{"weight": 5}`, conflict, 409, "weight"},
+		{"/rollout/weight", `{"weight": 5}`, invalid, 400, "weight"},
+		{"/rollout/promote", strings.Repeat(" ", admin.MaxBodyBytes+1), nil, 413, ""},
+		{"/rollout/weight", `{"weight": 5}` + strings.Repeat(" ", admin.MaxBodyBytes), nil, 413, ""},
+	}
+	for _, tt := range tests {
+		name := fmt.Sprintf("%s %.20q %v", tt.path, tt.body, tt.ctlErr)
+		t.Run(name, func(t *testing.T) {
+			ctl := newFakeController()
+			ctl.err = tt.ctlErr
+			ts := newTestServer(t, ctl, admin.LimiterConfig{})
+			rec := ts.do(t, request{method: "POST", path: tt.path, body: tt.body, auth: authed(), remote: "[2001:db8::1]:5555"})
+			if rec.Code != tt.wantStatus {
+				t.Fatalf("POST %s = %d; want %d (body %q)", name, rec.Code, tt.wantStatus, rec.Body)
+			}
+			calls := ctl.Calls()
+			switch {
+			case tt.wantOp == "" && len(calls) != 0:
+				t.Errorf("controller received %+v; want nothing", calls)
+			case tt.wantOp != "" && (len(calls) != 1 || calls[0].Op != tt.wantOp || calls[0].Who != "[2001:db8::1]:5555"):
+				t.Errorf("controller received %+v; want one %s by [2001:db8::1]:5555", calls, tt.wantOp)
+			}
+			if tt.wantStatus != http.StatusOK {
+				msg := errorBody(t, rec)
+				if tt.ctlErr != nil && msg != tt.ctlErr.Error() {
+					t.Errorf("error = %q; want %q", msg, tt.ctlErr)
+				}
+				return
+			}
+			var ov guard.Overview
+			if err := decodeStrict(rec.Body.Bytes(), &ov); err != nil {
+				t.Fatalf("decode %q: %v", rec.Body, err)
+			}
+			if !reflect.DeepEqual(ov, ctl.Overview()) {
+				t.Errorf("answer %+v; want the controller's overview", ov)
+			}
+		})
+	}
+}
+
+// TestRolloutNeedsToken: no command reaches the controller without the token.
+func TestRolloutNeedsToken(t *testing.T) {
+	ctl := newFakeController()
+	ts := newTestServer(t, ctl, admin.LimiterConfig{Burst: 100})
+	for _, p := range []string{"weight", "promote", "rollback", "pause", "resume", "reset"} {
+		for _, auth := range [][]string{nil, {"Bearer nope-nope-nope-nope"}} {
+			rec := ts.do(t, request{method: "POST", path: "/rollout/" + p, body: `{"weight": 5}`, auth: auth})
+			if rec.Code != http.StatusUnauthorized {
+				t.Errorf("POST /rollout/%s with %q = %d; want 401", p, auth, rec.Code)
+			}
+		}
+	}
+	if calls := ctl.Calls(); len(calls) != 0 {
+		t.Errorf("controller received %+v; want nothing", calls)
+	}
+}

@@ -1,0 +1,234 @@
+package admin
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"unicode"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/canaryd/canaryd/guard"
+	"github.com/canaryd/canaryd/guard/integrity"
+)
+
+// MinTokenLength is the shortest admin token accepted.
+const MinTokenLength = 16
+
+// MaxBodyBytes is the largest request body the admin API reads; larger ones
+// are answered 413.
+const MaxBodyBytes = 64 << 10
+
+// Server is the admin API. Create it with New; it holds no goroutines of its
+// own (serve Handler with an http.Server).
+type Server struct {
+	cfg     Config
+	ctl     Controller
+	log     zerolog.Logger
+	limiter *failureLimiter
+	router  *chi.Mux
+}
+
+// Validate reports the first problem with cfg as a sentence a user
+// understands.
+func (c Config) Validate() error {
+	if c.Token == "" {
+		return errors.New("admin token is empty; set CANARY_TOKEN or CANARY_TOKEN_FILE")
+	}
+	if len(c.Token) < MinTokenLength {
+		return fmt.Errorf("admin token is %d characters long; it must have at least %d", len(c.Token), MinTokenLength)
+	}
+	if strings.IndexFunc(c.Token, func(r rune) bool { return r <= ' ' || r >= unicode.MaxASCII }) >= 0 {
+		return errors.New("admin token must consist of visible ASCII characters only (no spaces or control characters)")
+	}
+	return nil
+}
+
+// New builds the admin API over ctl; /metrics serves gatherer; the server's
+// own collectors (failed-auth counters) are registered with reg. A nil reg
+// means the collectors are not registered anywhere.
+func New(cfg Config, ctl Controller, gatherer prometheus.Gatherer, log zerolog.Logger, reg prometheus.Registerer) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	if ctl == nil {
+		return nil, errors.New("admin: nil controller")
+	}
+	if gatherer == nil {
+		return nil, errors.New("admin: nil gatherer")
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	metrics, err := newAuthMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("admin: register collectors: %w", err)
+	}
+	s := &Server{
+		cfg:     cfg,
+		ctl:     ctl,
+		log:     log.With().Str("component", "admin").Logger(),
+		limiter: newFailureLimiter(cfg.AuthLimit),
+	}
+	s.router = s.routes(gatherer, metrics)
+	return s, nil
+}
+
+// Handler returns the admin router.
+func (s *Server) Handler() http.Handler { return s.router }
+
+func (s *Server) routes(gatherer prometheus.Gatherer, metrics authMetrics) *chi.Mux {
+	r := chi.NewRouter()
+	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint")
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Allow", strings.Join(allowedMethods(r, req.URL.Path), ", "))
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed here", req.Method))
+	})
+
+	get := func(r chi.Router, path string, h http.HandlerFunc) {
+		r.Get(path, h)
+		r.Head(path, h)
+	}
+	get(r, "/healthz", s.healthz)
+	get(r, "/readyz", s.readyz)
+	get(r, "/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{
+		ErrorLog:      promLogger{s.log},
+		ErrorHandling: promhttp.ContinueOnError,
+	}).ServeHTTP)
+	get(r, "/dashboard", serveDashboardPage)
+	get(r, "/dashboard/assets/{name}", serveDashboardAsset)
+
+	r.Group(func(r chi.Router) {
+		r.Use(requireBearer(newTokenChecker(s.cfg.Token), s.limiter, metrics, s.log))
+		get(r, "/canary_check", s.canaryCheck)
+		get(r, "/dashboard/health_summary", s.healthSummary)
+		get(r, "/dashboard/canary_overview", s.canaryOverview)
+		get(r, "/dashboard/integrity_details", s.integrityDetails)
+		r.Post("/rollout/weight", s.setWeight)
+		r.Post("/rollout/promote", s.rolloutCommand("promote", s.ctl.Promote))
+		r.Post("/rollout/rollback", s.rolloutCommand("rollback", s.ctl.Rollback))
+		r.Post("/rollout/pause", s.rolloutCommand("pause", s.ctl.Pause))
+		r.Post("/rollout/resume", s.rolloutCommand("resume", s.ctl.Resume))
+		r.Post("/rollout/reset", s.rolloutCommand("reset", s.ctl.Reset))
+	})
+	return r
+}
+
+// allowedMethods lists the methods mux routes for path, for the Allow header
+// of a 405.
+func allowedMethods(mux *chi.Mux, path string) []string {
+	var allowed []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		if mux.Match(chi.NewRouteContext(), m, path) {
+			allowed = append(allowed, m)
+		}
+	}
+	return allowed
+}
+
+// healthz answers GET /healthz: the process is alive.
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, struct {
+		Status  string `json:"status"`
+		Version string `json:"version"`
+	}{"ok", s.cfg.Version})
+}
+
+// readyz answers GET /readyz: 200 while canaryd should receive traffic,
+// 503 with the controller's reason otherwise.
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	ready, reason := s.ctl.Ready()
+	status := http.StatusOK
+	if !ready {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, struct {
+		Ready  bool   `json:"ready"`
+		Reason string `json:"reason,omitempty"`
+	}{ready, reason})
+}
+
+// canaryCheck answers GET /canary_check with the guard's verdict, figures
+// and gates.
+func (s *Server) canaryCheck(w http.ResponseWriter, _ *http.Request) {
+	c := s.ctl.Check()
+	c.Reasons = nonNil(c.Reasons)
+	c.Gates = nonNil(c.Gates)
+	writeJSON(w, http.StatusOK, c)
+}
+
+// healthSummary answers GET /dashboard/health_summary.
+func (s *Server) healthSummary(w http.ResponseWriter, _ *http.Request) {
+	h := s.ctl.Health()
+	h.Reasons = nonNil(h.Reasons)
+	writeJSON(w, http.StatusOK, h)
+}
+
+// canaryOverview answers GET /dashboard/canary_overview: state, step plan
+// and history.
+func (s *Server) canaryOverview(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, normalizeOverview(s.ctl.Overview()))
+}
+
+// integrityDetails answers GET /dashboard/integrity_details with the last
+// integrity report.
+func (s *Server) integrityDetails(w http.ResponseWriter, _ *http.Request) {
+	rep := s.ctl.Integrity()
+	rep.Failures = nonNil(rep.Failures)
+	if rep.Status == "" {
+		rep.Status = integrity.StatusDisabled
+	}
+	writeJSON(w, http.StatusOK, rep)
+}
+
+// normalizeOverview turns nil lists into empty ones so that clients always
+// see arrays.
+func normalizeOverview(o guard.Overview) guard.Overview {
+	o.Plan = nonNil(o.Plan)
+	o.History = nonNil(o.History)
+	return o
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// writeJSON writes v as the JSON body of a response that must not be cached.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		body = []byte(`{"error":"cannot encode the response"}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+// writeError writes the JSON error body {"error": msg}.
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, struct {
+		Error string `json:"error"`
+	}{msg})
+}
+
+// promLogger hands promhttp's encoding errors to zerolog.
+type promLogger struct{ log zerolog.Logger }
+
+// Println logs v as one error line.
+func (l promLogger) Println(v ...any) {
+	l.log.Error().Msg(strings.TrimSuffix(fmt.Sprintln(v...), "\n"))
+}

@@ -1,0 +1,248 @@
+package deploy_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDashboardPanels(t *testing.T) {
+	d, err := loadDashboard()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := d["schemaVersion"].(float64); v < 39 {
+		t.Errorf("schemaVersion = %v; want >= 39", d["schemaVersion"])
+	}
+	if uid, _ := d["uid"].(string); uid != "canaryd" {
+		t.Errorf("uid = %q; want canaryd (links and provisioning rely on it)", uid)
+	}
+
+	templ, _ := d["templating"].(map[string]any)
+	vars, _ := templ["list"].([]any)
+	var haveDS bool
+	for _, v := range vars {
+		vm, _ := v.(map[string]any)
+		if vm["name"] == "DS_PROMETHEUS" && vm["type"] == "datasource" && vm["query"] == "prometheus" {
+			haveDS = true
+		}
+	}
+	if !haveDS {
+		t.Errorf("templating has no datasource variable DS_PROMETHEUS of type prometheus")
+	}
+
+	panels, _ := d["panels"].([]any)
+	if len(panels) == 0 {
+		t.Fatal("dashboard has no panels")
+	}
+	type rect struct {
+		title      string
+		x, y, w, h int
+	}
+	var (
+		ids   = map[float64]string{}
+		rects []rect
+	)
+	allowed := []string{"stat", "timeseries", "state-timeline", "row", "bargauge", "table"}
+	for _, p := range panels {
+		pm, _ := p.(map[string]any)
+		title, _ := pm["title"].(string)
+		id, _ := pm["id"].(float64)
+		if other, dup := ids[id]; dup {
+			t.Errorf("panel %q: id %v already used by %q", title, id, other)
+		}
+		ids[id] = title
+		if typ, _ := pm["type"].(string); !slices.Contains(allowed, typ) {
+			t.Errorf("panel %q: type %q not in %v", title, typ, allowed)
+		}
+		if desc, _ := pm["description"].(string); desc == "" {
+			t.Errorf("panel %q: no description", title)
+		}
+		if uid := datasourceUID(pm["datasource"]); uid != "${DS_PROMETHEUS}" {
+			t.Errorf("panel %q: datasource uid %q; want ${DS_PROMETHEUS}", title, uid)
+		}
+		targets, _ := pm["targets"].([]any)
+		if len(targets) == 0 {
+			t.Errorf("panel %q: no targets", title)
+		}
+		for _, tg := range targets {
+			tm, _ := tg.(map[string]any)
+			if uid := datasourceUID(tm["datasource"]); uid != "${DS_PROMETHEUS}" {
+				t.Errorf("panel %q target %v: datasource uid %q; want ${DS_PROMETHEUS}", title, tm["refId"], uid)
+			}
+		}
+		gp, _ := pm["gridPos"].(map[string]any)
+		r := rect{title, num(gp["x"]), num(gp["y"]), num(gp["w"]), num(gp["h"])}
+		if r.w <= 0 || r.h <= 0 || r.x < 0 || r.x+r.w > 24 {
+			t.Errorf("panel %q: gridPos %+v outside the 24-column grid", title, gp)
+		}
+		for _, o := range rects {
+			if r.x < o.x+o.w && o.x < r.x+r.w && r.y < o.y+o.h && o.y < r.y+r.h {
+				t.Errorf("panel %q overlaps panel %q", title, o.title)
+			}
+		}
+		rects = append(rects, r)
+	}
+}
+
+func datasourceUID(ds any) string {
+	m, _ := ds.(map[string]any)
+	uid, _ := m["uid"].(string)
+	return uid
+}
+
+func num(v any) int {
+	f, _ := v.(float64)
+	return int(f)
+}
+
+func TestDashboardCoversMetrics(t *testing.T) {
+	d, err := loadDashboard()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exprs := dashboardExprs(d)
+	used := map[string]bool{}
+	for _, e := range exprs {
+		if strings.TrimSpace(e.expr) == "" {
+			t.Errorf("%s: empty expr", e.where)
+		}
+		metrics := selectedMetrics(e.expr)
+		if len(metrics) == 0 {
+			t.Errorf("%s: no metric selector in %q", e.where, e.expr)
+		}
+		for _, m := range metrics {
+			if !knownMetrics[m] {
+				t.Errorf("%s: unknown metric %q in %q", e.where, m, e.expr)
+			}
+			used[m] = true
+		}
+		if strings.Contains(e.expr, "rate(") && !strings.Contains(e.expr, "$__rate_interval") {
+			t.Errorf("%s: rate without $__rate_interval: %q", e.where, e.expr)
+		}
+	}
+	for _, want := range []string{
+		"canary_requests_total", "canary_request_duration_seconds_bucket", "canary_upstream_errors_total",
+		"canary_weight_ratio", "canary_rollback_required", "canary_rollbacks_total", "canary_integrity_verified",
+		"canary_health_checks_total", "canary_slo_error_rate_ratio", "canary_slo_p95_seconds",
+		"canary_overall_health", "canary_verdict", "canary_step",
+	} {
+		if !used[want] {
+			t.Errorf("no dashboard panel shows %s", want)
+		}
+	}
+}
+
+func TestAlertRules(t *testing.T) {
+	raw, err := os.ReadFile(alertsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := alertNames()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"CanaryErrorRateHigh", "CanaryLatencyP95High", "CanaryRollbackRequired", "CanaryIntegrityFailed",
+		"CanaryUnhealthy", "CanaryHealthCheckFailures", "CanarydDown",
+	} {
+		if !slices.Contains(names, want) {
+			t.Errorf("alerts.yml has no alert %s (alerts: %v)", want, names)
+		}
+	}
+	tests, err := os.ReadFile(alertsTestPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := strings.Split(string(raw), "- alert: ")[1:]
+	for _, b := range blocks {
+		name := strings.TrimSpace(strings.SplitN(b, "\n", 2)[0])
+		t.Run(name, func(t *testing.T) {
+			for _, key := range []string{"severity: ", "summary: ", "description: ", "runbook: "} {
+				if !strings.Contains(b, key) {
+					t.Errorf("alert %s has no %s", name, strings.TrimSpace(key))
+				}
+			}
+			_, expr, _ := strings.Cut(b, "expr: |")
+			expr, _, _ = strings.Cut(expr, "for: ")
+			for _, m := range selectedMetrics(expr) {
+				if !knownMetrics[m] {
+					t.Errorf("alert %s uses unknown metric %q", name, m)
+				}
+			}
+			// Each rule needs a test case that fires (an exp_alerts entry) and one
+			// that stays quiet (exp_alerts: []).
+			if n := strings.Count(string(tests), "alertname: "+name+"\n"); n < 2 {
+				t.Errorf("alerts_test.yml checks %s %d times; want a firing and a quiet case", name, n)
+			}
+		})
+	}
+}
+
+func TestPromtool(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool not on PATH; install Prometheus (Debian: apt-get install prometheus) to check the rules")
+	}
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"check config", []string{"check", "config", promConfigPath}, "SUCCESS"},
+		{"check rules", []string{"check", "rules", alertsPath}, "SUCCESS: 8 rules found"},
+		{"test rules", []string{"test", "rules", alertsTestPath}, "SUCCESS"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, promtool, tt.args...).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), tt.want) {
+				t.Fatalf("promtool %s: %v; want %q in output:\n%s", strings.Join(tt.args, " "), err, tt.want, out)
+			}
+		})
+	}
+}
+
+func TestLeftOfComparison(t *testing.T) {
+	tests := []struct {
+		expr   string
+		want   string
+		wantOK bool
+	}{
+		{`up{job="canaryd"} == 0`, `up{job="canaryd"}`, true},
+		{`sum(rate(a{code=~"5.."}[5m])) / sum(rate(a[5m])) > 0.05`, `sum(rate(a{code=~"5.."}[5m])) / sum(rate(a[5m]))`, true},
+		{`(x > 1) or on (job) (y == 1)`, `(x > 1) or on (job) (y == 1)`, false},
+		{`a{l!="x"} >= 2`, `a{l!="x"}`, true},
+		{`a{l="x>y"} <= 2`, `a{l="x>y"}`, true},
+		{`a != 1`, `a`, true},
+		{`rate(a[5m])`, `rate(a[5m])`, false},
+	}
+	for _, tt := range tests {
+		got, ok := leftOfComparison(tt.expr)
+		if got != tt.want || ok != tt.wantOK {
+			t.Errorf("leftOfComparison(%q) = %q, %v; want %q, %v", tt.expr, got, ok, tt.want, tt.wantOK)
+		}
+	}
+}
+
+func TestExpandGrafanaVars(t *testing.T) {
+	tests := []struct {
+		expr string
+		want string
+	}{
+		{`rate(x{job=~"$job"}[$__rate_interval])`, `rate(x{job=~".*"}[15s])`},
+		{`increase(x{instance=~"${instance}"}[$__range])`, `increase(x{instance=~".*"}[15s])`},
+		{`max(x)`, `max(x)`},
+	}
+	for _, tt := range tests {
+		if got := expandGrafanaVars(tt.expr, "15s"); got != tt.want {
+			t.Errorf("expandGrafanaVars(%q) = %q; want %q", tt.expr, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,198 @@
+package deploy_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+)
+
+// Paths of the files under test, relative to this package's folder (go test's
+// working directory).
+const (
+	dashboardPath  = "grafana/canaryd.json"
+	alertsPath     = "prometheus/alerts.yml"
+	alertsTestPath = "prometheus/alerts_test.yml"
+	promConfigPath = "prometheus/prometheus.yml"
+)
+
+// loadDashboard decodes the dashboard into a generic JSON tree.
+func loadDashboard() (map[string]any, error) {
+	raw, err := os.ReadFile(dashboardPath)
+	if err != nil {
+		return nil, fmt.Errorf("read dashboard: %w", err)
+	}
+	var d map[string]any
+	if err := json.Unmarshal(raw, &d); err != nil {
+		return nil, fmt.Errorf("decode dashboard %s: %w", dashboardPath, err)
+	}
+	return d, nil
+}
+
+// dashboardExpr is one PromQL expression of the dashboard and where it is.
+type dashboardExpr struct {
+	where string // panel title and refId, or annotation name
+	expr  string // as written, with Grafana variables
+}
+
+// dashboardExprs returns every "expr" of the dashboard: panel targets
+// (including panels nested in rows) and annotation queries.
+func dashboardExprs(d map[string]any) []dashboardExpr {
+	var out []dashboardExpr
+	var walkPanels func(panels []any)
+	walkPanels = func(panels []any) {
+		for _, p := range panels {
+			pm, _ := p.(map[string]any)
+			title, _ := pm["title"].(string)
+			targets, _ := pm["targets"].([]any)
+			for _, t := range targets {
+				tm, _ := t.(map[string]any)
+				if e, ok := tm["expr"].(string); ok {
+					ref, _ := tm["refId"].(string)
+					out = append(out, dashboardExpr{where: fmt.Sprintf("panel %q %s", title, ref), expr: e})
+				}
+			}
+			if nested, ok := pm["panels"].([]any); ok {
+				walkPanels(nested)
+			}
+		}
+	}
+	panels, _ := d["panels"].([]any)
+	walkPanels(panels)
+	if ann, ok := d["annotations"].(map[string]any); ok {
+		list, _ := ann["list"].([]any)
+		for _, a := range list {
+			am, _ := a.(map[string]any)
+			if e, ok := am["expr"].(string); ok {
+				name, _ := am["name"].(string)
+				out = append(out, dashboardExpr{where: fmt.Sprintf("annotation %q", name), expr: e})
+			}
+		}
+	}
+	return out
+}
+
+var grafanaVar = regexp.MustCompile(`\$\{?(\w+)\}?`)
+
+// expandGrafanaVars turns a dashboard expression into plain PromQL the way
+// Grafana would for a short time range on a 1s scrape interval: interval
+// variables become rangeInterval, template variables (job, instance) match
+// everything.
+func expandGrafanaVars(expr, rangeInterval string) string {
+	return grafanaVar.ReplaceAllStringFunc(expr, func(m string) string {
+		name := strings.Trim(m, "${}")
+		switch name {
+		case "__rate_interval", "__interval", "__range":
+			return rangeInterval
+		case "__interval_ms", "__range_ms":
+			return "15000"
+		case "__range_s":
+			return "15"
+		default:
+			return ".*"
+		}
+	})
+}
+
+var alertLine = regexp.MustCompile(`(?m)^\s*-\s*alert:\s*(\w+)\s*$`)
+
+// alertNames returns the alert names of alerts.yml in file order.
+func alertNames() ([]string, error) {
+	raw, err := os.ReadFile(alertsPath)
+	if err != nil {
+		return nil, fmt.Errorf("read alerts: %w", err)
+	}
+	var names []string
+	for _, m := range alertLine.FindAllStringSubmatch(string(raw), -1) {
+		names = append(names, m[1])
+	}
+	return names, nil
+}
+
+// knownMetrics are the metric names canaryd exports (DESIGN §5 and the
+// packages' collectors) plus Prometheus' own up. Dashboard and alert
+// expressions may only use these.
+var knownMetrics = map[string]bool{
+	"canary_requests_total":                  true,
+	"canary_request_duration_seconds_bucket": true,
+	"canary_request_duration_seconds_count":  true,
+	"canary_request_duration_seconds_sum":    true,
+	"canary_upstream_errors_total":           true,
+	"canary_client_canceled_total":           true,
+	"canary_weight_ratio":                    true,
+	"canary_rollback_required":               true,
+	"canary_rollbacks_total":                 true,
+	"canary_integrity_verified":              true,
+	"canary_health_checks_total":             true,
+	"canary_slo_error_rate_ratio":            true,
+	"canary_slo_p95_seconds":                 true,
+	"canary_overall_health":                  true,
+	"canary_verdict":                         true,
+	"canary_step":                            true,
+	"canary_admin_auth_failures_total":       true,
+	"canary_admin_auth_rate_limited_total":   true,
+	"process_cpu_seconds_total":              true,
+	"process_resident_memory_bytes":          true,
+	"go_goroutines":                          true,
+	"go_memstats_heap_inuse_bytes":           true,
+	"up":                                     true,
+}
+
+var metricSelector = regexp.MustCompile(`\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{`)
+
+// selectedMetrics returns the metric names used with a label selector
+// (name{...}) in expr. Every metric in our expressions carries one.
+func selectedMetrics(expr string) []string {
+	var out []string
+	for _, m := range metricSelector.FindAllStringSubmatch(expr, -1) {
+		switch m[1] {
+		case "by", "without", "on", "ignoring", "group_left", "group_right":
+			continue
+		}
+		out = append(out, m[1])
+	}
+	return out
+}
+
+// leftOfComparison returns the left operand of expr's outermost comparison
+// (==, !=, >, <, >=, <=) and true, or expr and false when it has none at the
+// top level. "rate(x[5m]) / y > 0.05" gives "rate(x[5m]) / y": the quantity
+// an alert compares, which must exist whenever the metrics do.
+func leftOfComparison(expr string) (string, bool) {
+	depth := 0
+	var quote byte
+	for i := 0; i < len(expr); i++ {
+		c := expr[i]
+		if quote != 0 {
+			switch {
+			case c == '\\' && quote != '`':
+				i++
+			case c == quote:
+				quote = 0
+			}
+			continue
+		}
+		switch c {
+		case '"', '\'', '`':
+			quote = c
+		case '(', '[', '{':
+			depth++
+		case ')', ']', '}':
+			depth--
+		case '=', '!', '>', '<':
+			if depth != 0 {
+				continue
+			}
+			next := byte(0)
+			if i+1 < len(expr) {
+				next = expr[i+1]
+			}
+			if (c == '=' || c == '!') && next != '=' {
+				continue
+			}
+			return strings.TrimSpace(expr[:i]), true
+		}
+	}
+	return expr, false
+}

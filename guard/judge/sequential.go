@@ -1,0 +1,273 @@
+package judge
+
+import (
+	"math"
+
+	"github.com/canaryd/canaryd/proxy"
+)
+
+// sequential is the anytime-valid judge. It turns the growth of the
+// cumulative totals between calls into evidence; see the package doc.
+type sequential struct {
+	slo SLO
+	// seenCanary and seenStable are the totals already turned into
+	// evidence.
+	seenCanary, seenStable proxy.Totals
+
+	errors, slow    sloTest
+	errorVs, slowVs versusTest
+}
+
+// NewSequential returns the anytime-valid judge: per SLO, a sequential
+// probability ratio test over the step (anytime-valid at level Alpha/2) and
+// a CUSUM change detector for late regressions (see the package doc), plus
+// comparison tests against stable that hold the plan but never roll back.
+func NewSequential(slo SLO) Judge {
+	slo = slo.withDefaults()
+	gateAlpha := slo.Alpha / 2 // two SLO gates share the budget
+	j := &sequential{
+		slo:     slo,
+		errors:  newSLOTest(GateErrorRate, GateErrorRateChange, "errors", slo.ErrorRate, gateAlpha, slo.Horizon),
+		slow:    newSLOTest(GateP95Latency, GateP95LatencyChange, "slower than "+slo.P95.String(), SlowShare, gateAlpha, slo.Horizon),
+		errorVs: newVersusTest(GateErrorRateVsStable, "error rate", slo.Margin, gateAlpha),
+		slowVs:  newVersusTest(GateP95LatencyVsStable, "share of slow requests", slo.Margin, gateAlpha),
+	}
+	return j
+}
+
+// Name is "sequential".
+func (j *sequential) Name() string { return "sequential" }
+
+// Restart forgets all evidence; requests counted after s are the new step's.
+func (j *sequential) Restart(s proxy.Snapshot) {
+	j.seenCanary, j.seenStable = s.Canary.Totals, s.Stable.Totals
+	j.errors.reset()
+	j.slow.reset()
+	j.errorVs.reset()
+	j.slowVs.reset()
+}
+
+// Judge adds the requests counted since the last call to the evidence and
+// returns the verdict.
+func (j *sequential) Judge(s proxy.Snapshot) Result {
+	c, st := s.Canary.Totals, s.Stable.Totals
+	if c.Requests < j.seenCanary.Requests || st.Requests < j.seenStable.Requests ||
+		c.Errors < j.seenCanary.Errors || c.Slow < j.seenCanary.Slow ||
+		st.Errors < j.seenStable.Errors || st.Slow < j.seenStable.Slow {
+		// Totals went backwards: another source. Keep the evidence
+		// gathered so far and count from here.
+		j.seenCanary, j.seenStable = c, st
+	}
+	n, e, sl := advance(&j.seenCanary, c)
+	sn, se, ssl := advance(&j.seenStable, st)
+	j.errors.add(n, e)
+	j.slow.add(n, sl)
+	j.errorVs.add(n, e, sn, se)
+	j.slowVs.add(n, sl, sn, ssl)
+	return j.result()
+}
+
+// advance returns the requests, errors and slow requests counted between
+// seen and cur and moves seen forward. Events are never counted ahead of
+// their requests (totals read while a request completes may be torn); the
+// excess is carried to the next call.
+func advance(seen *proxy.Totals, cur proxy.Totals) (n, errs, slow uint64) {
+	n = cur.Requests - seen.Requests
+	errs = min(cur.Errors-seen.Errors, n)
+	slow = min(cur.Slow-seen.Slow, n)
+	seen.Requests += n
+	seen.Errors += errs
+	seen.Slow += slow
+	return n, errs, slow
+}
+
+func (j *sequential) result() Result {
+	n := j.errors.n
+	minGate := minRequestsGate(n, j.slo.MinRequests, "in this step")
+	errStep, errChange := j.errors.gates()
+	slowStep, slowChange := j.slow.gates()
+	errVs, slowVs := j.errorVs.gate(), j.slowVs.gate()
+	res := Result{Gates: []Gate{minGate, errStep, errChange, slowStep, slowChange, errVs, slowVs}}
+
+	switch {
+	case j.errors.failed() || j.slow.failed():
+		res.Verdict = RollbackLatency
+		if j.errors.failed() {
+			res.Verdict = RollbackErrorRate
+		}
+		for _, g := range res.Gates[1:5] {
+			if g.Verdict == gateFail {
+				res.Reasons = append(res.Reasons, g.Detail)
+			}
+		}
+	case n < j.slo.MinRequests:
+		res.Verdict = Hold
+		res.Reasons = []string{minGate.Detail}
+	default:
+		res.Verdict = Proceed
+		for _, g := range res.Gates[1:] {
+			if g.Verdict != gatePass {
+				res.Verdict = Hold
+				res.Reasons = append(res.Reasons, g.Detail)
+			}
+		}
+		if res.Verdict == Proceed {
+			res.Reasons = []string{"no evidence against the SLO in " + count(n) + " canary requests: " +
+				pct(rate(j.errors.k, n)) + " errors, " + pct(rate(j.slow.k, n)) + " slower than " + j.slo.P95.String()}
+		}
+	}
+	return res
+}
+
+// sloTest is one SLO's pair of tests on the same per-request log likelihood
+// ratio: the step SPRT (sum since Restart) and the CUSUM (the SPRT restarted
+// whenever it falls to zero). A rejection is final until Restart.
+type sloTest struct {
+	name, changeName, events string
+	bern                     bernoulli
+	stepLimit, changeLimit   float64
+
+	n, k         uint64  // requests and events since Restart
+	step         float64 // SPRT log likelihood ratio since Restart
+	change       float64 // CUSUM statistic
+	changeN      uint64  // requests since the CUSUM last stood at zero
+	changeK      uint64  // events among them
+	stepFailed   bool
+	changeFailed bool
+	failedAt     uint64 // n when the first rejection happened
+}
+
+func newSLOTest(name, changeName, events string, p0, alpha float64, horizon uint64) sloTest {
+	b := newBernoulli(p0)
+	stepLimit := math.Log(1 / alpha)
+	return sloTest{
+		name: name, changeName: changeName, events: events, bern: b,
+		stepLimit:   stepLimit,
+		changeLimit: math.Max(stepLimit, b.changeLimit(alpha, horizon)),
+	}
+}
+
+func (t *sloTest) reset() {
+	*t = sloTest{name: t.name, changeName: t.changeName, events: t.events, bern: t.bern, stepLimit: t.stepLimit, changeLimit: t.changeLimit}
+}
+
+func (t *sloTest) failed() bool { return t.stepFailed || t.changeFailed }
+
+// add counts k events among n requests. A batch's likelihood ratio is the
+// product over its requests; checking only at batch ends looks less often,
+// which can only lower the false-alarm probability.
+func (t *sloTest) add(n, k uint64) {
+	if n == 0 {
+		return
+	}
+	l := t.bern.llr(n, k)
+	t.n += n
+	t.k += k
+	t.step += l
+	if t.change+l <= 0 {
+		t.change, t.changeN, t.changeK = 0, 0, 0
+	} else {
+		t.change += l
+		t.changeN += n
+		t.changeK += k
+	}
+	if t.failed() {
+		return
+	}
+	t.stepFailed = t.step >= t.stepLimit
+	t.changeFailed = t.change >= t.changeLimit
+	if t.failed() {
+		t.failedAt = t.n
+	}
+}
+
+// gates explains both tests.
+func (t *sloTest) gates() (step, change Gate) {
+	p := rate(t.k, t.n)
+	step = Gate{Name: t.name, Value: t.step, Threshold: t.stepLimit, Unit: "log_lr", Samples: t.n, Verdict: gatePass}
+	head := count(t.k) + " of " + count(t.n) + " requests " + t.events + " (" + pct(p) + ") since the step started; SLO " + pct(t.bern.p0)
+	switch {
+	case t.stepFailed:
+		step.Verdict = gateFail
+		step.Detail = head + ": rate above the SLO (log likelihood ratio " + num(t.step) + " reached " + num(t.stepLimit) + " after " + count(t.failedAt) + " requests)"
+	case p > t.bern.p0:
+		step.Verdict = gateHold
+		step.Detail = head + ": above the SLO but not yet conclusive (log likelihood ratio " + num(t.step) + " of " + num(t.stepLimit) + ")"
+		if d := t.bern.drift(p); d > 0 {
+			step.Needed = uint64(math.Ceil((t.stepLimit - t.step) / d))
+			step.Detail += "; about " + count(step.Needed) + " more requests at this rate would conclude"
+		}
+	default:
+		step.Detail = head + ": no evidence against the SLO (log likelihood ratio " + num(t.step) + ", rollback at " + num(t.stepLimit) + ")"
+	}
+
+	cp := rate(t.changeK, t.changeN)
+	change = Gate{Name: t.changeName, Value: t.change, Threshold: t.changeLimit, Unit: "log_lr", Samples: t.changeN, Verdict: gatePass}
+	recent := count(t.changeK) + " of the last " + count(t.changeN) + " requests " + t.events + " (" + pct(cp) + ")"
+	switch {
+	case t.changeFailed:
+		change.Verdict = gateFail
+		change.Detail = "regression: " + recent + "; CUSUM " + num(t.change) + " reached " + num(t.changeLimit)
+	case t.changeN == 0:
+		change.Detail = "no recent excess of requests " + t.events + " (CUSUM 0, rollback at " + num(t.changeLimit) + ")"
+	default:
+		change.Detail = recent + "; CUSUM " + num(t.change) + ", rollback at " + num(t.changeLimit)
+	}
+	return step, change
+}
+
+// versusTest asks whether the canary's event rate exceeds stable's by more
+// than the margin. Given that a batch saw e events in all, each is the
+// canary's with probability π = nc·r/(nc·r + ns) when the canary's rate is r
+// times stable's; the test is an SPRT of r = 2(1+m) against r = 1+m on those
+// conditional binomials, anytime-valid for rare events.
+type versusTest struct {
+	name, what string
+	boundary   float64 // 1 + margin
+	limit      float64
+
+	nc, kc, ns, ks uint64
+	llr            float64
+	failed         bool
+}
+
+func newVersusTest(name, what string, margin, alpha float64) versusTest {
+	return versusTest{name: name, what: what, boundary: 1 + margin, limit: math.Log(1 / alpha)}
+}
+
+func (t *versusTest) reset() {
+	*t = versusTest{name: t.name, what: t.what, boundary: t.boundary, limit: t.limit}
+}
+
+func (t *versusTest) add(nc, kc, ns, ks uint64) {
+	t.nc += nc
+	t.kc += kc
+	t.ns += ns
+	t.ks += ks
+	if nc == 0 || ns == 0 || kc+ks == 0 {
+		return // no comparison possible in this batch
+	}
+	w0 := float64(nc) * t.boundary
+	w1 := 2 * w0
+	pi0 := w0 / (w0 + float64(ns))
+	pi1 := w1 / (w1 + float64(ns))
+	t.llr += float64(kc)*math.Log(pi1/pi0) + float64(ks)*math.Log((1-pi1)/(1-pi0))
+	if t.llr >= t.limit {
+		t.failed = true
+	}
+}
+
+func (t *versusTest) gate() Gate {
+	g := Gate{Name: t.name, Value: t.llr, Threshold: t.limit, Unit: "log_lr", Samples: t.nc, Verdict: gatePass}
+	rc, rs := rate(t.kc, t.nc), rate(t.ks, t.ns)
+	head := "canary " + t.what + " " + pct(rc) + " (" + count(t.kc) + "/" + count(t.nc) + ") vs stable " +
+		pct(rs) + " (" + count(t.ks) + "/" + count(t.ns) + ")"
+	margin := pct(t.boundary - 1)
+	if t.failed {
+		g.Verdict = gateFail
+		g.Detail = head + ": canary significantly worse than stable by more than " + margin + " (log likelihood ratio " + num(t.llr) + " reached " + num(t.limit) + "); holding"
+	} else {
+		g.Detail = head + ": not significantly worse than stable by more than " + margin + " (log likelihood ratio " + num(t.llr) + " of " + num(t.limit) + ")"
+	}
+	return g
+}

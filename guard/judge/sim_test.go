@@ -1,0 +1,288 @@
+package judge_test
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/canaryd/canaryd/guard/judge"
+	"github.com/canaryd/canaryd/proxy"
+)
+
+// The simulated service: the defaults of DESIGN.md, a canary getting 10% of
+// the traffic at 50 canary requests per second.
+const (
+	simErrorSLO  = 0.01
+	simBatch     = 50     // canary requests per guard tick (1s at 50 req/s)
+	simWindow    = 15_000 // canary requests in the 5m window at 50 req/s
+	simStableX   = 9      // stable requests per canary request (10% weight)
+	simMax       = 100_000
+	simLateStart = 10_000
+	simSeed      = 20220814 // KDD 2022
+)
+
+func simSLO() judge.SLO {
+	return judge.SLO{ErrorRate: simErrorSLO, P95: 500 * time.Millisecond, MinRequests: 100, Alpha: 0.01}
+}
+
+// scenario is one kind of canary. Rates are multiples of the SLO: of the
+// error rate for errors, of the 5% allowed above P95 for slow requests. A
+// late scenario switches to the late rates after simLateStart requests.
+type scenario struct {
+	name              string
+	err, slow         float64
+	lateErr, lateSlow float64
+	late              bool
+	good              bool
+	rollouts          int
+	wantVerdict       judge.Verdict
+}
+
+// outcome is one judge's fate in one rollout.
+type outcome struct {
+	verdict judge.Verdict // Hold if it never rolled back
+	at      uint64        // canary requests at the rollback (after the change for late scenarios)
+	early   bool          // rolled back before a late regression began
+}
+
+func simScenarios() []scenario {
+	return []scenario{
+		{name: "good: 0.5x SLO", err: 0.5, slow: 0.5, good: true, rollouts: 1000},
+		{name: "good: exactly at SLO", err: 1, slow: 1, good: true, rollouts: 500},
+		{name: "bad: 1.5x error SLO", err: 1.5, slow: 0.5, rollouts: 500, wantVerdict: judge.RollbackErrorRate},
+		{name: "bad: 2x error SLO", err: 2, slow: 0.5, rollouts: 500, wantVerdict: judge.RollbackErrorRate},
+		{name: "bad: 3x error SLO", err: 3, slow: 0.5, rollouts: 1000, wantVerdict: judge.RollbackErrorRate},
+		{name: "bad: 10x error SLO", err: 10, slow: 0.5, rollouts: 500, wantVerdict: judge.RollbackErrorRate},
+		{name: "bad: total outage", err: 1 / simErrorSLO, slow: 0.5, rollouts: 500, wantVerdict: judge.RollbackErrorRate},
+		{name: "bad: 3x slow share (p95 over SLO)", err: 0.5, slow: 3, rollouts: 500, wantVerdict: judge.RollbackLatency},
+		{name: "late: 0.5x then 3x errors after 10k", err: 0.5, slow: 0.5, late: true, lateErr: 3, lateSlow: 0.5, rollouts: 500, wantVerdict: judge.RollbackErrorRate},
+	}
+}
+
+// stream draws request outcomes as gaps between events (geometric), so a
+// rollout costs time per event and per judgement, not per request.
+type stream struct {
+	rng  *rand.Rand
+	p    float64
+	next uint64 // index (1-based) of the next event
+}
+
+func (s *stream) reset(from uint64, p float64) {
+	s.p = p
+	s.next = from + s.gap()
+}
+
+func (s *stream) gap() uint64 {
+	switch {
+	case s.p >= 1:
+		return 1
+	case s.p <= 0:
+		return math.MaxUint64 / 2
+	}
+	return 1 + uint64(math.Log(1-s.rng.Float64())/math.Log1p(-s.p))
+}
+
+// count returns how many events fall in (.., upTo] and advances.
+func (s *stream) count(upTo uint64) uint64 {
+	var k uint64
+	for s.next <= upTo {
+		k++
+		s.next += s.gap()
+	}
+	return k
+}
+
+type checkpoint struct{ n, errs, slow uint64 }
+
+// simulate runs one rollout against both judges, judging every simBatch
+// canary requests and at once after every canary error (as the guard does),
+// until both rolled back or simMax canary requests.
+func simulate(sc scenario, rng *rand.Rand) (seq, win outcome) {
+	slo := simSLO()
+	judges := []judge.Judge{judge.NewSequential(slo), judge.NewWindow(slo)}
+	outs := []outcome{{verdict: judge.Hold}, {verdict: judge.Hold}}
+	done := []bool{false, false}
+	judges[0].Restart(proxy.Snapshot{})
+
+	errRate := func(m float64) float64 { return math.Min(1, m*simErrorSLO) }
+	slowRate := func(m float64) float64 { return math.Min(1, m*judge.SlowShare) }
+	errs := stream{rng: rng}
+	slow := stream{rng: rng}
+	sErrs := stream{rng: rng}
+	sSlow := stream{rng: rng}
+	errs.reset(0, errRate(sc.err))
+	slow.reset(0, slowRate(sc.slow))
+	sErrs.reset(0, errRate(0.5))
+	sSlow.reset(0, slowRate(0.5))
+
+	ring := make([]checkpoint, simWindow/simBatch+2)
+	var n, e, sl, se, ssl uint64
+	for n < simMax && !(done[0] && done[1]) {
+		target := min((n/simBatch+1)*simBatch, errs.next, simMax)
+		if sc.late && n < simLateStart && target > simLateStart {
+			target = simLateStart
+		}
+		e += errs.count(target)
+		sl += slow.count(target)
+		se += sErrs.count(target * simStableX)
+		ssl += sSlow.count(target * simStableX)
+		n = target
+		if sc.late && n == simLateStart {
+			errs.reset(n, errRate(sc.lateErr))
+			slow.reset(n, slowRate(sc.lateSlow))
+		}
+		if n%simBatch == 0 {
+			ring[(n/simBatch)%uint64(len(ring))] = checkpoint{n, e, sl}
+		}
+		var base checkpoint
+		if n > simWindow {
+			base = ring[((n-simWindow)/simBatch)%uint64(len(ring))]
+		}
+		snap := proxy.Snapshot{
+			Window: 5 * time.Minute,
+			Canary: proxy.Stats{
+				Requests: n - base.n, Errors: e - base.errs, Slow: sl - base.slow,
+				Totals: proxy.Totals{Requests: n, Errors: e, Slow: sl},
+			},
+			Stable: proxy.Stats{Totals: proxy.Totals{Requests: n * simStableX, Errors: se, Slow: ssl}},
+		}
+		for i, j := range judges {
+			if done[i] {
+				continue
+			}
+			v := j.Judge(snap).Verdict
+			if v != judge.RollbackErrorRate && v != judge.RollbackLatency {
+				continue
+			}
+			done[i] = true
+			outs[i] = outcome{verdict: v, at: n}
+			if sc.late {
+				outs[i].early = n <= simLateStart
+				if !outs[i].early {
+					outs[i].at = n - simLateStart
+				}
+			}
+		}
+	}
+	return outs[0], outs[1]
+}
+
+// summary is one judge's figures over a scenario's rollouts.
+type summary struct {
+	rollbacks, early, wrongKind int
+	sizes                       []uint64
+}
+
+func (s summary) quantile(q float64) uint64 {
+	if len(s.sizes) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(len(s.sizes)))) - 1
+	return s.sizes[max(i, 0)]
+}
+
+func summarise(sc scenario, outs []outcome) summary {
+	var s summary
+	for _, o := range outs {
+		switch {
+		case o.verdict == judge.Hold:
+		case o.early:
+			s.early++
+		default:
+			s.rollbacks++
+			s.sizes = append(s.sizes, o.at)
+			if sc.wantVerdict != "" && o.verdict != sc.wantVerdict {
+				s.wrongKind++
+			}
+		}
+	}
+	slices.Sort(s.sizes)
+	return s
+}
+
+func runScenario(sc scenario, idx int) (seq, win summary) {
+	seqOut := make([]outcome, sc.rollouts)
+	winOut := make([]outcome, sc.rollouts)
+	var wg sync.WaitGroup
+	workers := runtime.GOMAXPROCS(0)
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < sc.rollouts; i += workers {
+				rng := rand.New(rand.NewPCG(simSeed, uint64(idx)<<32|uint64(i)))
+				seqOut[i], winOut[i] = simulate(sc, rng)
+			}
+		})
+	}
+	wg.Wait()
+	return summarise(sc, seqOut), summarise(sc, winOut)
+}
+
+func cell(sc scenario, s summary) string {
+	pctOf := func(k int) string { return fmt.Sprintf("%.2f%%", 100*float64(k)/float64(sc.rollouts)) }
+	switch {
+	case sc.good:
+		return "false rollback " + pctOf(s.rollbacks)
+	case sc.late:
+		return fmt.Sprintf("median %d, p90 %d after the change (%s missed; %s rolled back before it)",
+			s.quantile(0.5), s.quantile(0.9), pctOf(sc.rollouts-s.rollbacks-s.early), pctOf(s.early))
+	}
+	missed := ""
+	if s.rollbacks < sc.rollouts {
+		missed = fmt.Sprintf(" (%s missed)", pctOf(sc.rollouts-s.rollbacks))
+	}
+	return fmt.Sprintf("median %d, p90 %d%s", s.quantile(0.5), s.quantile(0.9), missed)
+}
+
+// TestSimRollouts runs thousands of simulated rollouts through both judges
+// and checks the sequential judge's targets (see the package doc for the
+// table it prints).
+func TestSimRollouts(t *testing.T) {
+	start := time.Now()
+	var table strings.Builder
+	fmt.Fprintf(&table, "| canary (%d rollouts of up to %d canary requests, judged every %d requests and after each error) | sequential | window (%d-request window) |\n|---|---|---|\n",
+		0, simMax, simBatch, simWindow)
+	results := map[string][2]summary{}
+	total := 0
+	for i, sc := range simScenarios() {
+		seq, win := runScenario(sc, i)
+		results[sc.name] = [2]summary{seq, win}
+		total += sc.rollouts
+		fmt.Fprintf(&table, "| %s (%d) | %s | %s |\n", sc.name, sc.rollouts, cell(sc, seq), cell(sc, win))
+		if seq.wrongKind > 0 {
+			t.Errorf("%s: sequential judge gave the wrong rollback reason %d times; want %s", sc.name, seq.wrongKind, sc.wantVerdict)
+		}
+	}
+	out := strings.Replace(table.String(), "(0 rollouts", fmt.Sprintf("(%d rollouts", total), 1)
+	t.Logf("simulation in %v:\n%s", time.Since(start).Round(time.Millisecond), out)
+	if err := os.WriteFile(filepath.Join(t.TempDir(), "sim.md"), []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	good := results["good: 0.5x SLO"][0]
+	if r := float64(good.rollbacks) / 1000; r > 0.01 {
+		t.Errorf("sequential false rollback at 0.5x SLO = %.2f%%; want <= 1%%", 100*r)
+	}
+	if m := results["bad: 3x error SLO"][0].quantile(0.5); m == 0 || m > 600 {
+		t.Errorf("sequential median detection at 3x error SLO = %d requests; want 1..600", m)
+	}
+	outage := results["bad: total outage"][0]
+	if len(outage.sizes) != 500 || outage.sizes[len(outage.sizes)-1] > 10 {
+		t.Errorf("sequential outage detection: %d of 500 detected, worst %v; want all within 10 requests", len(outage.sizes), outage.sizes[len(outage.sizes)-1:])
+	}
+	late, fresh := results["late: 0.5x then 3x errors after 10k"][0], results["bad: 3x error SLO"][0]
+	if late.quantile(0.5) == 0 || late.quantile(0.5) > 2*fresh.quantile(0.5) {
+		t.Errorf("sequential late regression median detection = %d requests after the change; want within twice the from-start median %d",
+			late.quantile(0.5), fresh.quantile(0.5))
+	}
+	if s := results["bad: 3x slow share (p95 over SLO)"][0]; s.rollbacks != 500 {
+		t.Errorf("sequential latency regression detected in %d of 500 rollouts; want all", s.rollbacks)
+	}
+}

@@ -1,0 +1,193 @@
+package judge
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+)
+
+// Defaults for the zero values of SLO's optional fields.
+const (
+	// DefaultAlpha is the false-rollback budget used when SLO.Alpha is 0.
+	DefaultAlpha = 0.01
+	// DefaultMargin is the comparison gates' relative margin used when
+	// SLO.Margin is 0: the canary may be up to 50% worse than stable.
+	DefaultMargin = 0.5
+	// DefaultHorizon is the change detectors' design horizon in canary
+	// requests per step, used when SLO.Horizon is 0.
+	DefaultHorizon = 100_000
+)
+
+// SlowShare is the largest share of requests that may be slower than
+// SLO.P95 while the p95 still meets it: "p95 <= P95" is exactly "at most 5%
+// of requests are slower than P95", so latency is judged on the proxy's exact
+// count of slow requests, not on a histogram estimate.
+const SlowShare = 0.05
+
+// altFactor is how many times the SLO rate the fixed alternative of every
+// likelihood ratio is: the rate the tests are most sensitive to (the SPRT is
+// optimal there) and still fast for an outage, since every failed request
+// multiplies the ratio by about altFactor.
+const altFactor = 3
+
+// minRate and maxRate keep a degenerate SLO rate (0 or 1) inside the open
+// interval where a likelihood ratio is defined.
+const (
+	minRate = 1e-6
+	maxRate = 1 - 1e-6
+)
+
+// ErrInvalidSLO is wrapped by SLO.Validate.
+var ErrInvalidSLO = errors.New("invalid slo")
+
+// Validate reports the first field of s a judge cannot work with. The
+// constructors accept any SLO (clamping what is out of range); Validate is
+// for configuration code that wants to refuse it instead.
+func (s SLO) Validate() error {
+	switch {
+	case !(s.ErrorRate > 0 && s.ErrorRate < 1):
+		return fmt.Errorf("%w: error rate %v must be between 0 and 1 (exclusive)", ErrInvalidSLO, s.ErrorRate)
+	case s.P95 <= 0:
+		return fmt.Errorf("%w: p95 %v must be positive", ErrInvalidSLO, s.P95)
+	case s.Alpha < 0 || s.Alpha >= 0.5:
+		return fmt.Errorf("%w: alpha %v must be in [0, 0.5) (0 means %v)", ErrInvalidSLO, s.Alpha, DefaultAlpha)
+	case s.Margin < 0:
+		return fmt.Errorf("%w: margin %v must not be negative", ErrInvalidSLO, s.Margin)
+	}
+	return nil
+}
+
+// withDefaults fills the zero values and clamps what a judge cannot use.
+func (s SLO) withDefaults() SLO {
+	if !(s.Alpha > 0 && s.Alpha < 0.5) {
+		s.Alpha = DefaultAlpha
+	}
+	if !(s.Margin > 0) {
+		s.Margin = DefaultMargin
+	}
+	if s.Horizon == 0 {
+		s.Horizon = DefaultHorizon
+	}
+	s.ErrorRate = clampRate(s.ErrorRate)
+	return s
+}
+
+func clampRate(p float64) float64 {
+	if !(p >= minRate) { // also catches NaN
+		return minRate
+	}
+	return math.Min(p, maxRate)
+}
+
+// bernoulli is the log likelihood ratio of "rate p1" against "rate p0" for
+// one request that is (up) or is not (down) an event: an error, or a slow
+// response.
+type bernoulli struct {
+	p0, p1   float64
+	up, down float64
+}
+
+func newBernoulli(p0 float64) bernoulli {
+	p0 = clampRate(p0)
+	p1 := math.Min(altFactor*p0, p0+(1-p0)/2)
+	return bernoulli{p0: p0, p1: p1, up: math.Log(p1 / p0), down: math.Log((1 - p1) / (1 - p0))}
+}
+
+// llr is the log likelihood ratio of k events among n requests.
+func (b bernoulli) llr(n, k uint64) float64 {
+	return float64(k)*b.up + float64(n-k)*b.down
+}
+
+// drift is the expected llr per request when the true rate is p.
+func (b bernoulli) drift(p float64) float64 {
+	return p*b.up + (1-p)*b.down
+}
+
+// tilt returns the θ > 0 for which exp(θ·llr) is a martingale when the true
+// rate is p < p0 (E[exp(θ·X)] = 1). Ville's inequality applied to it bounds
+// the chance that the llr ever climbs by h at exp(-θ·h): the larger θ, the
+// rarer false alarms for a canary well inside its SLO.
+func (b bernoulli) tilt(p float64) float64 {
+	f := func(t float64) float64 { return p*math.Exp(t*b.up) + (1-p)*math.Exp(t*b.down) - 1 }
+	lo, hi := 1.0, 2.0 // f(1) <= 0 for p <= p0; f is convex with f(0) = 0
+	for f(hi) < 0 && hi < 1e3 {
+		lo, hi = hi, 2*hi
+	}
+	for range 100 {
+		mid := (lo + hi) / 2
+		if f(mid) < 0 {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return lo
+}
+
+// changeLimit is the CUSUM threshold h for a gate with false-rollback budget
+// alpha over horizon requests (see the package doc): a canary at half its
+// SLO rate, p = p0/2, starts an excursion with each event (rate p), the
+// excursion starts at up, and by Ville it reaches h with probability at most
+// exp(-θ(h-up)); the union over at most horizon·p expected starts is
+// horizon·p·exp(θ·up)·exp(-θ·h), set equal to the budget.
+func (b bernoulli) changeLimit(alpha float64, horizon uint64) float64 {
+	p := b.p0 / 2
+	theta := b.tilt(p)
+	budget := alpha - math.Pow(alpha, theta) // what the step test leaves (it uses alpha^θ at p0/2)
+	return math.Log(float64(horizon)*p*math.Exp(theta*b.up)/budget) / theta
+}
+
+// rate is k/n, 0 for n = 0.
+func rate(k, n uint64) float64 {
+	if n == 0 {
+		return 0
+	}
+	return float64(k) / float64(n)
+}
+
+// pct formats a fraction as a percentage with two decimals.
+func pct(x float64) string {
+	return strconv.FormatFloat(100*x, 'f', 2, 64) + "%"
+}
+
+// num formats a float with two decimals.
+func num(x float64) string {
+	return strconv.FormatFloat(x, 'f', 2, 64)
+}
+
+func count(n uint64) string {
+	return strconv.FormatUint(n, 10)
+}
+
+// Gate verdicts.
+const (
+	gatePass = "pass"
+	gateHold = "hold"
+	gateFail = "fail"
+)
+
+// Gate names.
+const (
+	GateMinRequests        = "min_requests"
+	GateErrorRate          = "error_rate"
+	GateErrorRateChange    = "error_rate_change"
+	GateP95Latency         = "p95_latency"
+	GateP95LatencyChange   = "p95_latency_change"
+	GateErrorRateVsStable  = "error_rate_vs_stable"
+	GateP95LatencyVsStable = "p95_latency_vs_stable"
+)
+
+// minRequestsGate reports whether n canary requests are enough for a
+// verdict other than hold.
+func minRequestsGate(n, min uint64, scope string) Gate {
+	g := Gate{Name: GateMinRequests, Value: float64(n), Threshold: float64(min), Unit: "requests", Samples: n, Verdict: gatePass}
+	if n < min {
+		g.Verdict = gateHold
+		g.Needed = min - n
+		g.Detail = count(n) + " canary requests " + scope + "; " + count(min) + " needed before a verdict"
+	} else {
+		g.Detail = count(n) + " canary requests " + scope + " (at least " + count(min) + ")"
+	}
+	return g
+}

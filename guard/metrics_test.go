@@ -1,0 +1,121 @@
+package guard_test
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/canaryd/canaryd/guard"
+	"github.com/canaryd/canaryd/guard/judge"
+)
+
+func TestMetrics(t *testing.T) {
+	cfg, clock := baseConfig(t)
+	cfg.Steps = []guard.Step{{Weight: 500, Observe: time.Minute}, {Weight: 2500, Observe: time.Minute}}
+	h := newHarness(t, cfg, clock)
+	h.judge.set(judge.Proceed)
+	h.start()
+
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if problems, err := promlint.NewWithMetricFamilies(mfs).Lint(); err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %+v", err, problems)
+	}
+	series := map[string]int{}
+	for _, mf := range mfs {
+		series[mf.GetName()] = len(mf.GetMetric())
+	}
+	if series["canary_verdict"] != 7 || series["canary_rollbacks_total"] != 4 || series["canary_overall_health"] != 3 {
+		t.Errorf("series per family = %v; want 7 verdicts, 4 rollback reasons, 3 health statuses", series)
+	}
+
+	h.must(h.g.Promote("admin"))
+	h.judge.set(judge.RollbackLatency)
+	h.wake()
+
+	want := `
+# HELP canary_weight_ratio Share of requests the canary is meant to receive (0..1).
+# TYPE canary_weight_ratio gauge
+canary_weight_ratio 0
+# HELP canary_rollback_required 1 while the canary is rolled back, else 0.
+# TYPE canary_rollback_required gauge
+canary_rollback_required 1
+# HELP canary_rollbacks_total Rollbacks since start, by reason.
+# TYPE canary_rollbacks_total counter
+canary_rollbacks_total{reason="rollback_error_rate"} 0
+canary_rollbacks_total{reason="rollback_integrity"} 0
+canary_rollbacks_total{reason="rollback_latency"} 1
+canary_rollbacks_total{reason="rollback_manual"} 0
+# HELP canary_integrity_verified 0 when the last release-file check FAILED; 1 when VERIFIED or DISABLED.
+# TYPE canary_integrity_verified gauge
+canary_integrity_verified 1
+# HELP canary_slo_error_rate_ratio Configured maximum canary error rate (objective).
+# TYPE canary_slo_error_rate_ratio gauge
+canary_slo_error_rate_ratio 0.01
+# HELP canary_slo_p95_seconds Configured maximum canary p95 latency (objective).
+# TYPE canary_slo_p95_seconds gauge
+canary_slo_p95_seconds 0.5
+# HELP canary_overall_health 1 on the current overall health status, 0 on the others.
+# TYPE canary_overall_health gauge
+canary_overall_health{status="degraded"} 0
+canary_overall_health{status="healthy"} 0
+canary_overall_health{status="unhealthy"} 1
+# HELP canary_verdict 1 on the current recommendation, 0 on the others.
+# TYPE canary_verdict gauge
+canary_verdict{verdict="complete"} 0
+canary_verdict{verdict="hold"} 0
+canary_verdict{verdict="proceed"} 0
+canary_verdict{verdict="rollback_error_rate"} 0
+canary_verdict{verdict="rollback_integrity"} 0
+canary_verdict{verdict="rollback_latency"} 1
+canary_verdict{verdict="rollback_manual"} 0
+# HELP canary_step Index of the plan's current step (0-based), -1 without a plan.
+# TYPE canary_step gauge
+canary_step 1
+`
+	if got := gatherText(t, h.reg); got != strings.TrimLeft(want, "\n") {
+		t.Errorf("metrics:\n%s\nwant:\n%s", got, want)
+	}
+
+	h.must(h.g.Reset("admin"))
+	h.judge.set(judge.Proceed)
+	h.wake()
+	want = `
+# HELP canary_weight_ratio Share of requests the canary is meant to receive (0..1).
+# TYPE canary_weight_ratio gauge
+canary_weight_ratio 0.05
+# HELP canary_step Index of the plan's current step (0-based), -1 without a plan.
+# TYPE canary_step gauge
+canary_step 0
+`
+	if got := gatherText(t, h.reg, "canary_weight_ratio", "canary_step"); got != strings.TrimLeft(want, "\n") {
+		t.Errorf("metrics:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// gatherText renders the named metric families (all if none) in the text
+// format, in the order the registry returns them (sorted by name).
+func gatherText(t *testing.T, reg *prometheus.Registry, names ...string) string {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, mf := range mfs {
+		if len(names) > 0 && !slices.Contains(names, mf.GetName()) {
+			continue
+		}
+		if _, err := expfmt.MetricFamilyToText(&b, mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b.String()
+}
