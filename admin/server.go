@@ -103,6 +103,9 @@ func (s *Server) routes(gatherer prometheus.Gatherer, metrics authMetrics) *chi.
 		ErrorHandling: promhttp.ContinueOnError,
 	}).ServeHTTP)
 	get(r, "/dashboard", serveDashboardPage)
+	get(r, "/dashboard/", func(w http.ResponseWriter, req *http.Request) {
+		http.Redirect(w, req, "/dashboard", http.StatusMovedPermanently)
+	})
 	get(r, "/dashboard/assets/{name}", serveDashboardAsset)
 
 	r.Group(func(r chi.Router) {

@@ -92,6 +92,7 @@ func TestOpenEndpoints(t *testing.T) {
 		{"dashboard HEAD", request{method: "HEAD", path: "/dashboard"}, 200, "text/html; charset=utf-8", ""},
 		{"app.js", request{path: "/dashboard/assets/app.js"}, 200, "text/javascript; charset=utf-8", "sessionStorage"},
 		{"style.css", request{path: "/dashboard/assets/style.css"}, 200, "text/css; charset=utf-8", "canvas"},
+		{"dashboard slash", request{path: "/dashboard/"}, 301, "", ""},
 		{"unknown asset", request{path: "/dashboard/assets/index.html"}, 404, "application/json", `"error"`},
 		{"asset traversal", request{path: "/dashboard/assets/..%2fdashboard.go"}, 404, "application/json", `"error"`},
 		{"unknown path", request{path: "/nope"}, 404, "application/json", `{"error":"no such endpoint"}`},

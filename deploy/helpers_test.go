@@ -155,11 +155,12 @@ func selectedMetrics(expr string) []string {
 	return out
 }
 
-// leftOfComparison returns the left operand of expr's outermost comparison
-// (==, !=, >, <, >=, <=) and true, or expr and false when it has none at the
-// top level. "rate(x[5m]) / y > 0.05" gives "rate(x[5m]) / y": the quantity
-// an alert compares, which must exist whenever the metrics do.
-func leftOfComparison(expr string) (string, bool) {
+// splitComparison splits expr at its outermost comparison (==, !=, >, <, >=,
+// <=) into the compared quantity and the threshold, dropping the operator's
+// modifiers (bool, on/ignoring, group_left/group_right). It returns expr, ""
+// and false when expr has no comparison at the top level.
+// "rate(x[5m]) / y > on (job) z" gives "rate(x[5m]) / y" and "z".
+func splitComparison(expr string) (left, right string, ok bool) {
 	depth := 0
 	var quote byte
 	for i := 0; i < len(expr); i++ {
@@ -191,8 +192,19 @@ func leftOfComparison(expr string) (string, bool) {
 			if (c == '=' || c == '!') && next != '=' {
 				continue
 			}
-			return strings.TrimSpace(expr[:i]), true
+			opEnd := i + 1
+			if next == '=' {
+				opEnd++
+			}
+			return strings.TrimSpace(expr[:i]), stripModifiers(expr[opEnd:]), true
 		}
 	}
-	return expr, false
+	return expr, "", false
+}
+
+var comparisonModifiers = regexp.MustCompile(`^\s*(?:bool\b\s*)?(?:(?:on|ignoring)\s*\([^)]*\)\s*)?(?:(?:group_left|group_right)\s*(?:\([^)]*\))?\s*)?`)
+
+// stripModifiers removes a comparison's modifiers from the start of its right operand.
+func stripModifiers(right string) string {
+	return strings.TrimSpace(comparisonModifiers.ReplaceAllString(right, ""))
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -56,7 +57,7 @@ func TestPrometheusIntegration(t *testing.T) {
 
 	listen, admin := freeAddr(t), freeAddr(t)
 	adminURL := "http://" + admin
-	startCanaryd(ctx, t, canaryd, tmp, []string{
+	canarydExited := startCanaryd(t, canaryd, tmp, []string{
 		"CANARY_STABLE_URL=" + stable.URL,
 		"CANARY_CANARY_URL=" + canary.URL,
 		"CANARY_TOKEN=" + integrationToken,
@@ -75,7 +76,12 @@ func TestPrometheusIntegration(t *testing.T) {
 		"CANARY_LOG_LEVEL=warn",
 	})
 	waitFor(ctx, t, "canaryd admin /healthz answers 200", func() (bool, string) {
-		resp, err := http.Get(adminURL + "/healthz")
+		select {
+		case <-canarydExited:
+			t.Fatalf("canaryd exited at start (a configuration error exits 2)")
+		default:
+		}
+		resp, err := httpGet(adminURL + "/healthz")
 		if err != nil {
 			return false, err.Error()
 		}
@@ -168,13 +174,18 @@ func TestPrometheusIntegration(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, r := range rules {
-			// The compared quantity (left of the threshold) must exist
-			// whenever canaryd runs; an expression without a top-level
-			// comparison must itself return data (here, after the rollback).
-			q, stripped := leftOfComparison(r.Query)
+			// The compared quantity (left of the threshold) and a threshold that
+			// is an expression (the SLO gauges) must have data whenever canaryd
+			// runs; an expression without a top-level comparison must itself
+			// return data (here, after the rollback).
+			left, right, split := splitComparison(r.Query)
 			t.Run(r.Name, func(t *testing.T) {
-				n := assertData(ctx, t, promURL, q)
-				t.Logf("%d series (threshold stripped: %v) for %s", n, stripped, q)
+				n := assertData(ctx, t, promURL, left)
+				t.Logf("%d series for %s", n, left)
+				if _, err := strconv.ParseFloat(right, 64); split && err != nil {
+					n := assertData(ctx, t, promURL, right)
+					t.Logf("%d series for threshold %s", n, right)
+				}
 			})
 		}
 	})
@@ -269,8 +280,9 @@ func freeAddr(t *testing.T) string {
 }
 
 // startCanaryd runs bin with only the given CANARY_* variables (the caller's
-// own CANARY_* environment is dropped) and stops it at cleanup.
-func startCanaryd(ctx context.Context, t *testing.T, bin, dir string, env []string) {
+// own CANARY_* environment is dropped), stops it at cleanup and returns a
+// channel closed when it exits.
+func startCanaryd(t *testing.T, bin, dir string, env []string) <-chan struct{} {
 	t.Helper()
 	cmd := exec.Command(bin)
 	for _, kv := range os.Environ() {
@@ -280,13 +292,14 @@ func startCanaryd(ctx context.Context, t *testing.T, bin, dir string, env []stri
 	}
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Dir = dir
-	startProcess(ctx, t, "canaryd", cmd, filepath.Join(dir, "canaryd.log"))
+	return startProcess(t, "canaryd", cmd, filepath.Join(dir, "canaryd.log"))
 }
 
-// startProcess starts cmd with its output in logPath, fails the test if it
-// exits before cleanup, and at cleanup stops it (SIGTERM, then SIGKILL after
-// 5s) and shows its log when the test failed.
-func startProcess(ctx context.Context, t *testing.T, name string, cmd *exec.Cmd, logPath string) {
+// startProcess starts cmd with its output in logPath and returns a channel
+// closed when it exits. At cleanup it stops the process (SIGINT, then SIGKILL
+// after 5s), fails the test if it had exited by itself, and shows its log
+// when the test failed.
+func startProcess(t *testing.T, name string, cmd *exec.Cmd, logPath string) <-chan struct{} {
 	t.Helper()
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -297,23 +310,24 @@ func startProcess(ctx context.Context, t *testing.T, name string, cmd *exec.Cmd,
 		logFile.Close()
 		t.Fatalf("start %s: %v", name, err)
 	}
-	exited := make(chan error, 1)
-	var stopping atomic.Bool
+	exited := make(chan struct{})
+	var waitErr error
 	go func() {
-		err := cmd.Wait()
-		if !stopping.Load() {
-			t.Errorf("%s exited early: %v (log %s)", name, err, logPath)
-		}
-		exited <- err
+		waitErr = cmd.Wait()
+		close(exited)
 	}()
 	t.Cleanup(func() {
-		stopping.Store(true)
-		_ = cmd.Process.Signal(os.Interrupt)
 		select {
 		case <-exited:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
+			t.Errorf("%s exited before the test ended: %v", name, waitErr)
+		default:
+			_ = cmd.Process.Signal(os.Interrupt)
+			select {
+			case <-exited:
+			case <-time.After(5 * time.Second):
+				_ = cmd.Process.Kill()
+				<-exited
+			}
 		}
 		logFile.Close()
 		if t.Failed() {
@@ -322,6 +336,7 @@ func startProcess(ctx context.Context, t *testing.T, name string, cmd *exec.Cmd,
 			}
 		}
 	})
+	return exited
 }
 
 func tail(b []byte, n int) []byte {
@@ -384,7 +399,8 @@ func adminRequest(t *testing.T, method, u, token string) int {
 		t.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Errorf("%s %s: %v", method, u, err)
 		return 0
@@ -426,10 +442,15 @@ scrape_configs:
 		"--web.listen-address="+addr,
 		"--log.level=warn",
 	)
-	startProcess(ctx, t, "prometheus", cmd, filepath.Join(dir, "prometheus.log"))
+	exited := startProcess(t, "prometheus", cmd, filepath.Join(dir, "prometheus.log"))
 	base := "http://" + addr
 	waitFor(ctx, t, "Prometheus /-/ready answers 200", func() (bool, string) {
-		resp, err := http.Get(base + "/-/ready")
+		select {
+		case <-exited:
+			t.Fatalf("prometheus exited at start")
+		default:
+		}
+		resp, err := httpGet(base + "/-/ready")
 		if err != nil {
 			return false, err.Error()
 		}
@@ -466,9 +487,10 @@ type errBadQuery struct{ msg string }
 
 func (e errBadQuery) Error() string { return e.msg }
 
-// promQuery runs an instant query and returns the result series' labels.
+// promQuery runs an instant query and returns the labels of the result
+// series that have a number (NaN, as from 0/0, does not count).
 func promQuery(base, q string) ([]map[string]string, error) {
-	resp, err := http.Get(base + "/api/v1/query?query=" + url.QueryEscape(q))
+	resp, err := httpGet(base + "/api/v1/query?query=" + url.QueryEscape(q))
 	if err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
@@ -495,23 +517,28 @@ func promQuery(base, q string) ([]map[string]string, error) {
 		}
 		return nil, fmt.Errorf("query %q: %s: %s", q, body.ErrorType, body.Error)
 	}
-	if body.Data.ResultType != "vector" && body.Data.ResultType != "matrix" {
+	if body.Data.ResultType != "vector" {
 		return nil, fmt.Errorf("query %q: result type %s; want vector", q, body.Data.ResultType)
 	}
 	var series []struct {
 		Metric map[string]string `json:"metric"`
+		Value  [2]any            `json:"value"`
 	}
 	if err := json.Unmarshal(body.Data.Result, &series); err != nil {
 		return nil, fmt.Errorf("decode result of %q: %w", q, err)
 	}
-	out := make([]map[string]string, len(series))
-	for i, s := range series {
-		out[i] = s.Metric
+	var out []map[string]string
+	for _, s := range series {
+		v, _ := s.Value[1].(string)
+		if f, err := strconv.ParseFloat(v, 64); err == nil && !math.IsNaN(f) {
+			out = append(out, s.Metric)
+		}
 	}
 	return out, nil
 }
 
-// assertData waits until q returns at least one series and returns how many;
+// assertData waits until q returns at least one series with a number and
+// returns how many;
 // an expression Prometheus rejects fails at once.
 func assertData(ctx context.Context, t *testing.T, base, q string) int {
 	t.Helper()
@@ -576,8 +603,15 @@ func promAlerts(base string) ([]promAlert, error) {
 	return body.Data.Alerts, nil
 }
 
+// httpGet is http.Get with a 2s timeout, so that a stuck server fails a poll
+// instead of hanging the test.
+func httpGet(u string) (*http.Response, error) {
+	client := &http.Client{Timeout: 2 * time.Second}
+	return client.Get(u)
+}
+
 func getJSON(u string, v any) error {
-	resp, err := http.Get(u)
+	resp, err := httpGet(u)
 	if err != nil {
 		return fmt.Errorf("get %s: %w", u, err)
 	}

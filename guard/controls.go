@@ -104,7 +104,6 @@ func (g *Guard) Reset(who string) (Overview, error) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.stateFileProblem = ""
 	if len(g.cfg.Steps) > 0 {
 		g.transition(StateProgressing, 0, g.cfg.Steps[0].Weight, reasonReset, who)
 	} else {

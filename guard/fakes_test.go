@@ -161,7 +161,7 @@ func (v *fakeVerifier) set(ok bool) {
 
 // harness is one guard with its fakes.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	g      *guard.Guard
 	cfg    guard.Config
 	src    *fakeSource
@@ -175,7 +175,7 @@ type harness struct {
 
 // baseConfig is a config with a state file in a fresh folder, a manual clock
 // and an evaluation interval long enough that only canary-error wakes judge.
-func baseConfig(t *testing.T) (guard.Config, *fakeClock) {
+func baseConfig(t testing.TB) (guard.Config, *fakeClock) {
 	clock := &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	return guard.Config{
 		Release:      "v1",
@@ -189,7 +189,7 @@ func baseConfig(t *testing.T) (guard.Config, *fakeClock) {
 }
 
 // newHarness builds a guard (without running it).
-func newHarness(t *testing.T, cfg guard.Config, clock *fakeClock) *harness {
+func newHarness(t testing.TB, cfg guard.Config, clock *fakeClock) *harness {
 	t.Helper()
 	h := &harness{t: t, cfg: cfg, src: newFakeSource(), router: &fakeRouter{}, judge: &fakeJudge{verdict: judge.Hold}, clock: clock, reg: prometheus.NewRegistry()}
 	if cfg.JudgeImpl == nil {
@@ -252,7 +252,7 @@ func (h *harness) wake() guard.Overview {
 }
 
 // waitFor polls cond until it holds or 5s pass.
-func waitFor(t *testing.T, cond func() bool) {
+func waitFor(t testing.TB, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !cond() {

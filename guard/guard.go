@@ -343,6 +343,9 @@ func (g *Guard) transition(to State, step int, weight uint32, reason, who string
 	if to != StateRolledBack {
 		g.rollback = nil
 	}
+	if from == StateHeld && to != StateHeld {
+		g.stateFileProblem = "" // an operator has decided
+	}
 	changed := from != to || fromWeight != weight || fromStep != step
 	if changed {
 		g.stepStartedAt = now

@@ -83,16 +83,16 @@ func TestObservationClock(t *testing.T) {
 		wantStep int
 	}
 	ticks := []tick{
-		{0, judge.Proceed, 0},                       // healthy since t
-		{30 * time.Millisecond, judge.Proceed, 0},   // 30ms observed
-		{10 * time.Millisecond, judge.Hold, 0},      // clock restarts
-		{10 * time.Millisecond, judge.Proceed, 0},   // healthy since t'
-		{49 * time.Millisecond, judge.Proceed, 0},   // 49ms < 50ms
-		{1 * time.Millisecond, judge.Proceed, 1},    // 50ms: next step
-		{time.Minute, judge.Proceed, 1},             // new step's clock starts now
-		{59 * time.Minute, judge.Proceed, 1},        // 59m < 1h
-		{time.Minute - 1, judge.Proceed, 1},         // just short
-		{1, judge.Proceed, 1},                       // 1h: complete, step stays last
+		{0, judge.Proceed, 0},                     // healthy since t
+		{30 * time.Millisecond, judge.Proceed, 0}, // 30ms observed
+		{10 * time.Millisecond, judge.Hold, 0},    // clock restarts
+		{10 * time.Millisecond, judge.Proceed, 0}, // healthy since t'
+		{49 * time.Millisecond, judge.Proceed, 0}, // 49ms < 50ms
+		{1 * time.Millisecond, judge.Proceed, 1},  // 50ms: next step
+		{time.Minute, judge.Proceed, 1},           // new step's clock starts now
+		{59 * time.Minute, judge.Proceed, 1},      // 59m < 1h
+		{time.Minute - 1, judge.Proceed, 1},       // just short
+		{1, judge.Proceed, 1},                     // 1h: complete, step stays last
 	}
 	for i, tk := range ticks {
 		clock.Advance(tk.advance)
@@ -304,12 +304,12 @@ func TestManualRollbackRecord(t *testing.T) {
 func TestHistoryBounded(t *testing.T) {
 	cfg, clock := baseConfig(t)
 	h := newHarness(t, cfg, clock)
-	for i := range 300 {
+	for i := range 205 {
 		h.must(h.g.SetWeight(uint32(i), "admin"))
 	}
 	o := h.g.Overview()
-	if len(o.History) != 200 || o.History[199].To != 2.99 {
-		t.Errorf("history has %d entries, last to %v; want 200, 2.99", len(o.History), o.History[len(o.History)-1].To)
+	if len(o.History) != 200 || o.History[199].To != 2.04 {
+		t.Errorf("history has %d entries, last to %v; want 200, 2.04", len(o.History), o.History[len(o.History)-1].To)
 	}
 }
 

@@ -41,9 +41,14 @@ func TestMetrics(t *testing.T) {
 	h.wake()
 
 	want := `
-# HELP canary_weight_ratio Share of requests the canary is meant to receive (0..1).
-# TYPE canary_weight_ratio gauge
-canary_weight_ratio 0
+# HELP canary_integrity_verified 0 when the last release-file check FAILED; 1 when VERIFIED or DISABLED.
+# TYPE canary_integrity_verified gauge
+canary_integrity_verified 1
+# HELP canary_overall_health 1 on the current overall health status, 0 on the others.
+# TYPE canary_overall_health gauge
+canary_overall_health{status="degraded"} 0
+canary_overall_health{status="healthy"} 0
+canary_overall_health{status="unhealthy"} 1
 # HELP canary_rollback_required 1 while the canary is rolled back, else 0.
 # TYPE canary_rollback_required gauge
 canary_rollback_required 1
@@ -53,20 +58,15 @@ canary_rollbacks_total{reason="rollback_error_rate"} 0
 canary_rollbacks_total{reason="rollback_integrity"} 0
 canary_rollbacks_total{reason="rollback_latency"} 1
 canary_rollbacks_total{reason="rollback_manual"} 0
-# HELP canary_integrity_verified 0 when the last release-file check FAILED; 1 when VERIFIED or DISABLED.
-# TYPE canary_integrity_verified gauge
-canary_integrity_verified 1
 # HELP canary_slo_error_rate_ratio Configured maximum canary error rate (objective).
 # TYPE canary_slo_error_rate_ratio gauge
 canary_slo_error_rate_ratio 0.01
 # HELP canary_slo_p95_seconds Configured maximum canary p95 latency (objective).
 # TYPE canary_slo_p95_seconds gauge
 canary_slo_p95_seconds 0.5
-# HELP canary_overall_health 1 on the current overall health status, 0 on the others.
-# TYPE canary_overall_health gauge
-canary_overall_health{status="degraded"} 0
-canary_overall_health{status="healthy"} 0
-canary_overall_health{status="unhealthy"} 1
+# HELP canary_step Index of the plan's current step (0-based), -1 without a plan.
+# TYPE canary_step gauge
+canary_step 1
 # HELP canary_verdict 1 on the current recommendation, 0 on the others.
 # TYPE canary_verdict gauge
 canary_verdict{verdict="complete"} 0
@@ -76,9 +76,9 @@ canary_verdict{verdict="rollback_error_rate"} 0
 canary_verdict{verdict="rollback_integrity"} 0
 canary_verdict{verdict="rollback_latency"} 1
 canary_verdict{verdict="rollback_manual"} 0
-# HELP canary_step Index of the plan's current step (0-based), -1 without a plan.
-# TYPE canary_step gauge
-canary_step 1
+# HELP canary_weight_ratio Share of requests the canary is meant to receive (0..1).
+# TYPE canary_weight_ratio gauge
+canary_weight_ratio 0
 `
 	if got := gatherText(t, h.reg); got != strings.TrimLeft(want, "\n") {
 		t.Errorf("metrics:\n%s\nwant:\n%s", got, want)
@@ -88,12 +88,12 @@ canary_step 1
 	h.judge.set(judge.Proceed)
 	h.wake()
 	want = `
-# HELP canary_weight_ratio Share of requests the canary is meant to receive (0..1).
-# TYPE canary_weight_ratio gauge
-canary_weight_ratio 0.05
 # HELP canary_step Index of the plan's current step (0-based), -1 without a plan.
 # TYPE canary_step gauge
 canary_step 0
+# HELP canary_weight_ratio Share of requests the canary is meant to receive (0..1).
+# TYPE canary_weight_ratio gauge
+canary_weight_ratio 0.05
 `
 	if got := gatherText(t, h.reg, "canary_weight_ratio", "canary_step"); got != strings.TrimLeft(want, "\n") {
 		t.Errorf("metrics:\n%s\nwant:\n%s", got, want)

@@ -3,8 +3,55 @@
 // request it forwards (latency, outcome) per backend into a fixed-memory
 // sliding window.
 //
-// CONTRACT SKELETON: the exported names in this file are the contract other
-// packages are written against. Bodies are filled in by the proxy owner.
+// # Forwarding
+//
+// Each backend has its own httputil.ReverseProxy (Rewrite: the backend's
+// URL and path prefix, X-Forwarded-For appended to the client's chain,
+// X-Forwarded-Proto/-Host set; hop-by-hop headers, including those named in
+// Connection, removed both ways) and its own keep-alive http.Transport.
+// Bodies are streamed both ways, event streams flushed per event, and
+// protocol upgrades (WebSocket) passed through. A client that goes away
+// cancels the upstream request.
+//
+// Failures to get a response answer 504 (timeouts) or 502 (anything else).
+// A canary request that fails before any byte reached the canary (connect,
+// DNS or TLS failure, request body not yet read) is retried once on stable:
+// the client sees stable's answer, the canary is charged one failed request.
+//
+// # Measurement
+//
+// Per backend, every finished request is recorded, with atomics only, into
+// a ring of 60 time slots covering Config.Window; a slot holds request,
+// error and slow counts and a log-linear latency histogram (64 sub-buckets
+// per power of two, 65µs..69s, see NumBuckets). A slot is cleared when it is
+// first reused, under a mutex taken at most once per slot duration. Snapshot
+// sums the slots of the last Window into an immutable copy.
+//
+// An error is a status >= 500 from the backend or a failure to get a
+// response (ErrorKind). Latency runs from the start of ServeHTTP until the
+// response is finished. Two cases are special:
+//   - A protocol upgrade (101) counts as a request, never as slow, and stays
+//     out of the latency histograms: its duration is a connection lifetime.
+//   - A client that goes away before the response headers are sent is not
+//     the backend's fault: it is counted only in canary_client_canceled_total
+//     and canary_requests_total{code="499"}, not in the window or the totals.
+//     A client leaving after the headers (closing an event stream, say) ends
+//     an ordinary request with the backend's status.
+//
+// # Metrics
+//
+// One prometheus.Collector exports the proxy's own counters:
+// canary_requests_total{backend,code}, canary_request_duration_seconds{backend},
+// canary_upstream_errors_total{backend,kind} (kind: connect, dns, tls,
+// timeout, reset, other), canary_client_canceled_total{backend} and, with
+// health checks, canary_health_checks_total{backend,result}.
+//
+// # Health checks
+//
+// With Config.HealthPath, Run probes both backends every HealthInterval. A
+// backend turns unhealthy after 2 consecutive failed probes and healthy again
+// after 2 consecutive successes; an unhealthy canary is blocked in the
+// splitter (split.BlockUnhealthy) until it recovers.
 package proxy
 
 import (
@@ -68,8 +115,11 @@ func (s *Snapshot) Of(b split.Backend) *Stats {
 // Stats are one backend's figures: over the sliding window, and cumulative
 // since the process started.
 type Stats struct {
-	// Requests, Errors and Slow count requests completed within the window.
-	// An error is a status >= 500 or a failure to get a response.
+	// Requests, Errors and Slow count requests completed within the window
+	// (the current slot and the 59 before it). An error is a status >= 500
+	// or a failure to get a response; slow is a latency above
+	// Config.SlowThreshold. Requests whose client went away before the
+	// response headers are not counted.
 	Requests uint64
 	Errors   uint64
 	Slow     uint64
@@ -95,7 +145,10 @@ func (s *Stats) ErrorRate() float64 {
 }
 
 // Histogram is a log-linear latency histogram (counts per bucket). Quantiles
-// are accurate to within 2% relative error between 100µs and 60s.
+// are accurate to within 2% relative error between 100µs and 60s (the bound
+// is in fact 0.8%: buckets are at most 1/64 wide and Quantile answers a
+// bucket's midpoint). Counts has NumBuckets entries (or none, when empty);
+// BucketBounds gives each bucket's range. The zero value is empty.
 type Histogram struct {
 	Counts []uint64
 }

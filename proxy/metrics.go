@@ -10,7 +10,7 @@ import (
 	"github.com/canaryd/canaryd/split"
 )
 
-// durationBounds are the upper bounds of canary_request_duration_seconds
+// durationBounds (a read-only table) are the upper bounds of canary_request_duration_seconds
 // (prometheus.DefBuckets: 5ms .. 10s, 0.5s exactly so the default p95 SLO
 // is a bucket boundary).
 var durationBounds = [...]time.Duration{

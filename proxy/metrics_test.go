@@ -144,4 +144,3 @@ canary_requests_total{backend="stable",code="404"} 1
 		t.Errorf("canary_health_checks_total series without health checks = %d; want 0", n)
 	}
 }
-

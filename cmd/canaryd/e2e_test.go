@@ -539,3 +539,9 @@ func TestE2ECheckCommand(t *testing.T) {
 		t.Errorf("check without a server: exit %d, %q", code, errOut)
 	}
 }
+
+func execCanaryd(env []string, args ...string) *exec.Cmd {
+	cmd := exec.Command(binary, args...)
+	cmd.Env = env
+	return cmd
+}

@@ -122,6 +122,13 @@ func serve(ctx context.Context, c *config, log zerolog.Logger, ready listening) 
 		adminSrv.TLSConfig = tc.Clone()
 	}
 
+	if certs == nil {
+		smugLog := log.With().Str("component", "listener").Logger()
+		trafficLn = &strictListener{Listener: trafficLn, rejected: func(reason string) {
+			smugLog.Debug().Str("reason", reason).Msg("request refused: ambiguous framing")
+		}}
+	}
+
 	// The guard and the proxy's background work run until everything else
 	// has drained, so the final state is persisted after the last request.
 	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))

@@ -16,6 +16,7 @@ type sequential struct {
 
 	errors, slow    sloTest
 	errorVs, slowVs versusTest
+	buf             []byte // reused for sentences
 }
 
 // NewSequential returns the anytime-valid judge: per SLO, a sequential
@@ -27,7 +28,7 @@ func NewSequential(slo SLO) Judge {
 	gateAlpha := slo.Alpha / 2 // two SLO gates share the budget
 	j := &sequential{
 		slo:     slo,
-		errors:  newSLOTest(GateErrorRate, GateErrorRateChange, "errors", slo.ErrorRate, gateAlpha, slo.Horizon),
+		errors:  newSLOTest(GateErrorRate, GateErrorRateChange, "failed", slo.ErrorRate, gateAlpha, slo.Horizon),
 		slow:    newSLOTest(GateP95Latency, GateP95LatencyChange, "slower than "+slo.P95.String(), SlowShare, gateAlpha, slo.Horizon),
 		errorVs: newVersusTest(GateErrorRateVsStable, "error rate", slo.Margin, gateAlpha),
 		slowVs:  newVersusTest(GateP95LatencyVsStable, "share of slow requests", slo.Margin, gateAlpha),
@@ -82,11 +83,11 @@ func advance(seen *proxy.Totals, cur proxy.Totals) (n, errs, slow uint64) {
 }
 
 func (j *sequential) result() Result {
-	n := j.errors.n
-	minGate := minRequestsGate(n, j.slo.MinRequests, "in this step")
-	errStep, errChange := j.errors.gates()
-	slowStep, slowChange := j.slow.gates()
-	errVs, slowVs := j.errorVs.gate(), j.slowVs.gate()
+	n, l := j.errors.n, &line{b: j.buf[:0]}
+	minGate := minRequestsGate(l, n, j.slo.MinRequests, "in this step")
+	errStep, errChange := j.errors.gates(l)
+	slowStep, slowChange := j.slow.gates(l)
+	errVs, slowVs := j.errorVs.gate(l), j.slowVs.gate(l)
 	res := Result{Gates: []Gate{minGate, errStep, errChange, slowStep, slowChange, errVs, slowVs}}
 
 	switch {
@@ -112,10 +113,11 @@ func (j *sequential) result() Result {
 			}
 		}
 		if res.Verdict == Proceed {
-			res.Reasons = []string{"no evidence against the SLO in " + count(n) + " canary requests: " +
-				pct(rate(j.errors.k, n)) + " errors, " + pct(rate(j.slow.k, n)) + " slower than " + j.slo.P95.String()}
+			res.Reasons = []string{l.s("no evidence against the SLO in ").n(n).s(" canary requests: ").
+				pct(rate(j.errors.k, n)).s(" errors, ").pct(rate(j.slow.k, n)).s(" slower than ").s(j.slo.P95.String()).done()}
 		}
 	}
+	j.buf = l.b
 	return res
 }
 
@@ -181,38 +183,39 @@ func (t *sloTest) add(n, k uint64) {
 	}
 }
 
-// gates explains both tests.
-func (t *sloTest) gates() (step, change Gate) {
+// gates explains both tests; Value, Threshold and Samples carry the
+// numbers, Detail says what they mean.
+func (t *sloTest) gates(l *line) (step, change Gate) {
 	p := rate(t.k, t.n)
 	step = Gate{Name: t.name, Value: t.step, Threshold: t.stepLimit, Unit: "log_lr", Samples: t.n, Verdict: gatePass}
-	head := count(t.k) + " of " + count(t.n) + " requests " + t.events + " (" + pct(p) + ") since the step started; SLO " + pct(t.bern.p0)
+	l.n(t.k).s(" of ").n(t.n).s(" requests ").s(t.events).s(" (").pct(p).s(") since the step started; SLO ").pct(t.bern.p0)
 	switch {
 	case t.stepFailed:
 		step.Verdict = gateFail
-		step.Detail = head + ": rate above the SLO (log likelihood ratio " + num(t.step) + " reached " + num(t.stepLimit) + " after " + count(t.failedAt) + " requests)"
+		l.s(": above the SLO, concluded after ").n(t.failedAt).s(" requests")
 	case p > t.bern.p0:
 		step.Verdict = gateHold
-		step.Detail = head + ": above the SLO but not yet conclusive (log likelihood ratio " + num(t.step) + " of " + num(t.stepLimit) + ")"
+		l.s(": above the SLO but not yet conclusive")
 		if d := t.bern.drift(p); d > 0 {
 			step.Needed = uint64(math.Ceil((t.stepLimit - t.step) / d))
-			step.Detail += "; about " + count(step.Needed) + " more requests at this rate would conclude"
+			l.s("; about ").n(step.Needed).s(" more at this rate would conclude")
 		}
 	default:
-		step.Detail = head + ": no evidence against the SLO (log likelihood ratio " + num(t.step) + ", rollback at " + num(t.stepLimit) + ")"
+		l.s(": no evidence against the SLO")
 	}
+	step.Detail = l.done()
 
-	cp := rate(t.changeK, t.changeN)
 	change = Gate{Name: t.changeName, Value: t.change, Threshold: t.changeLimit, Unit: "log_lr", Samples: t.changeN, Verdict: gatePass}
-	recent := count(t.changeK) + " of the last " + count(t.changeN) + " requests " + t.events + " (" + pct(cp) + ")"
 	switch {
 	case t.changeFailed:
 		change.Verdict = gateFail
-		change.Detail = "regression: " + recent + "; CUSUM " + num(t.change) + " reached " + num(t.changeLimit)
+		l.s("regression: ")
 	case t.changeN == 0:
-		change.Detail = "no recent excess of requests " + t.events + " (CUSUM 0, rollback at " + num(t.changeLimit) + ")"
-	default:
-		change.Detail = recent + "; CUSUM " + num(t.change) + ", rollback at " + num(t.changeLimit)
+		change.Detail = l.s("no recent excess of requests ").s(t.events).done()
+		return step, change
 	}
+	l.n(t.changeK).s(" of the last ").n(t.changeN).s(" requests ").s(t.events).s(" (").pct(rate(t.changeK, t.changeN)).s(")")
+	change.Detail = l.done()
 	return step, change
 }
 
@@ -257,17 +260,15 @@ func (t *versusTest) add(nc, kc, ns, ks uint64) {
 	}
 }
 
-func (t *versusTest) gate() Gate {
+func (t *versusTest) gate(l *line) Gate {
 	g := Gate{Name: t.name, Value: t.llr, Threshold: t.limit, Unit: "log_lr", Samples: t.nc, Verdict: gatePass}
-	rc, rs := rate(t.kc, t.nc), rate(t.ks, t.ns)
-	head := "canary " + t.what + " " + pct(rc) + " (" + count(t.kc) + "/" + count(t.nc) + ") vs stable " +
-		pct(rs) + " (" + count(t.ks) + "/" + count(t.ns) + ")"
-	margin := pct(t.boundary - 1)
+	l.s("canary ").s(t.what).s(" ").pct(rate(t.kc, t.nc)).s(" vs stable ").pct(rate(t.ks, t.ns))
 	if t.failed {
 		g.Verdict = gateFail
-		g.Detail = head + ": canary significantly worse than stable by more than " + margin + " (log likelihood ratio " + num(t.llr) + " reached " + num(t.limit) + "); holding"
+		l.s(": significantly worse than stable by more than ").pct(t.boundary - 1).s("; holding")
 	} else {
-		g.Detail = head + ": not significantly worse than stable by more than " + margin + " (log likelihood ratio " + num(t.llr) + " of " + num(t.limit) + ")"
+		l.s(": not significantly worse than stable by more than ").pct(t.boundary - 1)
 	}
+	g.Detail = l.done()
 	return g
 }

@@ -55,8 +55,8 @@ type outcome struct {
 
 func simScenarios() []scenario {
 	return []scenario{
-		{name: "good: 0.5x SLO", err: 0.5, slow: 0.5, good: true, rollouts: 1000},
-		{name: "good: exactly at SLO", err: 1, slow: 1, good: true, rollouts: 500},
+		{name: "good: 0.5x SLO", err: 0.5, slow: 0.5, good: true, rollouts: 500},
+		{name: "good: exactly at SLO", err: 1, slow: 1, good: true, rollouts: 200},
 		{name: "bad: 1.5x error SLO", err: 1.5, slow: 0.5, rollouts: 500, wantVerdict: judge.RollbackErrorRate},
 		{name: "bad: 2x error SLO", err: 2, slow: 0.5, rollouts: 500, wantVerdict: judge.RollbackErrorRate},
 		{name: "bad: 3x error SLO", err: 3, slow: 0.5, rollouts: 1000, wantVerdict: judge.RollbackErrorRate},
@@ -267,7 +267,7 @@ func TestSimRollouts(t *testing.T) {
 	}
 
 	good := results["good: 0.5x SLO"][0]
-	if r := float64(good.rollbacks) / 1000; r > 0.01 {
+	if r := float64(good.rollbacks) / 500; r > 0.01 {
 		t.Errorf("sequential false rollback at 0.5x SLO = %.2f%%; want <= 1%%", 100*r)
 	}
 	if m := results["bad: 3x error SLO"][0].quantile(0.5); m == 0 || m > 600 {

@@ -146,18 +146,47 @@ func rate(k, n uint64) float64 {
 	return float64(k) / float64(n)
 }
 
-// pct formats a fraction as a percentage with two decimals.
-func pct(x float64) string {
-	return strconv.FormatFloat(100*x, 'f', 2, 64) + "%"
+// line builds one human sentence in a reused buffer: the guard judges every
+// second, the simulation millions of times, and the sentences are most of a
+// judgement's cost.
+type line struct{ b []byte }
+
+// s appends text.
+func (l *line) s(text string) *line { l.b = append(l.b, text...); return l }
+
+// n appends a count.
+func (l *line) n(v uint64) *line { l.b = strconv.AppendUint(l.b, v, 10); return l }
+
+// f appends a number with two decimals, formatted as integers: strconv's
+// float path was most of a judgement's cost.
+func (l *line) f(v float64) *line {
+	r := math.Round(v * 100)
+	if math.IsNaN(r) || math.Abs(r) > 1e15 {
+		l.b = strconv.AppendFloat(l.b, v, 'g', 6, 64)
+		return l
+	}
+	c := int64(r)
+	if c < 0 {
+		l.b = append(l.b, '-')
+		c = -c
+	}
+	l.b = strconv.AppendInt(l.b, c/100, 10)
+	l.b = append(l.b, '.', byte('0'+c%100/10), byte('0'+c%10))
+	return l
 }
 
-// num formats a float with two decimals.
-func num(x float64) string {
-	return strconv.FormatFloat(x, 'f', 2, 64)
+// pct appends a fraction as a percentage with two decimals.
+func (l *line) pct(v float64) *line {
+	l.f(100 * v)
+	l.b = append(l.b, '%')
+	return l
 }
 
-func count(n uint64) string {
-	return strconv.FormatUint(n, 10)
+// done returns the sentence and empties the buffer.
+func (l *line) done() string {
+	text := string(l.b)
+	l.b = l.b[:0]
+	return text
 }
 
 // Gate verdicts.
@@ -180,14 +209,16 @@ const (
 
 // minRequestsGate reports whether n canary requests are enough for a
 // verdict other than hold.
-func minRequestsGate(n, min uint64, scope string) Gate {
+func minRequestsGate(l *line, n, min uint64, scope string) Gate {
 	g := Gate{Name: GateMinRequests, Value: float64(n), Threshold: float64(min), Unit: "requests", Samples: n, Verdict: gatePass}
+	l.n(n).s(" canary requests ").s(scope)
 	if n < min {
 		g.Verdict = gateHold
 		g.Needed = min - n
-		g.Detail = count(n) + " canary requests " + scope + "; " + count(min) + " needed before a verdict"
+		l.s("; ").n(min).s(" needed before a verdict")
 	} else {
-		g.Detail = count(n) + " canary requests " + scope + " (at least " + count(min) + ")"
+		l.s(" (at least ").n(min).s(")")
 	}
+	g.Detail = l.done()
 	return g
 }

@@ -5,9 +5,10 @@ import (
 )
 
 // window is the threshold judge: the sliding window's averages against the
-// SLO. It keeps no state.
+// SLO. It keeps no evidence.
 type window struct {
 	slo SLO
+	buf []byte // reused for sentences
 }
 
 // NewWindow returns the threshold judge: the window's error rate and p95
@@ -34,19 +35,18 @@ func (w *window) Judge(s proxy.Snapshot) Result {
 	errRate, slowRate := rate(errs, n), rate(slow, n)
 	enough := n >= w.slo.MinRequests
 
-	minGate := minRequestsGate(n, w.slo.MinRequests, "in the window")
+	l := &line{b: w.buf[:0]}
+	minGate := minRequestsGate(l, n, w.slo.MinRequests, "in the window")
 	errGate := Gate{
 		Name: GateErrorRate, Value: errRate, Threshold: w.slo.ErrorRate, Unit: "ratio", Samples: n,
-		Detail: count(errs) + " errors in " + count(n) + " window requests (" + pct(errRate) + "); SLO " + pct(w.slo.ErrorRate),
+		Detail: l.n(errs).s(" errors in ").n(n).s(" window requests (").pct(errRate).s("); SLO ").pct(w.slo.ErrorRate).done(),
 	}
-	latGate := Gate{
-		Name: GateP95Latency, Value: slowRate, Threshold: SlowShare, Unit: "ratio", Samples: n,
-		Detail: count(slow) + " of " + count(n) + " window requests (" + pct(slowRate) + ") slower than " +
-			w.slo.P95.String() + "; p95 meets the SLO while at most " + pct(SlowShare) + " are",
-	}
+	l.n(slow).s(" of ").n(n).s(" window requests (").pct(slowRate).s(") slower than ").s(w.slo.P95.String()).
+		s("; p95 meets the SLO while at most ").pct(SlowShare).s(" are")
 	if len(c.Latency.Counts) > 0 && c.Latency.Count() > 0 {
-		latGate.Detail += "; histogram p95 " + c.Latency.Quantile(0.95).String()
+		l.s("; histogram p95 ").s(c.Latency.Quantile(0.95).String())
 	}
+	latGate := Gate{Name: GateP95Latency, Value: slowRate, Threshold: SlowShare, Unit: "ratio", Samples: n, Detail: l.done()}
 
 	errBad, latBad := errRate > w.slo.ErrorRate, slowRate > SlowShare
 	res := Result{Verdict: Proceed}
@@ -54,24 +54,25 @@ func (w *window) Judge(s proxy.Snapshot) Result {
 	case !enough:
 		errGate.Verdict, latGate.Verdict = gateHold, gateHold
 		res.Verdict = Hold
-		res.Reasons = []string{"only " + count(n) + " canary requests in the window; " + count(w.slo.MinRequests) + " needed before a verdict"}
+		res.Reasons = []string{minGate.Detail}
 	default:
 		errGate.Verdict, latGate.Verdict = passFail(errBad), passFail(latBad)
 		if errBad {
 			res.Verdict = RollbackErrorRate
-			res.Reasons = append(res.Reasons, "window error rate "+pct(errRate)+" exceeds the SLO "+pct(w.slo.ErrorRate))
+			res.Reasons = append(res.Reasons, l.s("window error rate ").pct(errRate).s(" exceeds the SLO ").pct(w.slo.ErrorRate).done())
 		}
 		if latBad {
 			if !errBad {
 				res.Verdict = RollbackLatency
 			}
-			res.Reasons = append(res.Reasons, pct(slowRate)+" of window requests slower than "+w.slo.P95.String()+": p95 exceeds the SLO")
+			res.Reasons = append(res.Reasons, l.pct(slowRate).s(" of window requests slower than ").s(w.slo.P95.String()).s(": p95 exceeds the SLO").done())
 		}
 		if res.Verdict == Proceed {
-			res.Reasons = []string{"window error rate " + pct(errRate) + " and " + pct(slowRate) + " slow requests over " + count(n) + " requests are within the SLO"}
+			res.Reasons = []string{l.s("window error rate ").pct(errRate).s(" and ").pct(slowRate).s(" slow requests over ").n(n).s(" requests are within the SLO").done()}
 		}
 	}
 	res.Gates = []Gate{minGate, errGate, latGate}
+	w.buf = l.b
 	return res
 }
 

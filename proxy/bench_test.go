@@ -1,0 +1,97 @@
+package proxy_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/canaryd/canaryd/proxy"
+)
+
+func TestWindowRecordDoesNotAllocate(t *testing.T) {
+	w := proxy.NewWindow(time.Minute)
+	now := time.Now().UnixNano()
+	allocs := testing.AllocsPerRun(1000, func() {
+		now += int64(time.Millisecond)
+		w.Record(now, 12*time.Millisecond, false, false)
+	})
+	if allocs != 0 {
+		t.Errorf("window record allocates %v times; want 0", allocs)
+	}
+	if st := w.Read(now); st.Requests == 0 || st.Latency.Count() != st.Requests {
+		t.Errorf("window read = %d requests, histogram %d; want equal and > 0", st.Requests, st.Latency.Count())
+	}
+}
+
+func BenchmarkRecord(b *testing.B) {
+	w := proxy.NewWindow(5 * time.Minute)
+	now := time.Now().UnixNano()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		// Move time forward so slot rotation is part of the cost.
+		w.Record(now+int64(i)*1000, time.Duration(i%4096)*time.Microsecond, i%100 == 0, false)
+	}
+}
+
+func BenchmarkRecordParallel(b *testing.B) {
+	w := proxy.NewWindow(5 * time.Minute)
+	var n atomic.Int64
+	base := time.Now().UnixNano()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			w.Record(base+i*1000, time.Duration(i%4096)*time.Microsecond, false, false)
+		}
+	})
+}
+
+func BenchmarkSnapshot(b *testing.B) {
+	p, _, _, _ := newFakeProxy(b, 10, nil)
+	for i := range 6000 {
+		do(p, "canary", http.StatusOK, time.Duration(i%100)*time.Microsecond)
+		do(p, "stable", http.StatusOK, time.Duration(i%100)*time.Microsecond)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = p.Snapshot()
+	}
+}
+
+func BenchmarkProxy(b *testing.B) {
+	body := strings.Repeat("x", 100)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, body)
+	}))
+	defer backend.Close()
+	_, _, _, front := newRealProxy(b, proxy.Config{
+		Stable: mustURL(b, backend.URL), Canary: mustURL(b, backend.URL+"/canary"),
+	}, 10)
+	client := front.Client()
+	client.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := client.Get(front.URL + "/bench")
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+}
+
+// BenchmarkServeHTTP isolates the handler's own cost: an in-memory backend
+// and a recorder, no sockets.
+func BenchmarkServeHTTP(b *testing.B) {
+	p, _, _, _ := newFakeProxy(b, 10, nil)
+	r := httptest.NewRequest(http.MethodGet, "/x", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		w := httptest.NewRecorder()
+		p.ServeHTTP(w, r)
+	}
+}
