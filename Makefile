@@ -37,6 +37,14 @@ demo:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 ./split ./proxy ./guard/... ./cmd/canaryd
 
+## bench-load: canaryd against nginx, 90/10 split, pinned to one core each (needs nginx, wrk, hey).
+bench-load: build
+	CANARYD=$(BIN) bash scripts/bench-load.sh
+
+## soak: the fault-and-load test (weight changes, canary kills, rollbacks) for SOAK_DURATION.
+soak:
+	CANARY_SOAK_DURATION=$(SOAK_DURATION) $(GO) test -count=1 -run '^TestSoak$$' -v -timeout 30m ./cmd/canaryd
+
 bench-verify: build
 	CANARYD=$(BIN) bash scripts/bench-verify.sh
 

@@ -109,7 +109,8 @@ func requireBearer(check tokenChecker, limiter *failureLimiter, m authMetrics, l
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			host := clientHost(r)
-			if wait, limited := limiter.Limited(host); limited {
+			wait, allowed := limiter.Take(host)
+			if !allowed {
 				m.rateLimited.Inc()
 				log.Debug().Str("remote", host).Str("path", r.URL.Path).Msg("admin request rate limited after failed authentication")
 				w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(wait)))
@@ -132,6 +133,10 @@ func requireBearer(check tokenChecker, limiter *failureLimiter, m authMetrics, l
 					reason = authInvalid
 				}
 			}
+			if reason == "" || reason == authMissing {
+				// No wrong guess was made: give the attempt back.
+				limiter.Refund(host)
+			}
 			if reason == "" {
 				next.ServeHTTP(w, r)
 				return
@@ -140,12 +145,10 @@ func requireBearer(check tokenChecker, limiter *failureLimiter, m authMetrics, l
 			log.Warn().Str("remote", host).Str("method", r.Method).Str("path", r.URL.Path).
 				Str("reason", reason).Msg("admin request failed authentication")
 			if reason == authMissing {
-				// No guess was made: answer, but do not spend the address's budget.
 				w.Header().Set("WWW-Authenticate", challengeMissing)
 				writeError(w, http.StatusUnauthorized, "missing bearer token")
 				return
 			}
-			limiter.Fail(host)
 			w.Header().Set("WWW-Authenticate", challengeInvalid)
 			if reason == authMalformed {
 				writeError(w, http.StatusUnauthorized, "malformed Authorization header; want \"Bearer <token>\"")

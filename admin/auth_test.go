@@ -3,6 +3,7 @@ package admin_test
 import (
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -218,29 +219,56 @@ func TestRateLimitRetryAfter(t *testing.T) {
 	}
 }
 
-// TestRateLimitMemoryBounded: past MaxAddresses the address that failed
-// longest ago is forgotten.
+// TestRateLimitMemoryBounded: past MaxAddresses the address that tried
+// longest ago is forgotten; one that keeps trying stays limited.
 func TestRateLimitMemoryBounded(t *testing.T) {
 	ts := newTestServer(t, nil, admin.LimiterConfig{MaxAddresses: 3})
 	fail := func(host string) int {
 		return ts.do(t, request{path: "/canary_check", remote: host + ":1", auth: []string{"Bearer nope"}}).Code
 	}
+	steps := []struct {
+		host string
+		want int
+	}{
+		{"10.0.0.1", 429}, // after its burst (below)
+		{"10.0.0.2", 401},
+		{"10.0.0.3", 401},
+		{"10.0.0.1", 429}, // remembered: 3 addresses
+		{"10.0.0.4", 401}, // evicts 10.0.0.2, the least recently active
+		{"10.0.0.1", 429},
+		{"10.0.0.5", 401}, // evicts 10.0.0.3
+		{"10.0.0.6", 401}, // evicts 10.0.0.4
+		{"10.0.0.7", 401}, // evicts 10.0.0.1
+		{"10.0.0.1", 401}, // forgotten: a fresh budget
+	}
 	for range admin.DefaultFailureBurst {
 		fail("10.0.0.1")
 	}
-	if code := fail("10.0.0.1"); code != http.StatusTooManyRequests {
-		t.Fatalf("10.0.0.1 past its burst = %d; want 429", code)
+	for i, s := range steps {
+		if got := fail(s.host); got != s.want {
+			t.Fatalf("step %d: %s = %d; want %d", i, s.host, got, s.want)
+		}
 	}
-	fail("10.0.0.2")
-	fail("10.0.0.3")
-	if code := fail("10.0.0.1"); code != http.StatusTooManyRequests {
-		t.Fatalf("10.0.0.1 with 3 addresses remembered = %d; want 429", code)
+}
+
+// TestRateLimitConcurrent: simultaneous guesses cannot overdraw the budget.
+func TestRateLimitConcurrent(t *testing.T) {
+	ts := newTestServer(t, nil, admin.LimiterConfig{})
+	const guesses = 64
+	codes := make(chan int, guesses)
+	var wg sync.WaitGroup
+	for range guesses {
+		wg.Go(func() {
+			codes <- ts.do(t, request{path: "/canary_check", auth: []string{"Bearer nope"}}).Code
+		})
 	}
-	fail("10.0.0.4") // evicts 10.0.0.1, the oldest
-	if code := fail("10.0.0.1"); code != http.StatusUnauthorized {
-		t.Errorf("10.0.0.1 after eviction = %d; want 401", code)
+	wg.Wait()
+	close(codes)
+	count := map[int]int{}
+	for c := range codes {
+		count[c]++
 	}
-	if code := fail("10.0.0.3"); code != http.StatusUnauthorized {
-		t.Errorf("10.0.0.3 = %d; want 401", code)
+	if count[401] != admin.DefaultFailureBurst || count[429] != guesses-admin.DefaultFailureBurst {
+		t.Errorf("%d concurrent wrong guesses got %v; want %d × 401, the rest 429", guesses, count, admin.DefaultFailureBurst)
 	}
 }

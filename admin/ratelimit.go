@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Defaults of a FailureLimiter.
+// Defaults of the failed-authentication limiter (see LimiterConfig).
 const (
 	// DefaultFailureBurst is how many failed attempts an address may make
 	// at once.
@@ -31,10 +31,13 @@ type LimiterConfig struct {
 
 // failureLimiter is a token bucket per client address that only failed
 // authentications drain: each address may fail Burst times at once and earns
-// back Rate attempts per second. While its bucket holds less than one token,
-// the address is limited. Memory is bounded by MaxAddresses; the address
-// whose last failure is oldest is evicted first (its bucket is the fullest,
-// so forgetting it costs an attacker the least).
+// back Rate attempts per second. Every attempt takes a token before the
+// comparison and a successful one gives it back, so even concurrent guesses
+// cannot exceed the budget. While its bucket holds less than one token, the
+// address is limited. Memory is bounded by MaxAddresses; the address whose
+// last attempt is oldest is evicted first (its bucket is the fullest, so
+// forgetting it costs an attacker the least), and a bucket that refills
+// completely is dropped at once.
 type failureLimiter struct {
 	burst float64
 	rate  float64
@@ -86,50 +89,50 @@ func (l *failureLimiter) refill(b *bucket, now time.Time) {
 	b.at = now
 }
 
-// Limited reports whether host may not try to authenticate now and, if so,
-// how long until it may.
-func (l *failureLimiter) Limited(host string) (time.Duration, bool) {
+// Take spends one attempt of host's budget before its credentials are
+// looked at, so that concurrent guesses cannot overdraw it. When none is left
+// it returns false and how long until one is.
+func (l *failureLimiter) Take(host string) (wait time.Duration, ok bool) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, found := l.byHost[host]
+	if !found {
+		for l.order.Len() >= l.max {
+			oldest := l.order.Front()
+			delete(l.byHost, oldest.Value.(*bucket).host)
+			l.order.Remove(oldest)
+		}
+		l.byHost[host] = l.order.PushBack(&bucket{host: host, tokens: l.burst - 1, at: now})
+		return 0, true
+	}
+	b := e.Value.(*bucket)
+	l.refill(b, now)
+	l.order.MoveToBack(e)
+	if b.tokens < 1 {
+		return time.Duration((1 - b.tokens) / l.rate * float64(time.Second)), false
+	}
+	b.tokens--
+	return 0, true
+}
+
+// Refund gives back the attempt Take spent when the request made no wrong
+// guess. A bucket that is full again is forgotten: it is the same as none.
+func (l *failureLimiter) Refund(host string) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e, ok := l.byHost[host]
 	if !ok {
-		return 0, false
+		return
 	}
 	b := e.Value.(*bucket)
 	l.refill(b, now)
-	if b.tokens >= 1 {
-		return 0, false
+	b.tokens = math.Min(l.burst, b.tokens+1)
+	if b.tokens >= l.burst {
+		delete(l.byHost, host)
+		l.order.Remove(e)
 	}
-	return time.Duration((1 - b.tokens) / l.rate * float64(time.Second)), true
-}
-
-// Fail spends one attempt of host's budget. Concurrent failures may drive
-// the bucket below zero (down to -Burst), which lengthens the wait.
-func (l *failureLimiter) Fail(host string) {
-	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if e, ok := l.byHost[host]; ok {
-		b := e.Value.(*bucket)
-		l.refill(b, now)
-		b.tokens = math.Max(-l.burst, b.tokens-1)
-		l.order.MoveToBack(e)
-		return
-	}
-	for l.order.Len() >= l.max {
-		oldest := l.order.Front()
-		delete(l.byHost, oldest.Value.(*bucket).host)
-		l.order.Remove(oldest)
-	}
-	l.byHost[host] = l.order.PushBack(&bucket{host: host, tokens: l.burst - 1, at: now})
-}
-
-// Len is the number of addresses remembered.
-func (l *failureLimiter) Len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.order.Len()
 }
 
 // retryAfterSeconds rounds a wait up to whole seconds, at least one, for the

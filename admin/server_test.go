@@ -20,6 +20,9 @@ import (
 	"github.com/canaryd/canaryd/guard/integrity"
 )
 
+// The guard is the controller cmd wires in; keep the contracts in step.
+var _ admin.Controller = (*guard.Guard)(nil)
+
 func decodeStrict(b []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()

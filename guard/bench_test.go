@@ -48,3 +48,17 @@ func BenchmarkHealth(b *testing.B) {
 		g.Health()
 	}
 }
+
+// BenchmarkSetWeight measures one transition, dominated by the atomic,
+// fsynced state-file write.
+func BenchmarkSetWeight(b *testing.B) {
+	g := benchGuard(b)
+	b.ReportAllocs()
+	w := uint32(0)
+	for b.Loop() {
+		w = (w + 1) % 10000
+		if _, err := g.SetWeight(w, "bench"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

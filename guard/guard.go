@@ -130,6 +130,7 @@ func New(cfg Config, src Source, router Router, log zerolog.Logger, reg promethe
 	if err := checkWritable(cfg.StateFile); err != nil {
 		return nil, err
 	}
+	removeStaleTemps(cfg.StateFile)
 	g := &Guard{
 		cfg:    cfg,
 		src:    src,
@@ -351,7 +352,10 @@ func (g *Guard) transition(to State, step int, weight uint32, reason, who string
 		g.stepStartedAt = now
 		g.healthySince, g.credit, g.restored = time.Time{}, 0, false
 	}
-	if !to.blocksCanary() && weight > 0 && (changed || who == whoStartup || reason == reasonReset) {
+	// The judge's evidence is about the canary at one weight: a pause keeps
+	// it, a new weight or step, a reset or a lifted block starts afresh.
+	trafficChanged := fromWeight != weight || fromStep != step || from.blocksCanary()
+	if !to.blocksCanary() && weight > 0 && (trafficChanged || who == whoStartup || reason == reasonReset) {
 		g.judge.Restart(g.src.Snapshot())
 	}
 	if from != StateRolledBack && to == StateRolledBack {

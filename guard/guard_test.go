@@ -1,10 +1,13 @@
 package guard_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/canaryd/canaryd/guard"
 	"github.com/canaryd/canaryd/guard/judge"
@@ -411,5 +414,61 @@ func TestRunPersistsOnReturn(t *testing.T) {
 	h2 := newHarness(t, cfg, clock)
 	if o := h2.g.Overview(); len(o.History) != 2 || o.History[1].Reason != "resumed after restart" {
 		t.Errorf("history after restart = %+v", o.History)
+	}
+}
+
+// TestWindowJudgeWiring: without JudgeImpl, Judge "window" builds the real
+// threshold judge, whose rollback the guard acts on.
+func TestWindowJudgeWiring(t *testing.T) {
+	cfg, _ := baseConfig(t)
+	cfg.Judge = "window"
+	src := newFakeSource()
+	src.setSnapshot(proxy.Snapshot{Window: time.Minute, Canary: proxy.Stats{Requests: 200, Errors: 50}})
+	router := &fakeRouter{}
+	g, err := guard.New(cfg, src, router, zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	waitFor(t, func() bool { return g.Overview().State == "rolled_back" })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	c := g.Check()
+	if c.Judge != "window" || c.Recommendation != "rollback_error_rate" || c.Canary.ErrorRate != 0.25 {
+		t.Errorf("check = judge %s rec %s canary %+v", c.Judge, c.Recommendation, c.Canary)
+	}
+	if w, blocked := router.get(); w != 0 || !blocked {
+		t.Errorf("router = %d blocked %v", w, blocked)
+	}
+}
+
+// TestJudgeRestarts: the judge's evidence is restarted at each new step,
+// weight and reset, and kept across a pause.
+func TestJudgeRestarts(t *testing.T) {
+	cfg, clock := baseConfig(t)
+	cfg.Steps = []guard.Step{{Weight: 500, Observe: time.Minute}, {Weight: 2500, Observe: time.Minute}}
+	h := newHarness(t, cfg, clock)
+	steps := []struct {
+		name string
+		do   func() (guard.Overview, error)
+		want int // restarts added
+	}{
+		{"pause", func() (guard.Overview, error) { return h.g.Pause("admin") }, 0},
+		{"resume same step", func() (guard.Overview, error) { return h.g.Resume("admin") }, 0},
+		{"promote", func() (guard.Overview, error) { return h.g.Promote("admin") }, 1},
+		{"weight", func() (guard.Overview, error) { return h.g.SetWeight(3000, "admin") }, 1},
+		{"rollback", func() (guard.Overview, error) { return h.g.Rollback("admin") }, 0},
+		{"reset", func() (guard.Overview, error) { return h.g.Reset("admin") }, 1},
+	}
+	for _, st := range steps {
+		_, before := h.judge.counts()
+		h.must(st.do())
+		if _, after := h.judge.counts(); after-before != st.want {
+			t.Errorf("%s: judge restarted %d times; want %d", st.name, after-before, st.want)
+		}
 	}
 }

@@ -50,6 +50,27 @@ func checkWritable(path string) error {
 	return nil
 }
 
+// removeStaleTemps deletes temporary files a crash between create and rename
+// left next to the state file.
+func removeStaleTemps(path string) {
+	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(path), globEscape(filepath.Base(path))+".tmp-*"))
+	for _, m := range matches {
+		os.Remove(m)
+	}
+}
+
+// globEscape quotes the pattern characters of a file name.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, c := range s {
+		if strings.ContainsRune(`*?[\`, c) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
 // writeFileAtomic replaces path with data so that a crash at any moment
 // leaves either the old or the new file: a temporary file in the same folder
 // is written and synced, renamed over path, and the folder synced.

@@ -211,11 +211,15 @@ func TestUnwritableStateFile(t *testing.T) {
 	}
 }
 
-// TestStateFileContents: the file holds the documented fields, no temporary
-// files are left behind.
+// TestStateFileContents: the file holds the documented fields, and no
+// temporary files are left behind (stale ones are removed at start).
 func TestStateFileContents(t *testing.T) {
 	cfg, clock := baseConfig(t)
 	cfg.Steps = []guard.Step{{Weight: 500, Observe: time.Minute}, {Weight: 2500, Observe: time.Minute}}
+	// A crash between create and rename leaves a temporary file behind.
+	if err := os.WriteFile(cfg.StateFile+".tmp-12345", []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	h := newHarness(t, cfg, clock)
 	h.must(h.g.Promote("admin"))
 	data, err := os.ReadFile(cfg.StateFile)

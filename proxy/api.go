@@ -74,8 +74,11 @@ type Config struct {
 	// SlowThreshold is the latency above which a request counts as slow (the
 	// p95 SLO). Zero means 500ms.
 	SlowThreshold time.Duration
-	// Transport, if non-nil, is used for both backends (tests). If nil, each
-	// backend gets its own http.Transport tuned for proxying.
+	// Transport, if non-nil, is used for both backends and their health
+	// checks (tests); ResponseHeaderTimeout, MaxConnsPerBackend and
+	// TLSClientConfig then do not apply. If nil, each backend gets its own
+	// http.Transport tuned for proxying (keep-alive, 512 idle connections,
+	// 5s dial timeout, HTTP/2 attempted for https).
 	Transport http.RoundTripper
 	// ResponseHeaderTimeout bounds the wait for a backend's response headers;
 	// past it the client gets 504. Zero means 60s.

@@ -20,3 +20,6 @@ func (w *window) Read(now int64) Stats {
 	w.read(now, &st)
 	return st
 }
+
+// Classify is classify.
+func Classify(err error, inboundGone bool) ErrorKind { return classify(err, inboundGone) }

@@ -79,18 +79,19 @@ func (h *health) probe(ctx context.Context, timeout time.Duration) string {
 	return ""
 }
 
-// observe records a probe result at now and reports whether the health state
+// observe records a probe result at time at (now: nanoseconds on the
+// window clock, see Proxy.since) and reports whether the health state
 // flipped, and the new state.
-func (h *health) observe(now time.Time, errText string) (flipped, healthy bool) {
+func (h *health) observe(at time.Time, now int64, errText string) (flipped, healthy bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	e := now.UnixNano() / h.slotNs
+	e := now / h.slotNs
 	s := &h.ring[uint64(e)%windowSlots]
 	if s.epoch != e {
 		*s = healthSlot{epoch: e}
 	}
 	s.checks++
-	h.lastCheck = now
+	h.lastCheck = at
 	failed := errText != ""
 	if failed {
 		s.failed++
@@ -112,11 +113,11 @@ func (h *health) observe(now time.Time, errText string) (flipped, healthy bool) 
 	return false, h.healthy
 }
 
-func (h *health) stats(now time.Time) HealthStats {
+func (h *health) stats(now int64) HealthStats {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	st := HealthStats{Enabled: true, Healthy: h.healthy, LastError: h.lastErr, LastCheck: h.lastCheck}
-	e := now.UnixNano() / h.slotNs
+	e := now / h.slotNs
 	for _, s := range h.ring {
 		if s.epoch <= e && s.epoch > e-windowSlots {
 			st.Checks += s.checks
@@ -162,7 +163,8 @@ func (p *Proxy) checkOnce(ctx context.Context, timeout time.Duration) {
 			if ctx.Err() != nil {
 				return // shutting down: not the backend's fault
 			}
-			flipped, healthy := h.observe(p.now(), errText)
+			at := p.now()
+			flipped, healthy := h.observe(at, p.since(at), errText)
 			if !flipped {
 				return
 			}

@@ -114,6 +114,7 @@ type Proxy struct {
 	sp       *split.Splitter
 	log      zerolog.Logger
 	now      func() time.Time
+	base     time.Time   // window epochs count from here, on the monotonic clock
 	backends [2]*backend // indexed by split.Backend
 
 	writers sync.Pool // *responseWriter
@@ -155,6 +156,7 @@ func New(cfg Config, sp *split.Splitter, logger zerolog.Logger, reg prometheus.R
 		canaryErrs: make(chan struct{}, 1),
 		idPrefix:   hex.EncodeToString(idb[:]),
 	}
+	p.base = p.now()
 	p.writers.New = func() any { return new(responseWriter) }
 	for _, b := range [...]split.Backend{split.Stable, split.Canary} {
 		target := cfg.Stable
@@ -233,11 +235,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if v := recover(); v != nil {
 			// A stream that broke after the headers were sent
 			// (http.ErrAbortHandler) or a panic further down.
-			if rw.kind == KindNone {
+			switch {
+			case rw.kind != KindNone:
+			case rw.writeErr || r.Context().Err() != nil:
+				rw.kind = KindCanceled
+			case v == http.ErrAbortHandler: //nolint:errorlint // panics carry the sentinel itself
 				rw.kind = KindReset
-				if rw.writeErr || r.Context().Err() != nil {
-					rw.kind = KindCanceled
-				}
+			default:
+				rw.kind = KindOther
 			}
 			p.finish(rw)
 			panic(v)
@@ -266,9 +271,8 @@ func (p *Proxy) finish(rw *responseWriter) {
 		status = statusClientClosed
 	}
 	p.record(rw, rw.backend, status, rw.kind)
-	w := rw
-	w.reset()
-	p.writers.Put(w)
+	rw.reset()
+	p.writers.Put(rw)
 }
 
 // record counts one attempt on backend b.
@@ -296,7 +300,7 @@ func (p *Proxy) record(rw *responseWriter, b split.Backend, status int, kind Err
 	isErr := kind != KindNone || status >= 500
 	hist := !rw.hijacked
 	isSlow := hist && lat > p.cfg.SlowThreshold
-	bk.win.record(now.UnixNano(), lat, isErr, isSlow, hist)
+	bk.win.record(p.since(now), lat, isErr, isSlow, hist)
 	c.requests.Add(1)
 	if kind != KindNone {
 		c.kinds[kind].Add(1)
@@ -374,6 +378,13 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, out *http.Request, err error
 	_, _ = rw.Write([]byte(http.StatusText(status) + "\n"))
 }
 
+// since returns t as nanoseconds since p.base (never negative). Window slots
+// are keyed by it rather than by wall-clock time so that a wall clock
+// stepping back does not freeze the window.
+func (p *Proxy) since(t time.Time) int64 {
+	return max(int64(t.Sub(p.base)), 0)
+}
+
 // Snapshot copies both backends' window and cumulative figures. It also
 // re-arms CanaryErrors.
 func (p *Proxy) Snapshot() Snapshot {
@@ -383,7 +394,7 @@ func (p *Proxy) Snapshot() Snapshot {
 	for _, b := range [...]split.Backend{split.Stable, split.Canary} {
 		st := s.Of(b)
 		bk := p.backends[b]
-		bk.win.read(now.UnixNano(), st)
+		bk.win.read(p.since(now), st)
 		st.Totals = bk.ctr.totals()
 	}
 	return s
@@ -418,7 +429,7 @@ func (p *Proxy) Health() (stable, canary HealthStats) {
 	if p.cfg.HealthPath == "" {
 		return HealthStats{Healthy: true}, HealthStats{Healthy: true}
 	}
-	now := p.now()
+	now := p.since(p.now())
 	return p.backends[split.Stable].health.stats(now), p.backends[split.Canary].health.stats(now)
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -396,18 +397,27 @@ func TestFailoverToStable(t *testing.T) {
 		fmt.Fprintf(w, "stable got %q", body)
 	}))
 	defer stable.Close()
+	var canaryHits atomic.Int64
+	untrusted := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		canaryHits.Add(1)
+	}))
+	defer untrusted.Close()
+	untrusted.Config.ErrorLog = log.New(io.Discard, "", 0) // the handshake failure is expected
 	tests := []struct {
 		name   string
+		canary string
 		method string
 		body   string
+		kind   string
 	}{
-		{"GET", http.MethodGet, ""},
-		{"POST with body", http.MethodPost, "payload"},
+		{"refused GET", refusedURL(t), http.MethodGet, "", "connect"},
+		{"refused POST with body", refusedURL(t), http.MethodPost, "payload", "connect"},
+		{"untrusted certificate", untrusted.URL, http.MethodPut, "payload", "tls"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p, _, reg, front := newRealProxy(t, proxy.Config{
-				Stable: mustURL(t, stable.URL), Canary: mustURL(t, refusedURL(t)),
+				Stable: mustURL(t, stable.URL), Canary: mustURL(t, tt.canary),
 			}, 100)
 			req, _ := http.NewRequest(tt.method, front.URL+"/", strings.NewReader(tt.body))
 			resp, err := front.Client().Do(req)
@@ -424,8 +434,8 @@ func TestFailoverToStable(t *testing.T) {
 				t.Errorf("canary %d/%d, stable %d/%d (requests/errors); want 1/1, 1/0",
 					s.Canary.Requests, s.Canary.Errors, s.Stable.Requests, s.Stable.Errors)
 			}
-			if got := metricValue(t, reg, "canary_upstream_errors_total", map[string]string{"backend": "canary", "kind": "connect"}); got != 1 {
-				t.Errorf("canary_upstream_errors_total{canary,connect} = %v; want 1", got)
+			if got := metricValue(t, reg, "canary_upstream_errors_total", map[string]string{"backend": "canary", "kind": tt.kind}); got != 1 {
+				t.Errorf("canary_upstream_errors_total{canary,%s} = %v; want 1", tt.kind, got)
 			}
 			select {
 			case <-p.CanaryErrors():
@@ -433,6 +443,9 @@ func TestFailoverToStable(t *testing.T) {
 				t.Error("CanaryErrors did not fire for the failed canary attempt")
 			}
 		})
+	}
+	if n := canaryHits.Load(); n != 0 {
+		t.Errorf("the untrusted canary served %d requests; want 0", n)
 	}
 }
 

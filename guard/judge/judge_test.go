@@ -273,3 +273,40 @@ func TestDegenerateSLOsDoNotBreakTheJudges(t *testing.T) {
 		}
 	}
 }
+
+// FuzzSequential feeds arbitrary (possibly torn or shrinking) totals and
+// checks that every result is well formed.
+func FuzzSequential(f *testing.F) {
+	f.Add(uint64(100), uint64(1), uint64(5), uint64(900), uint64(3), uint64(40), 0.01) // healthy
+	f.Add(uint64(10), uint64(10), uint64(0), uint64(90), uint64(0), uint64(0), 0.01)   // outage
+	f.Add(uint64(3), uint64(7), uint64(9), uint64(0), uint64(0), uint64(0), 0.5)       // torn read
+	f.Add(uint64(1), uint64(0), uint64(0), uint64(1), uint64(1), uint64(1), 0.0)       // degenerate SLO
+	f.Fuzz(func(t *testing.T, n, errs, slow, sn, serrs, sslow uint64, rate float64) {
+		j := judge.NewSequential(judge.SLO{ErrorRate: rate, P95: time.Second, MinRequests: 10})
+		var s proxy.Snapshot
+		for i := range uint64(4) {
+			// Grow, then shrink on the last round.
+			k := i + 1
+			if i == 3 {
+				k = 1
+			}
+			s.Canary.Totals = proxy.Totals{Requests: n * k, Errors: errs * k, Slow: slow * k}
+			s.Stable.Totals = proxy.Totals{Requests: sn * k, Errors: serrs * k, Slow: sslow * k}
+			r := j.Judge(s)
+			switch r.Verdict {
+			case judge.Proceed, judge.Hold, judge.RollbackErrorRate, judge.RollbackLatency:
+			default:
+				t.Fatalf("verdict %q", r.Verdict)
+			}
+			if len(r.Reasons) == 0 || len(r.Gates) != 7 {
+				t.Fatalf("%d reasons, %d gates", len(r.Reasons), len(r.Gates))
+			}
+			for _, g := range r.Gates {
+				if g.Value != g.Value || g.Threshold != g.Threshold || g.Detail == "" ||
+					(g.Verdict != "pass" && g.Verdict != "hold" && g.Verdict != "fail") {
+					t.Fatalf("malformed gate %+v", g)
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# bench-load: canaryd against nginx as a 90/10 canary proxy, side by side.
+#
+# Two nginx backends (stable, canary) answer ~100-byte bodies on loopback.
+# Each contestant proxies to them with the same 90/10 split, pinned to core 0;
+# wrk, hey and the backends run on core 1. Rounds are interleaved so drift on
+# the machine hits both contestants alike. Everything is on 127.0.0.1,
+# bounded in time, and torn down on exit.
+#
+# Environment: ROUNDS (3), DURATION (10s), CONNS (64), RATE (2000),
+# CANARYD (bin/canaryd), CORE_PROXY (0), CORE_LOAD (1), OUT (a temp folder).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+RATE=${RATE:-2000}
+CANARYD=${CANARYD:-bin/canaryd}
+CORE_PROXY=${CORE_PROXY:-0}
+CORE_LOAD=${CORE_LOAD:-1}
+OUT=${OUT:-$(mktemp -d /tmp/canaryd-bench-load.XXXXXX)}
+for tool in nginx wrk hey taskset; do
+  command -v "$tool" >/dev/null || { echo "bench-load: $tool is not installed (apt-get install nginx wrk hey util-linux)" >&2; exit 2; }
+done
+[ -x "$CANARYD" ] || { echo "bench-load: $CANARYD not built (make build)" >&2; exit 2; }
+mkdir -p "$OUT"
+
+P_STABLE=18081 P_CANARY=18082 P_NGINX=18090 P_CANARYD=18091 P_ADMIN=18092
+BODY='{"service":"demo","version":"1.0.0","status":"ok","items":[1,2,3],"note":"hundred-byte answer!"}'
+
+pids=()
+cleanup() {
+  for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done
+  for f in "$OUT"/nginx-*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+backend_conf() { # name port
+  cat > "$OUT/nginx-$1.conf" <<CONF
+worker_processes 1;
+pid $OUT/nginx-$1.pid;
+error_log $OUT/nginx-$1.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$2 reuseport backlog=4096;
+    location = /__status { stub_status; }
+    location / { default_type application/json; return 200 '$BODY'; }
+  }
+}
+CONF
+}
+backend_conf stable $P_STABLE
+backend_conf canary $P_CANARY
+cat > "$OUT/nginx-proxy.conf" <<CONF
+worker_processes 1;
+pid $OUT/nginx-proxy.pid;
+error_log $OUT/nginx-proxy.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream app {
+    server 127.0.0.1:$P_STABLE weight=9;
+    server 127.0.0.1:$P_CANARY weight=1;
+    keepalive 128;
+  }
+  server {
+    listen 127.0.0.1:$P_NGINX reuseport backlog=4096;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+CONF
+
+taskset -c "$CORE_LOAD" nginx -c "$OUT/nginx-stable.conf" -e "$OUT/nginx-stable.err"
+taskset -c "$CORE_LOAD" nginx -c "$OUT/nginx-canary.conf" -e "$OUT/nginx-canary.err"
+taskset -c "$CORE_PROXY" nginx -c "$OUT/nginx-proxy.conf" -e "$OUT/nginx-proxy.err"
+
+CANARY_STABLE_URL=http://127.0.0.1:$P_STABLE CANARY_CANARY_URL=http://127.0.0.1:$P_CANARY \
+CANARY_TOKEN=bench-token-0123456789abcdef CANARY_LISTEN=127.0.0.1:$P_CANARYD CANARY_ADMIN_LISTEN=127.0.0.1:$P_ADMIN \
+CANARY_WEIGHT=10 CANARY_STATE_FILE="$OUT/state.json" CANARY_SLO_MIN_REQUESTS=1000000000 CANARY_LOG_LEVEL=warn \
+  taskset -c "$CORE_PROXY" "$CANARYD" > "$OUT/canaryd.log" 2>&1 &
+pids+=($!)
+CANARYD_PID=$!
+sleep 0.5
+for port in $P_STABLE $P_CANARY $P_NGINX $P_CANARYD; do
+  for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+done
+NGINX_PID=$(cat "$OUT/nginx-proxy.pid")
+# nginx's worker is the child of the master.
+NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -1)
+
+hits() { curl -s "http://127.0.0.1:$1/__status" | awk '/^ [0-9]/ {print $3}'; }
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+TCK=$(getconf CLK_TCK)
+
+run_one() { # name port pid
+  local name=$1 port=$2 pid=$3
+  # warm-up
+  taskset -c "$CORE_LOAD" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$port/" >/dev/null
+  local s0 c0 t0 s1 c1 t1 out
+  s0=$(hits $P_STABLE); c0=$(hits $P_CANARY); t0=$(cpu_ticks "$pid")
+  out=$(taskset -c "$CORE_LOAD" wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$port/")
+  t1=$(cpu_ticks "$pid"); s1=$(hits $P_STABLE); c1=$(hits $P_CANARY)
+  # stub_status counts its own status requests: one per hits() call on that backend.
+  local ds=$(( s1 - s0 - 1 )) dc=$(( c1 - c0 - 1 ))
+  local reqs rps p50 p99 errs
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  errs=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+  local cpu_us=$(awk -v t=$(( t1 - t0 )) -v k="$TCK" -v n="$reqs" 'BEGIN {printf "%.1f", t/k*1e6/n}')
+  local share=$(awk -v c=$dc -v s=$ds 'BEGIN {printf "%.2f", 100*c/(c+s)}')
+  # p99 at a fixed rate
+  local fixed
+  fixed=$(taskset -c "$CORE_LOAD" hey -z 5s -c 20 -q $(( RATE / 20 )) "http://127.0.0.1:$port/" | awk '/ 99% in/ {print $3*1000}')
+  echo "$name $rps $cpu_us $p50 $p99 $fixed $share $ds $dc ${errs:-none}" >> "$OUT/results.txt"
+  echo "  $name: $rps req/s, $cpu_us µs CPU/req, p50 $p50, p99 $p99, p99@${RATE}/s ${fixed}ms, canary share $share% ($dc of $((ds+dc))), errors: ${errs:-none}" >&2
+}
+
+: > "$OUT/results.txt"
+for r in $(seq "$ROUNDS"); do
+  echo "round $r/$ROUNDS" >&2
+  run_one nginx $P_NGINX "$NGINX_WORKER"
+  run_one canaryd $P_CANARYD "$CANARYD_PID"
+done
+NGINX_RSS=$(hwm_kb "$NGINX_WORKER")
+CANARYD_RSS=$(hwm_kb "$CANARYD_PID")
+
+# Median of each column per contestant, then the table.
+awk -v nrss="$NGINX_RSS" -v crss="$CANARYD_RSS" '
+function median(arr, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (arr[j] < arr[i]) { t = arr[i]; arr[i] = arr[j]; arr[j] = t }
+  return (n % 2) ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2 }
+function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+{ k = $1; n[k]++; rps[k, n[k]] = $2; cpu[k, n[k]] = $3; p50[k, n[k]] = ms($4); p99[k, n[k]] = ms($5); fx[k, n[k]] = $6; sh[k, n[k]] = $7 }
+END {
+  printf "| contestant | req/s | CPU µs/req | p50 ms | p99 ms | p99 ms @ fixed rate | peak RSS MB | canary share %% |\n"
+  printf "|---|---:|---:|---:|---:|---:|---:|---:|\n"
+  split("nginx canaryd", names, " ")
+  for (x = 1; x <= 2; x++) { k = names[x]; m = n[k]
+    for (i = 1; i <= m; i++) { a[i] = rps[k, i] } R[k] = median(a, m)
+    for (i = 1; i <= m; i++) { a[i] = cpu[k, i] } C[k] = median(a, m)
+    for (i = 1; i <= m; i++) { a[i] = p50[k, i] } P5 = median(a, m)
+    for (i = 1; i <= m; i++) { a[i] = p99[k, i] } P9 = median(a, m)
+    for (i = 1; i <= m; i++) { a[i] = fx[k, i] } F[k] = median(a, m)
+    for (i = 1; i <= m; i++) { a[i] = sh[k, i] } S = median(a, m)
+    printf "| %s | %.0f | %.1f | %.2f | %.2f | %.2f | %.1f | %.2f |\n", k, R[k], C[k], P5, P9, F[k], (k == "nginx" ? nrss : crss) / 1024, S }
+  printf "\ncanaryd/nginx: throughput %.2fx, CPU per request %.2fx, p99 at fixed rate %+.2f ms\n", R["canaryd"] / R["nginx"], C["canaryd"] / C["nginx"], F["canaryd"] - F["nginx"]
+}' "$OUT/results.txt"
+echo "(medians of $ROUNDS interleaved rounds of $DURATION, $CONNS connections; raw figures in $OUT/results.txt)"
