@@ -95,6 +95,10 @@ type Config struct {
 	HealthInterval time.Duration
 	// AccessLog logs one line per proxied request.
 	AccessLog bool
+	// Redact lists secrets (the admin token) that must never reach the
+	// access log: a logged path or request id containing one has it
+	// replaced by "[REDACTED]". Nil means nothing to redact.
+	Redact []string
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
 }

@@ -12,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -322,16 +323,26 @@ func (p *Proxy) record(rw *responseWriter, b split.Backend, status int, kind Err
 	}
 }
 
+// redact replaces every configured secret in s.
+func (p *Proxy) redact(s string) string {
+	for _, secret := range p.cfg.Redact {
+		if secret != "" && strings.Contains(s, secret) {
+			s = strings.ReplaceAll(s, secret, "[REDACTED]")
+		}
+	}
+	return s
+}
+
 func (p *Proxy) accessLog(rw *responseWriter, b split.Backend, status int, kind ErrorKind, lat time.Duration) {
 	ev := p.log.Info()
 	if id := rw.req.Header.Get("X-Request-Id"); id != "" {
-		ev = ev.Str("request_id", id)
+		ev = ev.Str("request_id", p.redact(id))
 	} else {
 		ev = ev.Str("request_id", p.idPrefix+"-"+strconv.FormatUint(p.ids.Add(1), 10))
 	}
 	ev = ev.Str("backend", b.String()).
 		Str("method", rw.req.Method).
-		Str("path", rw.req.URL.Path). // never the query: it may carry tokens
+		Str("path", p.redact(rw.req.URL.Path)). // never the query: it may carry tokens
 		Int("status", status).
 		Float64("duration_ms", float64(lat.Microseconds())/1000).
 		Int64("bytes", rw.bytes)

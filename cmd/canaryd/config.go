@@ -62,6 +62,9 @@ type config struct {
 	UpstreamTimeout    time.Duration `env:"CANARY_UPSTREAM_TIMEOUT" envDefault:"60s"`
 	MaxConnsPerBackend int           `env:"CANARY_MAX_CONNS_PER_BACKEND" envDefault:"1024"`
 
+	// PprofListen serves net/http/pprof for profiling under load; empty = off.
+	PprofListen string `env:"CANARY_PPROF_LISTEN"`
+
 	// Derived by load.
 	stable, canary *url.URL
 	weight         uint32
@@ -283,4 +286,12 @@ func loadToken(token, file string) (string, error) {
 		return "", bad("CANARY_TOKEN", "must not contain white space")
 	}
 	return token, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

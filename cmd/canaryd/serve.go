@@ -8,6 +8,7 @@ import (
 	stdlog "log"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -50,6 +51,7 @@ func serve(ctx context.Context, c *config, log zerolog.Logger, ready listening) 
 		HealthPath:            c.HealthPath,
 		HealthInterval:        c.HealthInterval,
 		AccessLog:             c.AccessLog,
+		Redact:                []string{c.Token},
 	}, sp, log, reg)
 	if err != nil {
 		return fmt.Errorf("proxy: %w", err)
@@ -165,6 +167,17 @@ func serve(ctx context.Context, c *config, log zerolog.Logger, ready listening) 
 	}
 	if certs != nil {
 		wg.Go(func() { certs.watch(bgCtx) })
+	}
+	if c.PprofListen != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		dbg := &http.Server{Addr: c.PprofListen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go dbg.ListenAndServe()
+		defer dbg.Close()
+		log.Warn().Str("addr", c.PprofListen).Msg("pprof enabled")
 	}
 
 	var runErr error

@@ -105,7 +105,10 @@
 //     H requests with probability at most α (growing linearly beyond H);
 //   - a canary exactly at its SLO has no such bound from the change
 //     detectors: it is rolled back in 42.5% of simulated 100,000-request
-//     rollouts (the window judge: 100%). This is the honest cost of catching
+//     rollouts with both rates at their SLOs (the window judge: 100%), while
+//     the step SPRT alone crossed its threshold in 2 of 400 such rollouts of
+//     20,000 requests (0.5%, its bound α/2; TestSimStepTestIsAnytimeValid).
+//     This is the honest cost of catching
 //     late regressions; with CANARY_JUDGE=sequential and a long step, set the
 //     SLO with some headroom above the rate the service normally runs at.
 //
@@ -145,6 +148,7 @@
 // # Cost
 //
 // Judge is O(1) in time and memory: a handful of additions and logarithms
-// plus the gates' sentences (about 10 allocations, a few microseconds; see
-// BenchmarkJudge).
+// plus the gates' sentences. BenchmarkJudge: about 2.5µs and 9 allocations
+// (1.3 KB) per sequential judgement, 1.3µs and 6 allocations per window
+// judgement, on a shared 2-core machine.
 package judge

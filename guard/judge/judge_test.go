@@ -310,3 +310,20 @@ func FuzzSequential(f *testing.F) {
 		}
 	})
 }
+
+func TestWindowQuotesTheHistogramP95(t *testing.T) {
+	s := windowSnap(200, 0, 20)
+	s.Canary.Latency = proxy.NewHistogram()
+	for i := range 200 {
+		d := 100 * time.Millisecond
+		if i < 20 {
+			d = 900 * time.Millisecond
+		}
+		s.Canary.Latency.Add(d)
+	}
+	r := judge.NewWindow(testSLO()).Judge(s)
+	g := gate(t, r, judge.GateP95Latency)
+	if r.Verdict != judge.RollbackLatency || g.Verdict != judge.GateFail || !strings.Contains(g.Detail, "histogram p95 9") {
+		t.Errorf("10%% of requests at 900ms: %s, gate %+v; want rollback_latency quoting a ~900ms histogram p95", r.Verdict, g)
+	}
+}

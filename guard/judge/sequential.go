@@ -97,7 +97,7 @@ func (j *sequential) result() Result {
 			res.Verdict = RollbackErrorRate
 		}
 		for _, g := range res.Gates[1:5] {
-			if g.Verdict == gateFail {
+			if g.Verdict == GateFail {
 				res.Reasons = append(res.Reasons, g.Detail)
 			}
 		}
@@ -107,14 +107,14 @@ func (j *sequential) result() Result {
 	default:
 		res.Verdict = Proceed
 		for _, g := range res.Gates[1:] {
-			if g.Verdict != gatePass {
+			if g.Verdict != GatePass {
 				res.Verdict = Hold
 				res.Reasons = append(res.Reasons, g.Detail)
 			}
 		}
 		if res.Verdict == Proceed {
 			res.Reasons = []string{l.s("no evidence against the SLO in ").n(n).s(" canary requests: ").
-				pct(rate(j.errors.k, n)).s(" errors, ").pct(rate(j.slow.k, n)).s(" slower than ").s(j.slo.P95.String()).done()}
+				pct(rate(j.errors.k, n)).s(" errors, ").pct(rate(j.slow.k, n)).s(" ").s(j.slow.events).done()}
 		}
 	}
 	j.buf = l.b
@@ -187,14 +187,14 @@ func (t *sloTest) add(n, k uint64) {
 // numbers, Detail says what they mean.
 func (t *sloTest) gates(l *line) (step, change Gate) {
 	p := rate(t.k, t.n)
-	step = Gate{Name: t.name, Value: t.step, Threshold: t.stepLimit, Unit: "log_lr", Samples: t.n, Verdict: gatePass}
+	step = Gate{Name: t.name, Value: t.step, Threshold: t.stepLimit, Unit: "log_lr", Samples: t.n, Verdict: GatePass}
 	l.n(t.k).s(" of ").n(t.n).s(" requests ").s(t.events).s(" (").pct(p).s(") since the step started; SLO ").pct(t.bern.p0)
 	switch {
 	case t.stepFailed:
-		step.Verdict = gateFail
+		step.Verdict = GateFail
 		l.s(": above the SLO, concluded after ").n(t.failedAt).s(" requests")
 	case p > t.bern.p0:
-		step.Verdict = gateHold
+		step.Verdict = GateHold
 		l.s(": above the SLO but not yet conclusive")
 		if d := t.bern.drift(p); d > 0 {
 			step.Needed = uint64(math.Ceil((t.stepLimit - t.step) / d))
@@ -205,16 +205,17 @@ func (t *sloTest) gates(l *line) (step, change Gate) {
 	}
 	step.Detail = l.done()
 
-	change = Gate{Name: t.changeName, Value: t.change, Threshold: t.changeLimit, Unit: "log_lr", Samples: t.changeN, Verdict: gatePass}
+	change = Gate{Name: t.changeName, Value: t.change, Threshold: t.changeLimit, Unit: "log_lr", Samples: t.changeN, Verdict: GatePass}
 	switch {
 	case t.changeFailed:
-		change.Verdict = gateFail
+		change.Verdict = GateFail
 		l.s("regression: ")
 	case t.changeN == 0:
 		change.Detail = l.s("no recent excess of requests ").s(t.events).done()
 		return step, change
 	}
-	l.n(t.changeK).s(" of the last ").n(t.changeN).s(" requests ").s(t.events).s(" (").pct(rate(t.changeK, t.changeN)).s(")")
+	l.n(t.changeK).s(" of the last ").n(t.changeN).s(" requests ").s(t.events).s(" (").pct(rate(t.changeK, t.changeN)).
+		s("); SLO ").pct(t.bern.p0)
 	change.Detail = l.done()
 	return step, change
 }
@@ -261,10 +262,10 @@ func (t *versusTest) add(nc, kc, ns, ks uint64) {
 }
 
 func (t *versusTest) gate(l *line) Gate {
-	g := Gate{Name: t.name, Value: t.llr, Threshold: t.limit, Unit: "log_lr", Samples: t.nc, Verdict: gatePass}
+	g := Gate{Name: t.name, Value: t.llr, Threshold: t.limit, Unit: "log_lr", Samples: t.nc, Verdict: GatePass}
 	l.s("canary ").s(t.what).s(" ").pct(rate(t.kc, t.nc)).s(" vs stable ").pct(rate(t.ks, t.ns))
 	if t.failed {
-		g.Verdict = gateFail
+		g.Verdict = GateFail
 		l.s(": significantly worse than stable by more than ").pct(t.boundary - 1).s("; holding")
 	} else {
 		l.s(": not significantly worse than stable by more than ").pct(t.boundary - 1)

@@ -310,7 +310,7 @@ func TestSimRollouts(t *testing.T) {
 // in at most α/2 of the rollouts. The CUSUM gate is left out: it has no such
 // guarantee at the SLO (see the package doc).
 func TestSimStepTestIsAnytimeValid(t *testing.T) {
-	rollouts, requests := 400, uint64(50_000)
+	rollouts, requests := 400, uint64(20_000)
 	if testing.Short() {
 		rollouts = 100
 	}

@@ -189,31 +189,42 @@ func (l *line) done() string {
 	return text
 }
 
-// Gate verdicts.
+// Gate verdicts (Gate.Verdict).
 const (
-	gatePass = "pass"
-	gateHold = "hold"
-	gateFail = "fail"
+	// GatePass: the gate found no evidence against the canary.
+	GatePass = "pass"
+	// GateHold: the gate needs more evidence before it can pass.
+	GateHold = "hold"
+	// GateFail: the gate concluded against the canary.
+	GateFail = "fail"
 )
 
-// Gate names.
+// Gate names (Gate.Name).
 const (
-	GateMinRequests        = "min_requests"
-	GateErrorRate          = "error_rate"
-	GateErrorRateChange    = "error_rate_change"
-	GateP95Latency         = "p95_latency"
-	GateP95LatencyChange   = "p95_latency_change"
-	GateErrorRateVsStable  = "error_rate_vs_stable"
+	// GateMinRequests: enough canary requests for a verdict other than hold.
+	GateMinRequests = "min_requests"
+	// GateErrorRate: the error rate against the SLO (window average, or the
+	// step's sequential test).
+	GateErrorRate = "error_rate"
+	// GateErrorRateChange: the sequential judge's CUSUM on errors.
+	GateErrorRateChange = "error_rate_change"
+	// GateP95Latency: the share of requests slower than SLO.P95 against 5%.
+	GateP95Latency = "p95_latency"
+	// GateP95LatencyChange: the sequential judge's CUSUM on slow requests.
+	GateP95LatencyChange = "p95_latency_change"
+	// GateErrorRateVsStable: canary errors compared with stable's.
+	GateErrorRateVsStable = "error_rate_vs_stable"
+	// GateP95LatencyVsStable: canary slow requests compared with stable's.
 	GateP95LatencyVsStable = "p95_latency_vs_stable"
 )
 
 // minRequestsGate reports whether n canary requests are enough for a
 // verdict other than hold.
 func minRequestsGate(l *line, n, min uint64, scope string) Gate {
-	g := Gate{Name: GateMinRequests, Value: float64(n), Threshold: float64(min), Unit: "requests", Samples: n, Verdict: gatePass}
+	g := Gate{Name: GateMinRequests, Value: float64(n), Threshold: float64(min), Unit: "requests", Samples: n, Verdict: GatePass}
 	l.n(n).s(" canary requests ").s(scope)
 	if n < min {
-		g.Verdict = gateHold
+		g.Verdict = GateHold
 		g.Needed = min - n
 		l.s("; ").n(min).s(" needed before a verdict")
 	} else {

@@ -8,6 +8,7 @@ import (
 // SLO. It keeps no evidence.
 type window struct {
 	slo SLO
+	p95 string // slo.P95, formatted once
 	buf []byte // reused for sentences
 }
 
@@ -18,7 +19,8 @@ type window struct {
 // (Stats.Slow), which is exactly "p95 > P95" without the histogram's
 // rounding; the histogram's p95 is quoted in the gate's detail.
 func NewWindow(slo SLO) Judge {
-	return &window{slo: slo.withDefaults()}
+	slo = slo.withDefaults()
+	return &window{slo: slo, p95: slo.P95.String()}
 }
 
 // Name is "window".
@@ -41,7 +43,7 @@ func (w *window) Judge(s proxy.Snapshot) Result {
 		Name: GateErrorRate, Value: errRate, Threshold: w.slo.ErrorRate, Unit: "ratio", Samples: n,
 		Detail: l.n(errs).s(" errors in ").n(n).s(" window requests (").pct(errRate).s("); SLO ").pct(w.slo.ErrorRate).done(),
 	}
-	l.n(slow).s(" of ").n(n).s(" window requests (").pct(slowRate).s(") slower than ").s(w.slo.P95.String()).
+	l.n(slow).s(" of ").n(n).s(" window requests (").pct(slowRate).s(") slower than ").s(w.p95).
 		s("; p95 meets the SLO while at most ").pct(SlowShare).s(" are")
 	if len(c.Latency.Counts) > 0 && c.Latency.Count() > 0 {
 		l.s("; histogram p95 ").s(c.Latency.Quantile(0.95).String())
@@ -52,7 +54,7 @@ func (w *window) Judge(s proxy.Snapshot) Result {
 	res := Result{Verdict: Proceed}
 	switch {
 	case !enough:
-		errGate.Verdict, latGate.Verdict = gateHold, gateHold
+		errGate.Verdict, latGate.Verdict = GateHold, GateHold
 		res.Verdict = Hold
 		res.Reasons = []string{minGate.Detail}
 	default:
@@ -65,7 +67,7 @@ func (w *window) Judge(s proxy.Snapshot) Result {
 			if !errBad {
 				res.Verdict = RollbackLatency
 			}
-			res.Reasons = append(res.Reasons, l.pct(slowRate).s(" of window requests slower than ").s(w.slo.P95.String()).s(": p95 exceeds the SLO").done())
+			res.Reasons = append(res.Reasons, l.pct(slowRate).s(" of window requests slower than ").s(w.p95).s(": p95 exceeds the SLO").done())
 		}
 		if res.Verdict == Proceed {
 			res.Reasons = []string{l.s("window error rate ").pct(errRate).s(" and ").pct(slowRate).s(" slow requests over ").n(n).s(" requests are within the SLO").done()}
@@ -78,7 +80,7 @@ func (w *window) Judge(s proxy.Snapshot) Result {
 
 func passFail(bad bool) string {
 	if bad {
-		return gateFail
+		return GateFail
 	}
-	return gatePass
+	return GatePass
 }
