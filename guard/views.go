@@ -194,6 +194,12 @@ func (g *Guard) reasonsLocked() []string {
 	if g.integ.Status == integrity.StatusFailed {
 		r = append(r, "release integrity: "+g.integ.Summary)
 	}
+	if h := g.canaryHealth; h.Enabled && !h.Healthy && g.state != StateRolledBack {
+		r = append(r, "canary fails its active health checks: it gets no traffic until it recovers")
+	}
+	if h := g.stableHealth; h.Enabled && !h.Healthy {
+		r = append(r, "stable fails its active health checks: /readyz answers 503")
+	}
 	return append(r, g.last.Reasons...)
 }
 
@@ -202,6 +208,29 @@ func (g *Guard) reasonsLocked() []string {
 func (g *Guard) gatesLocked() []judge.Gate {
 	gates := append([]judge.Gate{}, g.last.Gates...)
 	gates = append(gates, integrityGate(g.integ))
+	for _, b := range []struct {
+		name string
+		h    proxy.HealthStats
+	}{{"stable", g.stableHealth}, {"canary", g.canaryHealth}} {
+		if !b.h.Enabled {
+			continue
+		}
+		gt := judge.Gate{Name: b.name + "_health_checks", Value: b.h.FailureRate(), Threshold: maxHealthFailureRate,
+			Unit: "ratio", Samples: b.h.Checks, Verdict: "pass", Detail: b.name + " passes its active health checks"}
+		if !b.h.Healthy {
+			gt.Verdict = "fail"
+			gt.Detail = b.name + " fails its active health checks"
+			if b.name == "canary" {
+				gt.Detail += ": it gets no traffic until it recovers"
+			} else {
+				gt.Detail += ": /readyz answers 503"
+			}
+			if b.h.LastError != "" {
+				gt.Detail += " (last error: " + b.h.LastError + ")"
+			}
+		}
+		gates = append(gates, gt)
+	}
 	switch g.state {
 	case StateRolledBack:
 		gates = append(gates, judge.Gate{Name: "state", Verdict: "fail", Detail: "rolled back: " + g.recommendationLocked()})

@@ -25,10 +25,14 @@ type SLO struct {
 	// P95 is the maximum canary p95 latency.
 	P95 time.Duration
 	// MinRequests is the number of canary requests needed before any
-	// verdict other than hold.
+	// verdict other than hold: in the window for the window judge; in the
+	// step for the sequential judge to proceed (its tests control their
+	// own error and roll back without a floor).
 	MinRequests uint64
-	// Alpha bounds the probability that the sequential judge ever rolls
-	// back a canary that meets its SLO. Zero means 0.01.
+	// Alpha bounds the probability that the sequential judge's step tests
+	// ever roll back, within one step, a canary that meets its SLO; and
+	// that any of its gates rolls back a canary at half its SLO within
+	// Horizon requests of a step (see the package doc). Zero means 0.01.
 	Alpha float64
 	// Margin is the relative margin by which the canary may be worse than
 	// stable before the comparison gates object (0.5 = 50% worse). Zero

@@ -106,11 +106,11 @@
 //   - a canary exactly at its SLO has no such bound from the change
 //     detectors: it is rolled back in 42.5% of simulated 100,000-request
 //     rollouts with both rates at their SLOs (the window judge: 100%), while
-//     the step SPRT alone crossed its threshold in 2 of 400 such rollouts of
-//     20,000 requests (0.5%, its bound α/2; TestSimStepTestIsAnytimeValid).
-//     This is the honest cost of catching
-//     late regressions; with CANARY_JUDGE=sequential and a long step, set the
-//     SLO with some headroom above the rate the service normally runs at.
+//     the step SPRT alone, at an error rate exactly at the SLO, crossed its
+//     threshold in 2 of 400 rollouts of 20,000 requests (0.5%, its bound
+//     α/2; TestSimStepTestIsAnytimeValid). This is the honest cost of
+//     catching late regressions; with a long step, set the SLO with some
+//     headroom above the rate the service normally runs at.
 //
 // Judging only at batch ends looks at a subset of the per-request checks,
 // and the batch CUSUM (reflected at batch ends) never exceeds the
@@ -127,17 +127,17 @@
 // multiples of the SLO (errors and the 5% slow share); detection is the
 // number of canary requests at the rollback verdict.
 //
-//	| canary (rollouts)                        | sequential                   | window                       |
-//	|------------------------------------------|------------------------------|------------------------------|
-//	| good: 0.5x SLO (500)                     | false rollback 0.00%         | false rollback 37.40%        |
-//	| good: exactly at SLO (200)               | false rollback 42.50%        | false rollback 100.00%       |
-//	| bad: 1.5x error SLO (500)                | median 5669, p90 17602       | median 108, p90 360          |
-//	| bad: 2x error SLO (500)                  | median 1192, p90 3432        | median 100, p90 177          |
-//	| bad: 3x error SLO (1000)                 | median 375, p90 787          | median 100, p90 132          |
-//	| bad: 10x error SLO (500)                 | median 57, p90 107           | median 100, p90 100          |
-//	| bad: total outage (500)                  | median 5, p90 5              | median 100, p90 100          |
-//	| bad: 3x slow share (500)                 | median 100, p90 200          | median 100, p90 100          |
-//	| late: 0.5x, then 3x errors after 10k (500)| median 431, p90 858 after it | median 2498, p90 3257 after it; 34.8% rolled back before it |
+//	| canary (rollouts)                          | sequential                   | window                                                       |
+//	|--------------------------------------------|------------------------------|--------------------------------------------------------------|
+//	| good: 0.5x SLO (500)                       | false rollback 0.00%         | false rollback 37.40%                                        |
+//	| good: exactly at SLO (200)                 | false rollback 42.50%        | false rollback 100.00%                                       |
+//	| bad: 1.5x error SLO (500)                  | median 5669, p90 17602       | median 108, p90 360                                          |
+//	| bad: 2x error SLO (500)                    | median 1192, p90 3432        | median 100, p90 177                                          |
+//	| bad: 3x error SLO (1000)                   | median 375, p90 787          | median 100, p90 132                                          |
+//	| bad: 10x error SLO (500)                   | median 57, p90 107           | median 100, p90 100                                          |
+//	| bad: total outage (500)                    | median 5, p90 5              | median 100, p90 100                                          |
+//	| bad: 3x slow share (500)                   | median 100, p90 200          | median 100, p90 100                                          |
+//	| late: 0.5x, then 3x errors after 10k (500) | median 431, p90 858 after it | median 2498, p90 3257 after it (34.8% rolled back before it) |
 //
 // The window judge answers fast because it rolls back on noise: at half its
 // SLO it falsely rolls back a third of good canaries, all of them at the SLO.
