@@ -112,7 +112,7 @@ func parseSticky(s string) (cookie bool, name string, err error) {
 	case "header":
 		return false, textproto.CanonicalMIMEHeaderKey(name), nil
 	}
-	return false, "", fmt.Errorf("%w: sticky key %q must start with cookie: or header:", ErrBadConfig, s)
+	return false, "", fmt.Errorf("%w: sticky key %q must be cookie:NAME or header:NAME", ErrBadConfig, s)
 }
 
 // validToken reports whether s is an RFC 9110 token (a valid header or cookie name).

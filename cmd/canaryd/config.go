@@ -167,6 +167,11 @@ func loadConfig(environ []string) (*config, error) {
 			return nil, bad(name, "%q is not a host:port address", addr)
 		}
 	}
+	if c.PprofListen != "" {
+		if host, _, err := net.SplitHostPort(c.PprofListen); err != nil || !isLoopback(host) {
+			return nil, bad("CANARY_PPROF_LISTEN", "%q must be a loopback host:port (profiles expose internals)", c.PprofListen)
+		}
+	}
 	if _, port, _ := net.SplitHostPort(c.Listen); c.Listen == c.AdminListen && port != "0" {
 		return nil, bad("CANARY_ADMIN_LISTEN", "must differ from CANARY_LISTEN")
 	}

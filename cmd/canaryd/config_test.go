@@ -131,3 +131,12 @@ func TestUnknownCommand(t *testing.T) {
 		t.Errorf("version: exit %d, %q", code, stdout.String())
 	}
 }
+
+func TestPprofMustBeLoopback(t *testing.T) {
+	if _, err := loadConfig(with(baseEnv(t), "CANARY_PPROF_LISTEN=0.0.0.0:6060")); err == nil || !strings.Contains(err.Error(), "CANARY_PPROF_LISTEN") {
+		t.Errorf("pprof on all interfaces: %v; want an error naming CANARY_PPROF_LISTEN", err)
+	}
+	if _, err := loadConfig(with(baseEnv(t), "CANARY_PPROF_LISTEN=127.0.0.1:6060")); err != nil {
+		t.Errorf("pprof on loopback: %v", err)
+	}
+}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"net"
 	"strconv"
@@ -50,8 +49,6 @@ const (
 // maxLine bounds what is kept of one line; names and the few values checked
 // sit at the start, and net/http answers 431 for oversized headers itself.
 const maxLine = 8 << 10
-
-var errSmuggling = errors.New("ambiguous request framing")
 
 type strictConn struct {
 	net.Conn

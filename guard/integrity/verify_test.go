@@ -392,11 +392,3 @@ func symlink(t *testing.T, target, link string) {
 }
 
 // rewriteManifest replaces the manifest line old with new.
-func rewriteManifest(t *testing.T, r release, old, new string) {
-	t.Helper()
-	b, err := os.ReadFile(r.manifest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	write(t, r.manifest, strings.Replace(string(b), old, new, 1))
-}
