@@ -133,8 +133,7 @@ func TestSoak(t *testing.T) {
 	duration := soakDuration(t)
 	const rate = 400 // requests per second
 	const workers = 32
-	stable := newBackend(t, "stable", nil)
-	stable.Config.Handler = soakHandler("stable")
+	stable := newBackend(t, "stable", soakHandler("stable").ServeHTTP)
 	canary := &restartable{addr: "127.0.0.1:0", handler: soakHandler("canary")}
 	canary.up(t)
 	t.Cleanup(canary.down)
