@@ -132,6 +132,7 @@ type Proxy struct {
 type backend struct {
 	name   split.Backend
 	rp     *httputil.ReverseProxy
+	up     *upstream // the fast path; nil when the backend does not qualify
 	win    *window
 	ctr    counters
 	health *health // nil without Config.HealthPath
@@ -169,6 +170,9 @@ func New(cfg Config, sp *split.Splitter, logger zerolog.Logger, reg prometheus.R
 			rt = newTransport(cfg, target.Scheme == "https")
 		}
 		bk := &backend{name: b, win: newWindow(cfg.Window)}
+		if cfg.Transport == nil {
+			bk.up = newUpstream(cfg, target)
+		}
 		bk.rp = &httputil.ReverseProxy{
 			Rewrite: func(pr *httputil.ProxyRequest) {
 				pr.SetURL(target)
@@ -249,7 +253,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			panic(v)
 		}
 	}()
-	p.backends[rw.backend].rp.ServeHTTP(rw, r)
+	p.forward(rw, r, rw.backend)
 	if rw.failover {
 		// The canary could not be reached and nothing was sent: count the
 		// failed attempt against the canary and let stable answer.
@@ -257,9 +261,20 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rw.failover, rw.retried = false, true
 		rw.backend, rw.kind, rw.status = split.Stable, KindNone, 0
 		rw.start = p.now()
-		p.backends[split.Stable].rp.ServeHTTP(rw, r)
+		p.forward(rw, r, split.Stable)
 	}
 	p.finish(rw)
+}
+
+// forward sends r to backend b: over the fast path when both qualify, else
+// through the backend's ReverseProxy.
+func (p *Proxy) forward(rw *responseWriter, r *http.Request, b split.Backend) {
+	bk := p.backends[b]
+	if bk.up != nil && fastEligible(r) {
+		p.forwardFast(rw, r, bk.up)
+		return
+	}
+	bk.rp.ServeHTTP(rw, r)
 }
 
 // finish records the request's final outcome and returns rw to the pool.
@@ -426,8 +441,16 @@ func (p *Proxy) Totals() (stable, canary Totals) {
 func (p *Proxy) CanaryErrors() <-chan struct{} { return p.canaryErrs }
 
 // Run runs the background work (active health checks) until ctx ends. It
-// returns nil when ctx ends.
+// returns nil when ctx ends, after closing the idle upstream connections
+// of the fast path.
 func (p *Proxy) Run(ctx context.Context) error {
+	defer func() {
+		for _, bk := range p.backends {
+			if bk.up != nil {
+				bk.up.closeIdle()
+			}
+		}
+	}()
 	if p.cfg.HealthPath == "" {
 		<-ctx.Done()
 		return nil

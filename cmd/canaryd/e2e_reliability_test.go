@@ -180,9 +180,11 @@ func TestE2ECanaryDownFailoverAndFastRollback(t *testing.T) {
 			canaryRequests += v
 		}
 	}
-	// 8 clients in flight at most when the verdict lands.
-	if canaryRequests < 1 || canaryRequests > 20 {
-		t.Errorf("canary requests before the rollback = %v; want a handful (≤ 20)", canaryRequests)
+	t.Logf("canary requests before the rollback: %v", canaryRequests)
+	// The judge needs 5 failures; up to 7 more may be in flight from the
+	// other clients when the verdict lands.
+	if canaryRequests < 1 || canaryRequests > 12 {
+		t.Errorf("canary requests before the rollback = %v; want a handful (≤ 12)", canaryRequests)
 	}
 }
 

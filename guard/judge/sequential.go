@@ -20,8 +20,9 @@ type sequential struct {
 }
 
 // NewSequential returns the anytime-valid judge: per SLO, a sequential
-// probability ratio test over the step (anytime-valid at level Alpha/2) and
-// a CUSUM change detector for late regressions (see the package doc), plus
+// probability ratio test over the step (anytime-valid at level Alpha/4) and
+// a CUSUM change detector for late regressions (level Alpha/4 within
+// Horizon requests of a step at the SLO itself; see the package doc), plus
 // comparison tests against stable that hold the plan but never roll back.
 func NewSequential(slo SLO) Judge {
 	slo = slo.withDefaults()
@@ -139,13 +140,17 @@ type sloTest struct {
 	failedAt     uint64 // n when the first rejection happened
 }
 
+// newSLOTest builds one SLO's tests with false-rollback budget alpha, split
+// evenly: the step SPRT may ever reject a canary meeting the SLO with
+// probability at most alpha/2, the CUSUM within horizon requests at most
+// alpha/2 (see the package doc).
 func newSLOTest(name, changeName, events string, p0, alpha float64, horizon uint64) sloTest {
 	b := newBernoulli(p0)
-	stepLimit := math.Log(1 / alpha)
+	stepLimit := math.Log(2 / alpha)
 	return sloTest{
 		name: name, changeName: changeName, events: events, bern: b,
 		stepLimit:   stepLimit,
-		changeLimit: math.Max(stepLimit, b.changeLimit(alpha, horizon)),
+		changeLimit: math.Max(stepLimit, b.changeLimit(alpha/2, horizon)),
 	}
 }
 

@@ -104,38 +104,22 @@ func (b bernoulli) drift(p float64) float64 {
 	return p*b.up + (1-p)*b.down
 }
 
-// tilt returns the θ > 0 for which exp(θ·llr) is a martingale when the true
-// rate is p < p0 (E[exp(θ·X)] = 1). Ville's inequality applied to it bounds
-// the chance that the llr ever climbs by h at exp(-θ·h): the larger θ, the
-// rarer false alarms for a canary well inside its SLO.
-func (b bernoulli) tilt(p float64) float64 {
-	f := func(t float64) float64 { return p*math.Exp(t*b.up) + (1-p)*math.Exp(t*b.down) - 1 }
-	lo, hi := 1.0, 2.0 // f(1) <= 0 for p <= p0; f is convex with f(0) = 0
-	for f(hi) < 0 && hi < 1e3 {
-		lo, hi = hi, 2*hi
-	}
-	for range 100 {
-		mid := (lo + hi) / 2
-		if f(mid) < 0 {
-			lo = mid
-		} else {
-			hi = mid
-		}
-	}
-	return lo
-}
-
 // changeLimit is the CUSUM threshold h for a gate with false-rollback budget
-// alpha over horizon requests (see the package doc): a canary at half its
-// SLO rate, p = p0/2, starts an excursion with each event (rate p), the
-// excursion starts at up, and by Ville it reaches h with probability at most
-// exp(-θ(h-up)); the union over at most horizon·p expected starts is
-// horizon·p·exp(θ·up)·exp(-θ·h), set equal to the budget.
-func (b bernoulli) changeLimit(alpha float64, horizon uint64) float64 {
-	p := b.p0 / 2
-	theta := b.tilt(p)
-	budget := alpha - math.Pow(alpha, theta) // what the step test leaves (it uses alpha^θ at p0/2)
-	return math.Log(float64(horizon)*p*math.Exp(theta*b.up)/budget) / theta
+// budget over horizon requests (see the package doc). For a canary exactly
+// at its SLO (p = p0) the likelihood ratio against p0 is a true likelihood
+// ratio, so exp(llr) is a martingale (θ = 1). A CUSUM alarm needs a last
+// request k at which the statistic stood at zero and the next request was
+// an event; the excursion then starts at up and, by Ville's inequality,
+// reaches h with probability at most exp(up - h) = (p1/p0)·exp(-h). There
+// are at most horizon·p0 such starts on average, so
+//
+//	P(false alarm within horizon) <= horizon·p0·(p1/p0)·exp(-h) = horizon·p1·exp(-h),
+//
+// which equals budget at h = log(horizon·p1/budget). A lower rate p < p0
+// only thins the events, which can only lower the statistic, so the bound
+// holds for every canary that meets its SLO.
+func (b bernoulli) changeLimit(budget float64, horizon uint64) float64 {
+	return math.Log(float64(max(horizon, 1)) * b.p1 / budget)
 }
 
 // rate is k/n, 0 for n = 0.
