@@ -17,6 +17,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -338,5 +340,80 @@ func TestE2ECorruptStateFileHeld(t *testing.T) {
 	matches, _ := filepath.Glob(stateFile + ".corrupt-*")
 	if len(matches) != 1 {
 		t.Errorf("corrupt file not kept aside: %v", matches)
+	}
+}
+
+// Idle keep-alive client connections are closed after CANARY_IDLE_TIMEOUT.
+func TestE2EIdleConnectionsClosed(t *testing.T) {
+	stable, canary := newBackend(t, "stable", nil), newBackend(t, "canary", nil)
+	in := start(t, testEnv(t, stable, canary, "CANARY_IDLE_TIMEOUT=300ms"))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(in.traffic, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	begin := time.Now()
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("idle connection: read %v; want EOF from the server closing it", err)
+	}
+	if d := time.Since(begin); d > 3*time.Second {
+		t.Errorf("idle connection closed after %v; want about 300ms", d)
+	}
+}
+
+// CANARY_MAX_CONNS_PER_BACKEND caps concurrent upstream connections.
+func TestE2EMaxConnsPerBackend(t *testing.T) {
+	var mu sync.Mutex
+	open, peak := 0, 0
+	countConns := func(c net.Conn, s http.ConnState) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch s {
+		case http.StateNew:
+			open++
+			peak = max(peak, open)
+		case http.StateClosed, http.StateHijacked:
+			open--
+		}
+	}
+	stable := newBackendWith(t, "stable", func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(50 * time.Millisecond)
+		io.WriteString(w, "ok")
+	}, func(srv *http.Server) { srv.ConnState = countConns })
+	canary := newBackend(t, "canary", nil)
+	in := start(t, testEnv(t, stable, canary, "CANARY_WEIGHT=0", "CANARY_MAX_CONNS_PER_BACKEND=3"))
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range 24 {
+		wg.Go(func() {
+			resp, err := client.Get(in.traffic + "/")
+			if err != nil {
+				failed.Add(1)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				failed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if failed.Load() != 0 {
+		t.Errorf("%d of 24 requests failed; want all queued and answered", failed.Load())
+	}
+	if peak > 3 {
+		t.Errorf("stable saw %d concurrent connections; want at most 3", peak)
 	}
 }

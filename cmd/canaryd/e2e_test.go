@@ -87,8 +87,14 @@ type backend struct {
 }
 
 func newBackend(t *testing.T, name string, h http.HandlerFunc) *backend {
+	return newBackendWith(t, name, h, nil)
+}
+
+// newBackendWith is newBackend with a chance to configure the server before
+// it starts.
+func newBackendWith(t *testing.T, name string, h http.HandlerFunc, configure func(*http.Server)) *backend {
 	b := &backend{}
-	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	b.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/healthz" {
 			io.WriteString(w, "ok")
 			return
@@ -100,6 +106,10 @@ func newBackend(t *testing.T, name string, h http.HandlerFunc) *backend {
 		}
 		fmt.Fprintf(w, "%s\n", name)
 	}))
+	if configure != nil {
+		configure(b.Config)
+	}
+	b.Start()
 	t.Cleanup(b.Close)
 	return b
 }
