@@ -559,3 +559,24 @@ func execCanaryd(env []string, args ...string) *exec.Cmd {
 	cmd.Env = env
 	return cmd
 }
+
+// /metrics is clean under `promtool check metrics` (skipped without promtool).
+func TestE2EPromtoolCheckMetrics(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool not installed (apt-get install prometheus)")
+	}
+	stable := newBackend(t, "stable", nil)
+	canary := newBackend(t, "canary", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "x", 500) })
+	in := start(t, testEnv(t, stable, canary, "CANARY_HEALTH_PATH=/healthz", "CANARY_HEALTH_INTERVAL=100ms", "CANARY_WEIGHT=30"))
+	in.send(300)
+	in.adminGet("/canary_check", "wrong-token-0123456789")
+	time.Sleep(300 * time.Millisecond)
+	_, body := in.adminGet("/metrics", "")
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(body)
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) != 0 {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+}
