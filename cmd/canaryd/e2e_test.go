@@ -397,8 +397,13 @@ func TestE2ESplitIsExact(t *testing.T) {
 func TestE2ERollbackOnErrors(t *testing.T) {
 	for _, judgeName := range []string{"window", "sequential"} {
 		t.Run(judgeName, func(t *testing.T) {
+			var fixed atomic.Bool
 			stable := newBackend(t, "stable", nil)
 			canary := newBackend(t, "canary", func(w http.ResponseWriter, r *http.Request) {
+				if fixed.Load() {
+					io.WriteString(w, "fixed")
+					return
+				}
 				http.Error(w, "broken", http.StatusInternalServerError)
 			})
 			in := start(t, testEnv(t, stable, canary, "CANARY_JUDGE="+judgeName, "CANARY_WEIGHT=20", "CANARY_SLO_MIN_REQUESTS=20"))
@@ -413,6 +418,16 @@ func TestE2ERollbackOnErrors(t *testing.T) {
 			}
 			if codes[200] != 500 {
 				t.Errorf("answers after rollback = %v; want 500 × 200", codes)
+			}
+			// Fixed and reset: the failures before the reset do not roll it back again.
+			fixed.Store(true)
+			if code, body := in.adminPost("/rollout/reset"); code != 200 {
+				t.Fatalf("reset = %d %s", code, body)
+			}
+			in.send(200)
+			time.Sleep(200 * time.Millisecond)
+			if c := in.check(); !c.CanaryOK || c.Weight != 20 {
+				t.Errorf("after fix and reset: %+v; want canary_ok at weight 20", c)
 			}
 		})
 	}

@@ -29,19 +29,20 @@ type SLO struct {
 	// step for the sequential judge to proceed (its tests control their
 	// own error and roll back without a floor).
 	MinRequests uint64
-	// Alpha bounds the probability that the sequential judge's step tests
-	// ever roll back, within one step, a canary that meets its SLO; and
-	// that any of its gates rolls back a canary at half its SLO within
-	// Horizon requests of a step (see the package doc). Zero means 0.01.
+	// Alpha bounds the probability that the sequential judge rolls back a
+	// canary that meets its SLO (including one exactly at it) within
+	// Horizon requests of a step; its step tests alone take Alpha/2 and
+	// keep that bound however long the step (see the package doc). Zero
+	// means 0.01.
 	Alpha float64
 	// Margin is the relative margin by which the canary may be worse than
 	// stable before the comparison gates object (0.5 = 50% worse). Zero
 	// means the judge's default, DefaultMargin.
 	Margin float64
 	// Horizon is the number of canary requests in one step over which the
-	// sequential judge's change detectors keep a canary at half its SLO
-	// from a false rollback with probability at least 1-Alpha (see the
-	// package doc). Zero means DefaultHorizon.
+	// sequential judge's change detectors keep a canary that meets its SLO
+	// (even exactly) from a false rollback with probability at least
+	// 1-Alpha/2 (see the package doc). Zero means DefaultHorizon.
 	Horizon uint64
 }
 

@@ -327,3 +327,35 @@ func TestWindowQuotesTheHistogramP95(t *testing.T) {
 		t.Errorf("10%% of requests at 900ms: %s, gate %+v; want rollback_latency quoting a ~900ms histogram p95", r.Verdict, g)
 	}
 }
+
+// After Restart the window judge counts only the requests since, until the
+// window has slid past the restart: a reset is not rolled straight back by
+// the failures that caused it.
+func TestWindowRestartForgetsEarlierFailures(t *testing.T) {
+	w := judge.NewWindow(testSLO())
+	t0 := time.Unix(1000, 0)
+	bad := windowSnap(200, 50, 0)
+	bad.At = t0
+	if r := w.Judge(bad); r.Verdict != judge.RollbackErrorRate {
+		t.Fatalf("failing window: %v; want rollback_error_rate", r.Verdict)
+	}
+	w.Restart(bad)
+	// 150 clean requests since the restart; the window still holds the old 50 errors.
+	later := windowSnap(350, 50, 0)
+	later.At = t0.Add(time.Minute)
+	if r := w.Judge(later); r.Verdict != judge.Proceed {
+		t.Errorf("after restart, 150 clean requests: %v %v; want proceed", r.Verdict, r.Reasons)
+	}
+	// Too few requests since the restart: hold, not a verdict on old data.
+	early := windowSnap(260, 50, 0)
+	early.At = t0.Add(time.Second)
+	if r := w.Judge(early); r.Verdict != judge.Hold {
+		t.Errorf("after restart, 60 requests: %v; want hold", r.Verdict)
+	}
+	// Once the window has slid past the restart, the window's own figures count.
+	slid := proxy.Snapshot{At: t0.Add(6 * time.Minute), Window: 5 * time.Minute,
+		Canary: proxy.Stats{Requests: 300, Errors: 30, Totals: proxy.Totals{Requests: 650, Errors: 80}}}
+	if r := w.Judge(slid); r.Verdict != judge.RollbackErrorRate {
+		t.Errorf("window past the restart with 10%% errors: %v; want rollback_error_rate", r.Verdict)
+	}
+}

@@ -1,15 +1,22 @@
 package judge
 
 import (
+	"time"
+
 	"github.com/canaryd/canaryd/proxy"
 )
 
 // window is the threshold judge: the sliding window's averages against the
-// SLO. It keeps no evidence.
+// SLO. Its only memory is where the evidence starts: after Restart it judges
+// just the requests since then until the window has slid past that moment,
+// so a reset is not rolled straight back by the failures that caused it.
 type window struct {
 	slo SLO
 	p95 string // slo.P95, formatted once
 	buf []byte // reused for sentences
+
+	restartAt time.Time    // zero: never restarted
+	base      proxy.Totals // canary totals at restartAt
 }
 
 // NewWindow returns the threshold judge: the window's error rate and p95
@@ -26,14 +33,24 @@ func NewWindow(slo SLO) Judge {
 // Name is "window".
 func (w *window) Name() string { return "window" }
 
-// Restart does nothing: the window judge keeps no evidence.
-func (w *window) Restart(proxy.Snapshot) {}
+// Restart makes the judge ignore the requests before s until the window has
+// slid past it.
+func (w *window) Restart(s proxy.Snapshot) {
+	w.restartAt, w.base = s.At, s.Canary.Totals
+}
 
 // Judge compares the snapshot's canary window with the SLO.
 func (w *window) Judge(s proxy.Snapshot) Result {
 	c := &s.Canary
-	n := c.Requests
-	errs, slow := min(c.Errors, n), min(c.Slow, n)
+	n, errs, slow := c.Requests, c.Errors, c.Slow
+	if !w.restartAt.IsZero() && s.At.Sub(w.restartAt) < s.Window {
+		// The window still reaches back before the restart: count only the
+		// requests since (cumulative totals are exact).
+		n = c.Totals.Requests - min(w.base.Requests, c.Totals.Requests)
+		errs = c.Totals.Errors - min(w.base.Errors, c.Totals.Errors)
+		slow = c.Totals.Slow - min(w.base.Slow, c.Totals.Slow)
+	}
+	errs, slow = min(errs, n), min(slow, n)
 	errRate, slowRate := rate(errs, n), rate(slow, n)
 	enough := n >= w.slo.MinRequests
 
