@@ -16,6 +16,7 @@ import (
 	"github.com/caarlos0/env/v11"
 	"github.com/rs/zerolog"
 
+	"github.com/canaryd/canaryd/admin"
 	"github.com/canaryd/canaryd/guard"
 	"github.com/canaryd/canaryd/split"
 )
@@ -287,8 +288,12 @@ func loadToken(token, file string) (string, error) {
 	case len(token) < 16:
 		return "", bad("CANARY_TOKEN", "must be at least 16 characters")
 	}
-	if strings.ContainsAny(token, " \t\r\n") {
-		return "", bad("CANARY_TOKEN", "must not contain white space")
+	if err := (admin.Config{Token: token}).Validate(); err != nil {
+		name := "CANARY_TOKEN"
+		if file != "" {
+			name = "CANARY_TOKEN_FILE"
+		}
+		return "", bad(name, "%v", err)
 	}
 	return token, nil
 }

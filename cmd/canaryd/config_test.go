@@ -51,6 +51,8 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"same backends", []string{"CANARY_CANARY_URL=http://127.0.0.1:9001"}, "CANARY_CANARY_URL"},
 		{"missing token", []string{"CANARY_TOKEN"}, "CANARY_TOKEN"},
 		{"short token", []string{"CANARY_TOKEN=short"}, "CANARY_TOKEN"},
+		{"token with a space", []string{"CANARY_TOKEN=0123456789 abcdef0123"}, "CANARY_TOKEN"},
+		{"token not ASCII", []string{"CANARY_TOKEN=0123456789abcdefé"}, "CANARY_TOKEN"},
 		{"token file missing", []string{"CANARY_TOKEN", "CANARY_TOKEN_FILE=" + filepath.Join(dir, "nope")}, "CANARY_TOKEN_FILE"},
 		{"token file short", []string{"CANARY_TOKEN", "CANARY_TOKEN_FILE=" + shortTokenFile}, "CANARY_TOKEN_FILE"},
 		{"weight not a number", []string{"CANARY_WEIGHT=ten"}, "CANARY_WEIGHT"},
