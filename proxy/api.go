@@ -13,6 +13,19 @@
 // protocol upgrades (WebSocket) passed through. A client that goes away
 // cancels the upstream request.
 //
+// The common case takes a leaner path (fast.go, parse.go): a bodiless GET,
+// HEAD, OPTIONS or TRACE to a plain http:// backend, with the proxy's own
+// transport (Config.Transport nil), is forwarded synchronously in the
+// handler's goroutine over a keep-alive connection from a per-backend idle
+// stack, with the same outbound headers ReverseProxy would send; a response
+// of the usual shape (HTTP/1.1, Content-Length or no body) is parsed
+// straight into the client's header. A reused connection that turns out
+// dead before any answer byte is retried once on a new one. Everything
+// else (request bodies, upgrades, Expect, https) goes through ReverseProxy.
+// Both paths draw on one pool of MaxConnsPerBackend connection slots per
+// backend (the Transport dials through it), and one path's idle connections
+// are closed when the other waits for a slot.
+//
 // Failures to get a response answer 504 (timeouts) or 502 (anything else).
 // A canary request that fails before any byte reached the canary (connect,
 // DNS or TLS failure, request body not yet read) is retried once on stable:

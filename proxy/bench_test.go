@@ -95,3 +95,32 @@ func BenchmarkServeHTTP(b *testing.B) {
 		p.ServeHTTP(w, r)
 	}
 }
+
+// newMeasureProxy is a proxy on the real clock for the measurement path.
+func newMeasureProxy(tb testing.TB) *proxy.Proxy {
+	p, _, _, _ := newFakeProxy(tb, 10, func(c *proxy.Config) { c.Now = nil })
+	return p
+}
+
+func TestMeasureDoesNotAllocate(t *testing.T) {
+	p := newMeasureProxy(t)
+	r := httptest.NewRequest(http.MethodGet, "/x", nil)
+	allocs := testing.AllocsPerRun(1000, func() { p.Measure(r, http.StatusOK) })
+	if allocs != 0 {
+		t.Errorf("pick + record allocates %v times per request; want 0", allocs)
+	}
+	if s := p.Snapshot(); s.Stable.Requests+s.Canary.Requests != 1001 || s.Canary.Requests != 100 {
+		t.Errorf("recorded %d stable + %d canary; want 901 + 100", s.Stable.Requests, s.Canary.Requests)
+	}
+}
+
+// BenchmarkMeasure is the per-request measurement cost: Pick, two clock
+// reads, the window and counter updates.
+func BenchmarkMeasure(b *testing.B) {
+	p := newMeasureProxy(b)
+	r := httptest.NewRequest(http.MethodGet, "/x", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		p.Measure(r, http.StatusOK)
+	}
+}

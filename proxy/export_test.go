@@ -1,6 +1,9 @@
 package proxy
 
-import "time"
+import (
+	"net/http"
+	"time"
+)
 
 // Window exposes the unexported sliding window to the external tests and
 // benchmarks (this file is compiled only with them).
@@ -23,3 +26,14 @@ func (w *window) Read(now int64) Stats {
 
 // Classify is classify.
 func Classify(err error, inboundGone bool) ErrorKind { return classify(err, inboundGone) }
+
+// Measure runs the measurement path of one request as ServeHTTP does around
+// forwarding: pick the backend, then record the outcome.
+func (p *Proxy) Measure(r *http.Request, status int) {
+	rw := p.writers.Get().(*responseWriter)
+	rw.req = r
+	rw.start = p.now()
+	rw.backend = p.sp.Pick(r)
+	rw.status = status
+	p.finish(rw)
+}

@@ -115,6 +115,7 @@ type Proxy struct {
 	sp       *split.Splitter
 	log      zerolog.Logger
 	now      func() time.Time
+	realTime bool        // now is time.Now: latencies can be read off the monotonic clock alone
 	base     time.Time   // window epochs count from here, on the monotonic clock
 	backends [2]*backend // indexed by split.Backend
 
@@ -147,6 +148,7 @@ func New(cfg Config, sp *split.Splitter, logger zerolog.Logger, reg prometheus.R
 	if sp == nil {
 		return nil, fmt.Errorf("%w: a splitter is required", ErrBadConfig)
 	}
+	realTime := cfg.Now == nil
 	cfg = cfg.withDefaults()
 	var idb [6]byte
 	_, _ = rand.Read(idb[:])
@@ -155,6 +157,7 @@ func New(cfg Config, sp *split.Splitter, logger zerolog.Logger, reg prometheus.R
 		sp:         sp,
 		log:        logger.With().Str("component", "proxy").Logger(),
 		now:        cfg.Now,
+		realTime:   realTime,
 		canaryErrs: make(chan struct{}, 1),
 		idPrefix:   hex.EncodeToString(idb[:]),
 	}
@@ -165,13 +168,16 @@ func New(cfg Config, sp *split.Splitter, logger zerolog.Logger, reg prometheus.R
 		if b == split.Canary {
 			target = cfg.Canary
 		}
+		bk := &backend{name: b, win: newWindow(cfg.Window)}
 		rt := cfg.Transport
 		if rt == nil {
-			rt = newTransport(cfg, target.Scheme == "https")
-		}
-		bk := &backend{name: b, win: newWindow(cfg.Window)}
-		if cfg.Transport == nil {
 			bk.up = newUpstream(cfg, target)
+			t := newTransport(cfg, target.Scheme == "https")
+			if bk.up != nil {
+				t.DialContext = bk.up.dialShared
+				bk.up.closeTransportIdle = t.CloseIdleConnections
+			}
+			rt = t
 		}
 		bk.rp = &httputil.ReverseProxy{
 			Rewrite: func(pr *httputil.ProxyRequest) {
@@ -232,8 +238,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rw.w, rw.req = w, r
 	rw.start = p.now()
 	rw.backend = p.sp.Pick(r)
-	if rw.backend == split.Canary && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
-		rw.body = &bodyTracker{rc: r.Body}
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		// Tracked for the canary's failover, and ended at its length for
+		// http.Transport (see bodyTracker).
+		rw.body = &bodyTracker{rc: r.Body, remaining: r.ContentLength}
 		r.Body = rw.body
 	}
 	defer func() {
@@ -293,8 +301,19 @@ func (p *Proxy) finish(rw *responseWriter) {
 
 // record counts one attempt on backend b.
 func (p *Proxy) record(rw *responseWriter, b split.Backend, status int, kind ErrorKind) {
-	now := p.now()
-	lat := now.Sub(rw.start)
+	var (
+		lat time.Duration
+		at  int64 // the window clock's now (see since)
+	)
+	if p.realTime {
+		// One monotonic clock read instead of a full time.Now.
+		lat = time.Since(rw.start)
+		at = max(int64(rw.start.Sub(p.base)+lat), 0)
+	} else {
+		now := p.now()
+		lat = now.Sub(rw.start)
+		at = p.since(now)
+	}
 	bk := p.backends[b]
 	c := &bk.ctr
 	if status < 0 || status >= maxStatus {
@@ -316,7 +335,7 @@ func (p *Proxy) record(rw *responseWriter, b split.Backend, status int, kind Err
 	isErr := kind != KindNone || status >= 500
 	hist := !rw.hijacked
 	isSlow := hist && lat > p.cfg.SlowThreshold
-	bk.win.record(p.since(now), lat, isErr, isSlow, hist)
+	bk.win.record(at, lat, isErr, isSlow, hist)
 	c.requests.Add(1)
 	if kind != KindNone {
 		c.kinds[kind].Add(1)

@@ -18,7 +18,7 @@ import (
 type responseWriter struct {
 	w       http.ResponseWriter
 	req     *http.Request // the inbound request
-	body    *bodyTracker  // non-nil when a canary request's body is tracked for failover
+	body    *bodyTracker  // non-nil for a request with a body
 	start   time.Time     // when the current attempt started
 	backend split.Backend
 	status  int
@@ -84,19 +84,40 @@ func (rw *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // Unwrap returns the client's ResponseWriter, for http.ResponseController.
 func (rw *responseWriter) Unwrap() http.ResponseWriter { return rw.w }
 
-// bodyTracker wraps a canary request's body to tell whether any byte of it
-// was consumed, which rules out retrying the request on stable. It is
-// allocated per request (not pooled): a transport goroutine may still hold it
-// after the handler returns.
+// bodyTracker wraps a request's body to tell whether any byte of it was
+// consumed, which rules out retrying a canary request on stable.
+//
+// It also ends a body of known length with io.EOF as soon as that length
+// is read, without another Read of the server's body. http.Transport reads
+// once more after the length to check for excess; by then the backend may
+// have answered and net/http, writing that answer's header, closed the
+// fully read request body, so the extra Read failed ("invalid Read on
+// closed Body") and the Transport tore down the connection mid-response.
+//
+// It is allocated per request (not pooled): a transport goroutine may still
+// hold it after the handler returns.
 type bodyTracker struct {
-	rc   io.ReadCloser
-	read atomic.Bool // set by whichever goroutine reads the first byte
+	rc        io.ReadCloser
+	remaining int64       // bytes left of a known length; negative: unknown. Reader's goroutine only.
+	read      atomic.Bool // set by whichever goroutine reads the first byte
 }
 
 func (b *bodyTracker) Read(p []byte) (int, error) {
+	if b.remaining == 0 {
+		return 0, io.EOF
+	}
+	if b.remaining > 0 && int64(len(p)) > b.remaining {
+		p = p[:b.remaining]
+	}
 	n, err := b.rc.Read(p)
 	if n > 0 && !b.read.Load() {
 		b.read.Store(true)
+	}
+	if b.remaining > 0 {
+		b.remaining -= int64(n)
+		if b.remaining == 0 && err == nil {
+			err = io.EOF
+		}
 	}
 	return n, err
 }

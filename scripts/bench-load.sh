@@ -8,7 +8,10 @@
 # bounded in time, and torn down on exit.
 #
 # Environment: ROUNDS (3), DURATION (10s), CONNS (64), RATE (2000),
-# CANARYD (bin/canaryd), CORE_PROXY (0), CORE_LOAD (1), OUT (a temp folder).
+# CANARYD (bin/canaryd), CORE_PROXY (0), CORE_LOAD (1), OUT (a temp folder),
+# PROFILE (0; 1 = take a CPU profile of canaryd during its first measured run
+# and an allocation profile after it, into $OUT/cpu.prof and $OUT/allocs.prof;
+# the profiled run's figures are biased by the profiler and are not used).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +22,7 @@ RATE=${RATE:-2000}
 CANARYD=${CANARYD:-bin/canaryd}
 CORE_PROXY=${CORE_PROXY:-0}
 CORE_LOAD=${CORE_LOAD:-1}
+PROFILE=${PROFILE:-0}
 OUT=${OUT:-$(mktemp -d /tmp/canaryd-bench-load.XXXXXX)}
 for tool in nginx wrk hey taskset; do
   command -v "$tool" >/dev/null || { echo "bench-load: $tool is not installed (apt-get install nginx wrk hey util-linux)" >&2; exit 2; }
@@ -26,7 +30,7 @@ done
 [ -x "$CANARYD" ] || { echo "bench-load: $CANARYD not built (make build)" >&2; exit 2; }
 mkdir -p "$OUT"
 
-P_STABLE=18081 P_CANARY=18082 P_NGINX=18090 P_CANARYD=18091 P_ADMIN=18092
+P_STABLE=18081 P_CANARY=18082 P_NGINX=18090 P_CANARYD=18091 P_ADMIN=18092 P_PPROF=18093
 BODY='{"service":"demo","version":"1.0.0","status":"ok","items":[1,2,3],"note":"hundred-byte answer!"}'
 
 pids=()
@@ -88,6 +92,7 @@ taskset -c "$CORE_PROXY" nginx -c "$OUT/nginx-proxy.conf" -e "$OUT/nginx-proxy.e
 CANARY_STABLE_URL=http://127.0.0.1:$P_STABLE CANARY_CANARY_URL=http://127.0.0.1:$P_CANARY \
 CANARY_TOKEN=bench-token-0123456789abcdef CANARY_LISTEN=127.0.0.1:$P_CANARYD CANARY_ADMIN_LISTEN=127.0.0.1:$P_ADMIN \
 CANARY_WEIGHT=10 CANARY_STATE_FILE="$OUT/state.json" CANARY_SLO_MIN_REQUESTS=1000000000 CANARY_LOG_LEVEL=warn \
+CANARY_PPROF_LISTEN=$([ "$PROFILE" = 1 ] && echo "127.0.0.1:$P_PPROF") \
   taskset -c "$CORE_PROXY" "$CANARYD" > "$OUT/canaryd.log" 2>&1 &
 pids+=($!)
 CANARYD_PID=$!
@@ -130,6 +135,17 @@ run_one() { # name port pid
 }
 
 : > "$OUT/results.txt"
+if [ "$PROFILE" = 1 ]; then
+  echo "profiling canaryd (not measured)" >&2
+  taskset -c "$CORE_LOAD" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$P_CANARYD/" >/dev/null
+  secs=${DURATION%s}
+  curl -s -o "$OUT/cpu.prof" "http://127.0.0.1:$P_PPROF/debug/pprof/profile?seconds=$(( secs > 2 ? secs - 1 : 1 ))" &
+  cpid=$!
+  taskset -c "$CORE_LOAD" wrk -t1 -c"$CONNS" -d"$DURATION" "http://127.0.0.1:$P_CANARYD/" | awk '/Requests\/sec/ {print "  profiled run: " $2 " req/s"}' >&2
+  wait "$cpid"
+  curl -s -o "$OUT/allocs.prof" "http://127.0.0.1:$P_PPROF/debug/pprof/allocs"
+  echo "  profiles: $OUT/cpu.prof $OUT/allocs.prof (go tool pprof -top $CANARYD $OUT/cpu.prof)" >&2
+fi
 for r in $(seq "$ROUNDS"); do
   echo "round $r/$ROUNDS" >&2
   run_one nginx $P_NGINX "$NGINX_WORKER"

@@ -417,3 +417,52 @@ func TestE2EMaxConnsPerBackend(t *testing.T) {
 		t.Errorf("stable saw %d concurrent connections; want at most 3", peak)
 	}
 }
+
+// The cap holds for mixed traffic: bodiless GETs (the fast path) and POSTs
+// with bodies (ReverseProxy) share it, and neither starves the other. The
+// backend counts requests in flight: they cannot exceed the connections.
+// (Connection states would overcount: a connection the proxy closed to free
+// a slot is seen closed by the backend a moment later.)
+func TestE2EMaxConnsSharedByBothPaths(t *testing.T) {
+	var inFlight, peak atomic.Int64
+	stable := newBackend(t, "stable", func(w http.ResponseWriter, r *http.Request) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		io.Copy(io.Discard, r.Body)
+		time.Sleep(20 * time.Millisecond)
+		io.WriteString(w, "ok")
+	})
+	canary := newBackend(t, "canary", nil)
+	in := start(t, testEnv(t, stable, canary, "CANARY_WEIGHT=0", "CANARY_MAX_CONNS_PER_BACKEND=4"))
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for i := range 60 {
+		wg.Go(func() {
+			var resp *http.Response
+			var err error
+			if i%2 == 0 {
+				resp, err = client.Get(in.traffic + "/get")
+			} else {
+				resp, err = client.Post(in.traffic+"/post", "text/plain", strings.NewReader("body"))
+			}
+			if err != nil {
+				failed.Add(1)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				failed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Errorf("%d of 60 mixed requests failed", failed.Load())
+	}
+	if p := peak.Load(); p > 4 || p < 2 {
+		t.Errorf("stable saw %d requests in flight at once; want between 2 and 4", p)
+	}
+}

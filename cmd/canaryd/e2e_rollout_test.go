@@ -179,16 +179,15 @@ func TestE2EHealthChecksSteer(t *testing.T) {
 		in.send(50)
 		return canary.hits.Load() == before
 	})
-	c := in.check()
-	found := false
-	for _, g := range c.Gates {
-		if g.Name == "canary_health_checks" && g.Verdict == "fail" {
-			found = true
+	// The verdict shows it by the guard's next evaluation (CANARY_EVAL_INTERVAL).
+	waitUntil(t, "the failing health checks in the verdict", func() bool {
+		for _, g := range in.check().Gates {
+			if g.Name == "canary_health_checks" && g.Verdict == "fail" {
+				return true
+			}
 		}
-	}
-	if !found {
-		t.Errorf("the verdict does not show the failing canary health checks: %+v", c.Gates)
-	}
+		return false
+	})
 	canarySick.Store(false)
 	waitUntil(t, "the canary back", func() bool {
 		before := canary.hits.Load()
