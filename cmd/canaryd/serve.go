@@ -126,9 +126,9 @@ func serve(ctx context.Context, c *config, log zerolog.Logger, ready listening) 
 
 	if certs == nil {
 		smugLog := log.With().Str("component", "listener").Logger()
-		trafficLn = &strictListener{Listener: trafficLn, rejected: func(reason string) {
+		trafficLn = proxy.StrictListener(trafficLn, func(reason string) {
 			smugLog.Debug().Str("reason", reason).Msg("request refused: ambiguous framing")
-		}}
+		})
 	}
 
 	// The guard and the proxy's background work run until everything else

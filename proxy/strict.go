@@ -1,4 +1,4 @@
-package main
+package proxy
 
 import (
 	"bytes"
@@ -7,6 +7,12 @@ import (
 	"strconv"
 	"sync"
 )
+
+// StrictListener wraps a plain-HTTP traffic listener to guard it against
+// request smuggling; rejected, if non-nil, is told each refusal's reason.
+func StrictListener(ln net.Listener, rejected func(reason string)) net.Listener {
+	return &strictListener{Listener: ln, rejected: rejected}
+}
 
 // strictListener guards the plain-HTTP traffic listener against request
 // smuggling. net/http tolerates some ambiguous framing that it resolves
@@ -220,17 +226,17 @@ func (c *strictConn) endOfLine(line []byte) string {
 	}
 	value = bytes.Trim(value, " \t")
 	switch {
-	case asciiEqualFold(name, "Content-Length"):
+	case asciiEqualFold(string(name), "Content-Length"):
 		c.clCount++
 		if c.clCount > 1 && string(value) != c.contentLength {
 			return "conflicting Content-Length headers"
 		}
 		c.contentLength = string(value)
-	case asciiEqualFold(name, "Transfer-Encoding"):
+	case asciiEqualFold(string(name), "Transfer-Encoding"):
 		c.teValues = append(c.teValues, string(value))
-	case asciiEqualFold(name, "Upgrade"):
+	case asciiEqualFold(string(name), "Upgrade"):
 		c.upgrade = true
-	case asciiEqualFold(name, "Connection"):
+	case asciiEqualFold(string(name), "Connection"):
 		if bytes.Contains(bytes.ToLower(value), []byte("upgrade")) {
 			c.connUpgrade = true
 		}
@@ -244,7 +250,7 @@ func (c *strictConn) endOfHeaders() string {
 		if c.clCount > 0 {
 			return "both Content-Length and Transfer-Encoding"
 		}
-		if len(c.teValues) > 1 || !asciiEqualFold([]byte(c.teValues[0]), "chunked") {
+		if len(c.teValues) > 1 || !asciiEqualFold(c.teValues[0], "chunked") {
 			return "a Transfer-Encoding other than chunked"
 		}
 		c.state = inChunkSize
@@ -268,23 +274,4 @@ func (c *strictConn) resetRequest() {
 	c.sawRequestLine = false
 	c.contentLength, c.clCount, c.teValues = "", 0, c.teValues[:0]
 	c.upgrade, c.connUpgrade, c.connect = false, false, false
-}
-
-func asciiEqualFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range len(b) {
-		x, y := b[i], s[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
