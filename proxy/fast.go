@@ -205,6 +205,11 @@ func (u *upstream) waitSlot(ctx context.Context, fresh bool, now time.Time) (*up
 			if uc := u.popIdle(now); uc != nil {
 				return uc, nil
 			}
+		} else {
+			// A retry needs a new connection: an idle one holding a slot
+			// is closed to free it, or the retry could wait behind
+			// connections nobody uses.
+			u.dropOldestIdle()
 		}
 		if u.closeTransportIdle != nil {
 			u.closeTransportIdle() // the slow path's idle connections hold slots too
@@ -337,6 +342,21 @@ func (u *upstream) put(uc *upConn, now time.Time) {
 	}
 }
 
+// dropOldestIdle closes the least recently used idle connection, if any.
+func (u *upstream) dropOldestIdle() {
+	u.mu.Lock()
+	if len(u.idle) == 0 {
+		u.mu.Unlock()
+		return
+	}
+	uc := u.idle[0]
+	copy(u.idle, u.idle[1:])
+	u.idle[len(u.idle)-1] = nil
+	u.idle = u.idle[:len(u.idle)-1]
+	u.mu.Unlock()
+	uc.close()
+}
+
 // closeIdle closes every idle connection.
 func (u *upstream) closeIdle() {
 	u.mu.Lock()
@@ -432,7 +452,7 @@ func (p *Proxy) exchange(rw *responseWriter, r *http.Request, uc *upConn, now ti
 	// The general case: let net/http parse it, with the time left.
 	var resp *http.Response
 	if err = uc.setDeadline(headerDeadline); err == nil {
-		resp, err = http.ReadResponse(uc.br, r)
+		resp, err = readResponse(uc.br, r)
 	}
 	for n := 0; err == nil && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols; n++ {
 		if n == maxInformational {
@@ -448,7 +468,7 @@ func (p *Proxy) exchange(rw *responseWriter, r *http.Request, uc *upConn, now ti
 		clear(h)
 		if err = uc.awaitResponse(r.Context(), headerDeadline); err == nil {
 			if err = uc.setDeadline(headerDeadline); err == nil {
-				resp, err = http.ReadResponse(uc.br, r)
+				resp, err = readResponse(uc.br, r)
 			}
 		}
 	}
@@ -464,6 +484,18 @@ func (p *Proxy) exchange(rw *responseWriter, r *http.Request, uc *upConn, now ti
 	}
 	p.copyResponse(rw, r, uc, resp)
 	return false, nil
+}
+
+// readResponse is http.ReadResponse that also refuses a status outside
+// 100..999: net/http parses "099" but panics when one is written to the
+// client, which would leak the upstream connection.
+func readResponse(br *bufio.Reader, r *http.Request) (*http.Response, error) {
+	resp, err := http.ReadResponse(br, r)
+	if err == nil && (resp.StatusCode < 100 || resp.StatusCode > 999) {
+		resp.Body.Close()
+		return nil, fmt.Errorf("malformed HTTP status code %d", resp.StatusCode)
+	}
+	return resp, err
 }
 
 // awaitResponse waits for the first byte of the response, checking every

@@ -91,10 +91,12 @@ func (p *Proxy) copyParsed(rw *responseWriter, r *http.Request, uc *upConn) bool
 
 // finish returns uc to the idle stack if keep is set and nothing
 // unexpected follows the response, else closes it. Its idle time counts
-// from the start of the exchange, which saves a clock read.
+// from now, not from the start of the exchange: the idle stack is ordered
+// by idle time, and a long response must not make a fresh connection look
+// stale (popIdle drops everything below a stale one).
 func (uc *upConn) finish(keep bool) {
 	if keep && uc.br.Buffered() == 0 {
-		uc.up.put(uc, uc.started)
+		uc.up.put(uc, time.Now())
 		return
 	}
 	uc.close()

@@ -75,7 +75,38 @@ type strictConn struct {
 	upgrade        bool
 	connUpgrade    bool
 	connect        bool
+
+	// switchPending: an upgrade or CONNECT was asked for and not answered
+	// yet. A 101 (or a 2xx to CONNECT) makes the connection opaque; any
+	// other answer means it stays HTTP and stays checked.
+	switchPending  bool
+	connectPending bool
 	chunkCRLF      int
+}
+
+// Write watches the server's answer to an upgrade or CONNECT request.
+func (c *strictConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	if c.switchPending && len(p) >= len("HTTP/1.1 101") && bytes.HasPrefix(p, []byte("HTTP/1.")) {
+		code := string(p[9:12])
+		if code == "101" || (c.connectPending && code[0] == '2') {
+			c.state = opaque
+		}
+		if code[0] != '1' || code == "101" { // not a 100 Continue or 103 Early Hints
+			c.switchPending, c.connectPending = false, false
+		}
+	}
+	c.mu.Unlock()
+	return c.Conn.Write(p)
+}
+
+// CloseWrite half-closes the connection when the wrapped one can, so
+// net/http's graceful close after an error still works through the guard.
+func (c *strictConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
 
 func (c *strictConn) Read(p []byte) (int, error) {
@@ -263,9 +294,12 @@ func (c *strictConn) endOfHeaders() string {
 			c.state, c.remaining = inBody, n
 		}
 	}
-	if c.connect || (c.upgrade && c.connUpgrade) {
-		// After a CONNECT or an upgrade the bytes are another protocol's.
-		c.state = opaque
+	if (c.connect || (c.upgrade && c.connUpgrade)) && c.state == inHeader {
+		// After a successful CONNECT or upgrade the bytes are another
+		// protocol's; until the answer shows which, checking goes on
+		// (Write watches the status line).
+		c.switchPending = true
+		c.connectPending = c.connect
 	}
 	return ""
 }

@@ -431,3 +431,43 @@ func TestE2EMaxConnsPerBackend(t *testing.T) {
 		})
 	}
 }
+
+// An upgrade passes the smuggling guard: after the backend's 101 the bytes
+// are another protocol's (here with bare LFs and NULs) and flow both ways.
+func TestE2EUpgradeThroughTheGuard(t *testing.T) {
+	upgrade := func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "upgrade required", http.StatusUpgradeRequired)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+		buf := make([]byte, 64)
+		n, _ := brw.Read(buf)
+		conn.Write(buf[:n])
+	}
+	stable, canary := newBackend(t, "stable", upgrade), newBackend(t, "canary", upgrade)
+	in := start(t, testEnv(t, stable, canary))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(in.traffic, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade answer: %v %v; want 101", resp, err)
+	}
+	frame := "frame\nwith\x00bare LF\n"
+	io.WriteString(conn, frame)
+	got := make([]byte, len(frame))
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != frame {
+		t.Errorf("echo after the upgrade: %q %v; want %q", got, err, frame)
+	}
+}

@@ -1,0 +1,113 @@
+package proxy_test
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/canaryd/canaryd/proxy"
+)
+
+// R1: a final status < 100 (ReadResponse accepts "099") is treated as 1xx,
+// WriteHeader(99) panics, and the upstream connection+slot leak.
+func TestStatusBelow100FreesTheSlot(t *testing.T) {
+	var n atomic.Int64
+	url, _ := rawBackend(t, func(c net.Conn) {
+		readRequests(c, func(*http.Request) bool {
+			if n.Add(1) == 1 {
+				io.WriteString(c, "HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n")
+				time.Sleep(3 * time.Second) // keep conn open
+				return false
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			return true
+		})
+	})
+	_, front := stableOnly(t, url, func(c *proxy.Config) { c.MaxConnsPerBackend = 1 })
+	cl := &http.Client{Timeout: 1500 * time.Millisecond}
+	if resp, err := cl.Get(front.URL + "/a"); err == nil {
+		t.Logf("first: %d", resp.StatusCode)
+		resp.Body.Close()
+	} else {
+		t.Logf("first: %v", err)
+	}
+	resp, err := cl.Get(front.URL + "/b")
+	if err != nil {
+		t.Fatalf("second request after a 099 answer: %v (slot leaked)", err)
+	}
+	resp.Body.Close()
+}
+
+// R2: a request retried on a fresh connection (reused one died) waits for a
+// slot forever if another request took the freed slot: idle conns hold all
+// slots and fresh waiters never pop them nor evict them.
+func TestFreshRetryDoesNotStarve(t *testing.T) {
+	url, _ := rawBackend(t, func(c net.Conn) {
+		i := 0
+		readRequests(c, func(*http.Request) bool {
+			i++
+			if i == 2 {
+				time.Sleep(300 * time.Millisecond)
+				return false // close without answering
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			return true
+		})
+	})
+	_, front := stableOnly(t, url, func(c *proxy.Config) { c.MaxConnsPerBackend = 1 })
+	cl := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	resp, _ := get(t, cl, "GET", front.URL+"/warm", nil)
+	_ = resp
+	errA := make(chan error, 1)
+	go func() {
+		r, err := cl.Get(front.URL + "/A")
+		if err == nil {
+			r.Body.Close()
+		}
+		errA <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	get(t, cl, "GET", front.URL+"/B", nil) // queued in waitSlot, takes A's freed slot
+	select {
+	case err := <-errA:
+		if err != nil {
+			t.Fatalf("A: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("A (retried on a fresh connection) still waiting 2s later, while an idle connection sits in the stack")
+	}
+}
+
+// R3: the smuggling guard goes opaque after any request carrying
+// Upgrade+Connection: upgrade, even when the backend did not switch; the
+// next requests on that connection are not checked any more.
+func TestStrictChecksAfterRefusedUpgrade(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer backend.Close()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	var rejected atomic.Int64
+	sln := proxy.StrictListener(ln, func(string) { rejected.Add(1) })
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body); io.WriteString(w, "ok") })}
+	go srv.Serve(sln)
+	defer srv.Close()
+	try := func(prefix string) string {
+		c, _ := net.Dial("tcp", ln.Addr().String())
+		defer c.Close()
+		io.WriteString(c, prefix+"GET /x HTTP/1.1\r\nHost: a\nX-Bare: lf\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		b, _ := io.ReadAll(bufio.NewReader(c))
+		return string(b)
+	}
+	plain := try("")
+	up := try("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n")
+	t.Logf("rejections=%d", rejected.Load())
+	if strings.Contains(plain, "bare LF") && strings.Count(up, "HTTP/1.1 200") == 2 {
+		t.Fatalf("bare-LF request rejected alone but accepted after a refused Upgrade:\n%s", up)
+	}
+}
