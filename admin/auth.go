@@ -28,12 +28,13 @@ const (
 )
 
 // ParseBearer extracts the token from an Authorization header value of the
-// form "Bearer <token>". The scheme is case-insensitive; exactly one space
-// separates it from the token, and the token is one non-empty run of visible
+// form "Bearer <token>". The scheme is case-insensitive; one or more spaces
+// separate it from the token (RFC 6750 §2.1), and the token is one non-empty run of visible
 // ASCII characters (no spaces, tabs or control characters). ok is false for
 // anything else.
 func ParseBearer(header string) (token string, ok bool) {
 	scheme, token, found := strings.Cut(header, " ")
+	token = strings.TrimLeft(token, " ") // RFC 6750 §2.1: "Bearer" 1*SP b64token
 	if !found || !strings.EqualFold(scheme, "Bearer") || token == "" {
 		return "", false
 	}

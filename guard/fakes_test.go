@@ -25,8 +25,10 @@ type fakeSource struct {
 	stable, canary proxy.HealthStats
 }
 
+// newFakeSource starts with canary traffic in the window: the guard only
+// observes a step while the canary gets requests.
 func newFakeSource() *fakeSource {
-	return &fakeSource{errs: make(chan struct{})}
+	return &fakeSource{errs: make(chan struct{}), snap: proxy.Snapshot{Canary: proxy.Stats{Requests: 100}}}
 }
 
 func (s *fakeSource) Snapshot() proxy.Snapshot {

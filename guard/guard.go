@@ -100,6 +100,7 @@ type Guard struct {
 
 	stateFileProblem string
 	persistErr       error
+	persistedAt      time.Time // when the state file was last written
 }
 
 // New validates cfg, restores the persisted state (or starts fresh), applies
@@ -251,13 +252,40 @@ func (g *Guard) evaluate() {
 	if strings.HasPrefix(string(res.Verdict), "rollback_") && g.state != StateRolledBack {
 		g.rollbackLocked(string(res.Verdict), whoGuard, res.Gates)
 	} else if g.state == StateProgressing {
-		g.observeLocked(res.Verdict, now)
+		v := res.Verdict
+		if !g.canaryObservableLocked(&snap) {
+			// A step is observed under traffic: a canary that fails its
+			// health checks (and so gets none) or has had no request for
+			// a whole window proves nothing, however good its past.
+			v = judge.Hold
+		}
+		g.observeLocked(v, now)
+		if now.Sub(g.persistedAt) >= progressPersistEvery {
+			// Save the earned observation time now and then, so a kill -9
+			// loses at most this much of it.
+			if err := g.persistLocked(); err != nil {
+				g.log.Error().Err(err).Str("state_file", g.cfg.StateFile).Msg("cannot save the rollout state")
+			}
+		}
 	}
 	if rec := g.recommendationLocked(); rec != prev {
 		g.log.Info().Str("recommendation", rec).Str("previous", prev).Str("verdict", string(res.Verdict)).
 			Strs("reasons", res.Reasons).Str("state", g.state.String()).Msg("verdict changed")
 	}
 	g.updateMetricsLocked()
+}
+
+// progressPersistEvery is how often a running step's earned observation
+// time is saved between transitions.
+const progressPersistEvery = 5 * time.Second
+
+// canaryObservableLocked reports whether the canary is being observed: it
+// passes its health checks (when enabled) and had requests in the window.
+func (g *Guard) canaryObservableLocked(snap *proxy.Snapshot) bool {
+	if h := g.canaryHealth; h.Enabled && !h.Healthy {
+		return false
+	}
+	return snap.Canary.Requests > 0
 }
 
 // observeLocked advances the plan when the current step has been observed
@@ -354,8 +382,9 @@ func (g *Guard) transition(to State, step int, weight uint32, reason, who string
 	}
 	// The judge's evidence is about the canary at one weight: a pause keeps
 	// it, a new weight or step, a reset or a lifted block starts afresh.
-	trafficChanged := fromWeight != weight || fromStep != step || from.blocksCanary()
-	if !to.blocksCanary() && weight > 0 && (trafficChanged || who == whoStartup || reason == reasonReset) {
+	trafficChanged := fromWeight != weight || fromStep != step
+	fresh := reason == reasonReset || from.blocksCanary() || who == whoStartup
+	if !to.blocksCanary() && (fresh || (weight > 0 && trafficChanged)) {
 		g.judge.Restart(g.src.Snapshot())
 	}
 	if from != StateRolledBack && to == StateRolledBack {
@@ -408,6 +437,9 @@ func (g *Guard) recommendationLocked() string {
 		return recComplete
 	case StatePaused, StateHeld:
 		return recHold
+	}
+	if h := g.canaryHealth; h.Enabled && !h.Healthy {
+		return recHold // it gets no traffic until it recovers
 	}
 	if g.last.Verdict == judge.Proceed {
 		return recProceed

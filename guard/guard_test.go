@@ -472,3 +472,58 @@ func TestJudgeRestarts(t *testing.T) {
 		}
 	}
 }
+
+// A step is observed under traffic: a proceed verdict does not advance the
+// plan while the canary fails its health checks or had no request in the
+// window.
+func TestNoObservationWithoutTraffic(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mutate func(s *fakeSource)
+	}{
+		{"canary unhealthy", func(s *fakeSource) {
+			s.canary = proxy.HealthStats{Enabled: true, Healthy: false, Checks: 10, Failures: 10}
+		}},
+		{"no canary requests in the window", func(s *fakeSource) { s.snap.Canary.Requests = 0 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, clock := baseConfig(t)
+			cfg.Steps = []guard.Step{{Weight: 500, Observe: 50 * time.Millisecond}, {Weight: 2500, Observe: time.Hour}}
+			h := newHarness(t, cfg, clock)
+			h.start()
+			h.src.mu.Lock()
+			tc.mutate(h.src)
+			h.src.mu.Unlock()
+			h.judge.set(judge.Proceed)
+			for range 5 {
+				clock.Advance(20 * time.Millisecond)
+				if o := h.wake(); o.Step != 0 {
+					t.Fatalf("step advanced to %d without an observable canary", o.Step)
+				}
+			}
+			if c := h.g.Check(); tc.name == "canary unhealthy" && c.Recommendation != "hold" {
+				t.Errorf("recommendation with an unhealthy canary = %q; want hold", c.Recommendation)
+			}
+		})
+	}
+}
+
+// Reset restarts the judge even at weight 0 (a canary reached only through
+// the override header), so the old evidence does not roll it back again.
+func TestResetRestartsJudgeAtWeightZero(t *testing.T) {
+	cfg, clock := baseConfig(t)
+	cfg.Weight = 0
+	h := newHarness(t, cfg, clock)
+	h.start()
+	h.judge.set(judge.RollbackErrorRate)
+	if o := h.wake(); o.State != "rolled_back" {
+		t.Fatalf("state %s; want rolled_back", o.State)
+	}
+	_, before := h.judge.counts()
+	if _, err := h.g.Reset("test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, after := h.judge.counts(); after != before+1 {
+		t.Errorf("judge restarts %d → %d on reset at weight 0; want one more", before, after)
+	}
+}

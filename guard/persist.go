@@ -135,7 +135,7 @@ func (g *Guard) persistLocked() error {
 		return fmt.Errorf("encode state: %w", err)
 	}
 	err = writeFileAtomic(g.cfg.StateFile, append(data, '\n'))
-	g.persistErr = err
+	g.persistErr, g.persistedAt = err, now
 	return err
 }
 

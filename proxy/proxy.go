@@ -220,6 +220,9 @@ func newTransport(cfg Config, https bool) *http.Transport {
 		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
 		ExpectContinueTimeout: time.Second,
 		ForceAttemptHTTP2:     https,
+		// A proxy passes encodings through: no Accept-Encoding of its own,
+		// no transparent decompression (as the fast path).
+		DisableCompression: true,
 	}
 	if cfg.TLSClientConfig != nil {
 		t.TLSClientConfig = cfg.TLSClientConfig.Clone()

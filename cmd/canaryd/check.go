@@ -67,6 +67,9 @@ func runCheck(ctx context.Context, environ []string, stdout, stderr io.Writer) i
 		}
 		_ = json.Unmarshal(body, &e)
 		fmt.Fprintf(stderr, "canaryd check: %s answered %s: %s\n", endpoint, resp.Status, e.Error)
+		if resp.StatusCode == http.StatusUnauthorized {
+			return exitConfig // the token in CANARY_TOKEN / CANARY_TOKEN_FILE is wrong
+		}
 		return exitNoReply
 	}
 	var a checkAnswer

@@ -199,8 +199,8 @@ func loadConfig(environ []string) (*config, error) {
 		return nil, bad("CANARY_INTEGRITY_INTERVAL", "must be positive")
 	case c.Judge != "sequential" && c.Judge != "window":
 		return nil, bad("CANARY_JUDGE", "%q must be sequential or window", c.Judge)
-	case !(c.Alpha > 0 && c.Alpha <= 0.5):
-		return nil, bad("CANARY_ALPHA", "%v must be in (0, 0.5]", c.Alpha)
+	case !(c.Alpha > 0 && c.Alpha < 0.5):
+		return nil, bad("CANARY_ALPHA", "%v must be a probability between 0 and 0.5 (e.g. 0.01)", c.Alpha)
 	case c.ShutdownTimeout < 0:
 		return nil, bad("CANARY_SHUTDOWN_TIMEOUT", "must not be negative")
 	case c.HealthInterval <= 0:

@@ -72,6 +72,7 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"override bad", []string{"CANARY_OVERRIDE_HEADER=X Canary"}, "CANARY_OVERRIDE_HEADER"},
 		{"judge bad", []string{"CANARY_JUDGE=vibes"}, "CANARY_JUDGE"},
 		{"alpha bad", []string{"CANARY_ALPHA=2"}, "CANARY_ALPHA"},
+		{"alpha one half", []string{"CANARY_ALPHA=0.5"}, "CANARY_ALPHA"},
 		{"access log bad", []string{"CANARY_ACCESS_LOG=maybe"}, "CANARY_ACCESS_LOG"},
 		{"log level bad", []string{"CANARY_LOG_LEVEL=loud"}, "CANARY_LOG_LEVEL"},
 		{"log format bad", []string{"CANARY_LOG_FORMAT=xml"}, "CANARY_LOG_FORMAT"},

@@ -77,7 +77,8 @@ func runDemo(ctx context.Context, args, environ []string, stdout, stderr io.Writ
 	defer os.RemoveAll(dir)
 
 	// The demo's own defaults; CANARY_* variables in the environment win
-	// (say CANARY_LISTEN when port 8080 is taken).
+	// (say CANARY_LISTEN when port 8080 is taken), except those that would
+	// point the demo's traffic, token or state at a real deployment.
 	demoEnv := []string{
 		"CANARY_STABLE_URL=http://" + stable.Addr().String(),
 		"CANARY_CANARY_URL=http://" + canary.Addr().String(),
@@ -95,7 +96,12 @@ func runDemo(ctx context.Context, args, environ []string, stdout, stderr io.Writ
 		"CANARY_SHUTDOWN_TIMEOUT=5s",
 	}
 	for _, kv := range environ {
-		if strings.HasPrefix(kv, "CANARY_") {
+		name, _, _ := strings.Cut(kv, "=")
+		switch name {
+		case "CANARY_STABLE_URL", "CANARY_CANARY_URL", "CANARY_TOKEN", "CANARY_TOKEN_FILE", "CANARY_STATE_FILE":
+			continue
+		}
+		if strings.HasPrefix(name, "CANARY_") {
 			demoEnv = append(demoEnv, kv)
 		}
 	}

@@ -562,6 +562,11 @@ func TestE2ECheckCommand(t *testing.T) {
 	if strings.Contains(out, testToken) {
 		t.Error("canaryd check printed the token")
 	}
+	cmd := exec.Command(binary, "check")
+	cmd.Env = []string{"CANARY_ADMIN_URL=" + in.admin, "CANARY_TOKEN=wrong-token-0123456789abc"}
+	if out, _ := cmd.CombinedOutput(); cmd.ProcessState.ExitCode() != exitConfig {
+		t.Errorf("check with a wrong token: exit %d, %q; want %d", cmd.ProcessState.ExitCode(), out, exitConfig)
+	}
 	in.stop()
 	code, _, errOut := runCheck()
 	if code != exitNoReply || errOut == "" {
