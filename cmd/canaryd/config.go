@@ -99,6 +99,17 @@ func parseEnv(v any, environ []string) error {
 			envMap[k] = val
 		}
 	}
+	// A variable that has a default but is set to nothing is a mistake
+	// (CANARY_WEIGHT= from a template with a missing value), not a request
+	// for the default.
+	t := reflect.TypeOf(v).Elem()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+		if val, set := envMap[name]; set && val == "" && f.Tag.Get("envDefault") != "" {
+			return bad(name, "is set but empty; unset it to use the default (%s)", f.Tag.Get("envDefault"))
+		}
+	}
 	err := env.ParseWithOptions(v, env.Options{Environment: envMap})
 	if err == nil {
 		return nil

@@ -56,6 +56,8 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"token file missing", []string{"CANARY_TOKEN", "CANARY_TOKEN_FILE=" + filepath.Join(dir, "nope")}, "CANARY_TOKEN_FILE"},
 		{"token file short", []string{"CANARY_TOKEN", "CANARY_TOKEN_FILE=" + shortTokenFile}, "CANARY_TOKEN_FILE"},
 		{"weight not a number", []string{"CANARY_WEIGHT=ten"}, "CANARY_WEIGHT"},
+		{"weight set but empty", []string{"CANARY_WEIGHT="}, "CANARY_WEIGHT"},
+		{"p95 set but empty", []string{"CANARY_SLO_P95="}, "CANARY_SLO_P95"},
 		{"weight too high", []string{"CANARY_WEIGHT=101"}, "CANARY_WEIGHT"},
 		{"weight too precise", []string{"CANARY_WEIGHT=1.001"}, "CANARY_WEIGHT"},
 		{"steps falling", []string{"CANARY_STEPS=25@1m,5@1m"}, "CANARY_STEPS"},
