@@ -56,6 +56,21 @@ func serve(ctx context.Context, c *config, log zerolog.Logger, ready listening) 
 	if err != nil {
 		return fmt.Errorf("proxy: %w", err)
 	}
+	// Bind before the guard restores (and may rewrite or quarantine) the
+	// state file: a port in use must not leave traces on disk.
+	trafficLn, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("CANARY_LISTEN: %w", err)
+	}
+	adminLn, err := net.Listen("tcp", c.AdminListen)
+	if err != nil {
+		trafficLn.Close()
+		return fmt.Errorf("CANARY_ADMIN_LISTEN: %w", err)
+	}
+	closeListeners := func() {
+		trafficLn.Close()
+		adminLn.Close()
+	}
 	g, err := guard.New(guard.Config{
 		Release: c.Release,
 		Weight:  c.weight,
@@ -75,25 +90,19 @@ func serve(ctx context.Context, c *config, log zerolog.Logger, ready listening) 
 		IntegrityInterval: c.IntegrityInterval,
 	}, px, sp, log, reg)
 	if errors.Is(err, guard.ErrStateFile) {
+		closeListeners()
 		return bad("CANARY_STATE_FILE", "%v", err)
 	}
 	if err != nil {
+		closeListeners()
 		return fmt.Errorf("guard: %w", err)
 	}
 	adm, err := admin.New(admin.Config{Token: c.Token, Version: version}, g, reg, log, reg)
 	if err != nil {
+		closeListeners()
 		return fmt.Errorf("admin: %w", err)
 	}
 
-	trafficLn, err := net.Listen("tcp", c.Listen)
-	if err != nil {
-		return fmt.Errorf("CANARY_LISTEN: %w", err)
-	}
-	adminLn, err := net.Listen("tcp", c.AdminListen)
-	if err != nil {
-		trafficLn.Close()
-		return fmt.Errorf("CANARY_ADMIN_LISTEN: %w", err)
-	}
 	httpLog := stdlog.New(log.With().Str("component", "http").Logger(), "", 0)
 	traffic := &http.Server{
 		Handler:           px,
@@ -115,8 +124,7 @@ func serve(ctx context.Context, c *config, log zerolog.Logger, ready listening) 
 	if c.tlsEnabled {
 		certs = &certReloader{certFile: c.TLSCertFile, keyFile: c.TLSKeyFile, log: log}
 		if err := certs.load(); err != nil {
-			trafficLn.Close()
-			adminLn.Close()
+			closeListeners()
 			return bad("CANARY_TLS_CERT_FILE", "%v", err)
 		}
 		tc := &tls.Config{GetCertificate: certs.get, MinVersion: tls.VersionTLS12}
