@@ -183,10 +183,15 @@ func TestE2ECanaryDownFailoverAndFastRollback(t *testing.T) {
 		}
 	}
 	t.Logf("canary requests before the rollback: %v", canaryRequests)
-	// The judge needs 5 failures; up to 7 more may be in flight from the
-	// other clients when the verdict lands.
-	if canaryRequests < 1 || canaryRequests > 12 {
-		t.Errorf("canary requests before the rollback = %v; want a handful (≤ 12)", canaryRequests)
+	// The judge needs 6 failures; up to 8 more may be in flight from the
+	// clients when the verdict lands. A race-detector build evaluates
+	// slowly enough for the clients to finish another round meanwhile.
+	bound := 14.0
+	if raceBuild {
+		bound = 24
+	}
+	if canaryRequests < 1 || canaryRequests > bound {
+		t.Errorf("canary requests before the rollback = %v; want a handful (≤ %v)", canaryRequests, bound)
 	}
 }
 
