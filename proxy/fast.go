@@ -102,6 +102,8 @@ type upstream struct {
 	dialWaiting        atomic.Int32
 	closeTransportIdle func() // set once the Transport exists
 
+	stopped atomic.Bool // set by shutdown: connections are closed, not kept
+
 	mu   sync.Mutex // protects idle
 	idle []*upConn  // LIFO: the most recently used on top, the oldest at 0
 }
@@ -319,7 +321,7 @@ func (u *upstream) put(uc *upConn, now time.Time) {
 	uc.idleSince = now
 	var evict *upConn
 	u.mu.Lock()
-	if len(u.idle) >= u.maxIdle || u.dialWaiting.Load() > 0 {
+	if len(u.idle) >= u.maxIdle || u.dialWaiting.Load() > 0 || u.stopped.Load() {
 		evict = uc
 	} else {
 		if len(u.idle) > 0 && now.Sub(u.idle[0].idleSince) > u.idleTimeout {
@@ -355,6 +357,13 @@ func (u *upstream) dropOldestIdle() {
 	u.idle = u.idle[:len(u.idle)-1]
 	u.mu.Unlock()
 	uc.close()
+}
+
+// shutdown closes the idle connections and makes the ones still in use
+// close when their exchange ends, instead of going back on the stack.
+func (u *upstream) shutdown() {
+	u.stopped.Store(true)
+	u.closeIdle()
 }
 
 // closeIdle closes every idle connection.

@@ -703,3 +703,51 @@ func TestUnsolicitedAnswerOnIdleConnection(t *testing.T) {
 		t.Errorf("backend connections = %d; want 2 (the spoilt one dropped)", got)
 	}
 }
+
+// When Run returns, idle upstream connections are closed, and one still in
+// use closes when its exchange ends instead of going back to the pool.
+func TestRunEndClosesUpstreamConnections(t *testing.T) {
+	release := make(chan struct{})
+	var open atomic.Int64
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		io.WriteString(w, "ok")
+	}))
+	backend.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed:
+			open.Add(-1)
+		}
+	}
+	backend.Start()
+	t.Cleanup(backend.Close)
+	p, front := stableOnly(t, backend.URL, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+
+	get := func(path string) {
+		resp, err := http.Get(front.URL + path)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	slow := make(chan struct{})
+	go func() { get("/slow"); close(slow) }() // one connection in use
+	waitFor(t, "the slow request upstream", func() bool { return open.Load() == 1 })
+	get("/fast") // and one idle
+	waitFor(t, "two upstream connections", func() bool { return open.Load() == 2 })
+
+	cancel()
+	<-done
+	close(release)
+	<-slow
+	waitFor(t, "every upstream connection closed", func() bool { return open.Load() == 0 })
+}

@@ -469,7 +469,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 	defer func() {
 		for _, bk := range p.backends {
 			if bk.up != nil {
-				bk.up.closeIdle()
+				bk.up.shutdown()
+			}
+			if t, ok := bk.rp.Transport.(*http.Transport); ok && p.cfg.Transport == nil {
+				t.CloseIdleConnections()
 			}
 		}
 	}()
