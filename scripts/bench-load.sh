@@ -135,6 +135,11 @@ run_one() { # name port pid
   errs=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
   local cpu_us=$(awk -v t=$(( t1 - t0 )) -v k="$TCK" -v n="$reqs" 'BEGIN {printf "%.1f", t/k*1e6/n}')
   local share=$(awk -v c=$dc -v s=$ds 'BEGIN {printf "%.2f", 100*c/(c+s)}')
+  # The split must really be 90/10, counted at the backends.
+  if ! awk -v sh="$share" 'BEGIN {exit !(sh >= 9.95 && sh <= 10.05)}'; then
+    echo "  $name: canary share $share% is not 10%" >&2
+    echo "$name" >> "$OUT/bad-split"
+  fi
   # p99 at a fixed rate
   local fixed
   fixed=$(taskset -c "$CORE_LOAD" hey -z 5s -c 20 -q $(( RATE / 20 )) "http://127.0.0.1:$port/" | awk '/ 99% in/ {print $3*1000}')
@@ -186,3 +191,7 @@ END {
   printf "canaryd/stdlib ReverseProxy: throughput %.2fx, CPU per request %.2fx\n", R["canaryd"] / R["stdlib"], C["canaryd"] / C["stdlib"]
 }' "$OUT/results.txt"
 echo "(medians of $ROUNDS interleaved rounds of $DURATION, $CONNS connections; raw figures in $OUT/results.txt)"
+if [ -s "$OUT/bad-split" ]; then
+  echo "bench-load: the 90/10 split was off for: $(sort -u "$OUT/bad-split" | tr '\n' ' ')" >&2
+  exit 1
+fi
