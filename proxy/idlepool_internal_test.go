@@ -16,9 +16,9 @@ import (
 	"github.com/canaryd/canaryd/split"
 )
 
-// idleSince = start of the exchange: a response longer than idleTimeout
-// puts a conn on top of the stack that looks stale, and popIdle then closes
-// every idle connection.
+// A response longer than idleTimeout does not flush the idle pool: idle
+// time counts from the end of an exchange, so the returned connection does
+// not look stale (popIdle drops everything below a stale one).
 func TestLongResponseKeepsIdlePool(t *testing.T) {
 	var conns atomic.Int64
 	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -14,8 +14,10 @@ import (
 	"github.com/canaryd/canaryd/proxy"
 )
 
-// R1: a final status < 100 (ReadResponse accepts "099") is treated as 1xx,
-// WriteHeader(99) panics, and the upstream connection+slot leak.
+// A final status below 100 (http.ReadResponse accepts "099") is answered
+// 502 and counted as the backend's error; its connection and slot of the
+// cap are freed, so the next request (cap 1) gets through although the
+// backend keeps the bad connection open.
 func TestStatusBelow100FreesTheSlot(t *testing.T) {
 	var n atomic.Int64
 	url, _ := rawBackend(t, func(c net.Conn) {
@@ -29,24 +31,29 @@ func TestStatusBelow100FreesTheSlot(t *testing.T) {
 			return true
 		})
 	})
-	_, front := stableOnly(t, url, func(c *proxy.Config) { c.MaxConnsPerBackend = 1 })
+	p, front := stableOnly(t, url, func(c *proxy.Config) { c.MaxConnsPerBackend = 1 })
 	cl := &http.Client{Timeout: 1500 * time.Millisecond}
-	if resp, err := cl.Get(front.URL + "/a"); err == nil {
-		t.Logf("first: %d", resp.StatusCode)
-		resp.Body.Close()
-	} else {
-		t.Logf("first: %v", err)
+	resp, err := cl.Get(front.URL + "/a")
+	if err != nil {
+		t.Fatalf("a 099 answer: %v; want 502", err)
 	}
-	resp, err := cl.Get(front.URL + "/b")
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("a 099 answer: status %d; want 502", resp.StatusCode)
+	}
+	if s := p.Snapshot(); s.Stable.Errors != 1 {
+		t.Errorf("stable errors after a 099 answer = %d; want 1", s.Stable.Errors)
+	}
+	resp, err = cl.Get(front.URL + "/b")
 	if err != nil {
 		t.Fatalf("second request after a 099 answer: %v (slot leaked)", err)
 	}
 	resp.Body.Close()
 }
 
-// R2: a request retried on a fresh connection (reused one died) waits for a
-// slot forever if another request took the freed slot: idle conns hold all
-// slots and fresh waiters never pop them nor evict them.
+// A request retried on a fresh connection (its reused one died) does not
+// wait behind idle connections that hold every slot of the cap: it closes
+// one to free a slot.
 func TestFreshRetryDoesNotStarve(t *testing.T) {
 	url, _ := rawBackend(t, func(c net.Conn) {
 		i := 0
@@ -84,9 +91,8 @@ func TestFreshRetryDoesNotStarve(t *testing.T) {
 	}
 }
 
-// R3: the smuggling guard goes opaque after any request carrying
-// Upgrade+Connection: upgrade, even when the backend did not switch; the
-// next requests on that connection are not checked any more.
+// The smuggling guard keeps checking a connection after an upgrade the
+// backend refused: only a 101 makes the bytes another protocol's.
 func TestStrictChecksAfterRefusedUpgrade(t *testing.T) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	defer backend.Close()
