@@ -103,44 +103,33 @@ func clientHost(r *http.Request) string {
 }
 
 // requireBearer is the authentication middleware: it lets a request through
-// only with the right Bearer token. A client address that failed too often is
-// answered 429 before its credentials are even looked at. Neither the token
-// nor the Authorization header is ever logged or echoed.
+// only with the right Bearer token. The token is always compared (in constant
+// time) first: a correct token is never refused, whatever failed before it
+// from the same address, because behind a load balancer or on a shared CI
+// runner many clients share one address and one client with a stale token
+// must not lock the operators out. Wrong guesses drain the address's budget;
+// past it they are answered 429 (with Retry-After) instead of 401, and are
+// not logged one by one. Brute force is kept out by the token's length
+// (MinTokenLength characters), not by the limiter. Neither the token nor the
+// Authorization header is ever logged or echoed.
 func requireBearer(check tokenChecker, limiter *failureLimiter, m authMetrics, log zerolog.Logger) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			host := clientHost(r)
-			wait, allowed := limiter.Take(host)
-			if !allowed {
-				m.rateLimited.Inc()
-				log.Debug().Str("remote", host).Str("path", r.URL.Path).Msg("admin request rate limited after failed authentication")
-				w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(wait)))
-				writeError(w, http.StatusTooManyRequests, "too many failed authentication attempts; retry later")
-				return
-			}
-			values := r.Header.Values("Authorization")
-			reason := ""
-			switch {
-			case len(values) == 0:
-				reason = authMissing
-			case len(values) > 1:
-				reason = authMalformed
-			default:
-				token, ok := ParseBearer(values[0])
-				switch {
-				case !ok:
-					reason = authMalformed
-				case !check.equal(token):
-					reason = authInvalid
-				}
-			}
-			if reason == "" || reason == authMissing {
-				// No wrong guess was made: give the attempt back.
-				limiter.Refund(host)
-			}
+			reason := authReason(check, r.Header.Values("Authorization"))
 			if reason == "" {
 				next.ServeHTTP(w, r)
 				return
+			}
+			host := clientHost(r)
+			if reason != authMissing {
+				// A wrong guess: it costs the address one attempt.
+				if wait, allowed := limiter.Take(host); !allowed {
+					m.rateLimited.Inc()
+					log.Debug().Str("remote", host).Str("path", r.URL.Path).Msg("admin request rate limited after failed authentication")
+					w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(wait)))
+					writeError(w, http.StatusTooManyRequests, "too many failed authentication attempts; retry later")
+					return
+				}
 			}
 			m.failures.WithLabelValues(reason).Inc()
 			log.Warn().Str("remote", host).Str("method", r.Method).Str("path", r.URL.Path).
@@ -158,4 +147,23 @@ func requireBearer(check tokenChecker, limiter *failureLimiter, m authMetrics, l
 			writeError(w, http.StatusUnauthorized, "invalid bearer token")
 		})
 	}
+}
+
+// authReason checks the Authorization header values: "" for the right
+// token, else why not (authMissing, authMalformed, authInvalid).
+func authReason(check tokenChecker, values []string) string {
+	switch {
+	case len(values) == 0:
+		return authMissing
+	case len(values) > 1:
+		return authMalformed
+	}
+	token, ok := ParseBearer(values[0])
+	switch {
+	case !ok:
+		return authMalformed
+	case !check.equal(token):
+		return authInvalid
+	}
+	return ""
 }

@@ -150,15 +150,20 @@ func TestRateLimit(t *testing.T) {
 			t.Fatalf("failure %d = %d; want 401", i+1, code)
 		}
 	}
-	// Past the burst: 429, even with the right token, even from another port.
-	rec := ts.do(t, request{path: "/canary_check", remote: "198.51.100.7:5001", auth: authed()})
+	// Past the burst: a wrong token is 429; the right token still passes,
+	// from any port of that address (a shared address must not lock the
+	// operators out).
+	rec := ts.do(t, request{path: "/canary_check", remote: attacker, auth: wrong})
 	if rec.Code != http.StatusTooManyRequests {
-		t.Fatalf("after the burst, right token = %d; want 429", rec.Code)
+		t.Fatalf("after the burst, wrong token = %d; want 429", rec.Code)
 	}
 	if got := rec.Header().Get("Retry-After"); got != "1" {
 		t.Errorf("Retry-After = %q; want 1", got)
 	}
 	errorBody(t, rec)
+	if code := get("198.51.100.7:5001", authed()); code != http.StatusOK {
+		t.Errorf("after the burst, right token = %d; want 200", code)
+	}
 	if code := get(attacker, wrong); code != http.StatusTooManyRequests {
 		t.Errorf("after the burst, wrong token = %d; want 429", code)
 	}
@@ -166,7 +171,7 @@ func TestRateLimit(t *testing.T) {
 		t.Errorf("canary_admin_auth_rate_limited_total = %v; want 2", got)
 	}
 	if got := counterValue(t, ts.reg, "canary_admin_auth_failures_total", "reason", "invalid"); got != admin.DefaultFailureBurst {
-		t.Errorf("canary_admin_auth_failures_total{reason=invalid} = %v; want %d (limited requests are not compared)", got, admin.DefaultFailureBurst)
+		t.Errorf("canary_admin_auth_failures_total{reason=invalid} = %v; want %d (limited requests are counted as limited only)", got, admin.DefaultFailureBurst)
 	}
 
 	// Other addresses are not affected; X-Forwarded-For is not believed.
@@ -177,7 +182,7 @@ func TestRateLimit(t *testing.T) {
 	if rec.Code != http.StatusUnauthorized {
 		t.Errorf("bystander claiming X-Forwarded-For of the attacker = %d; want 401", rec.Code)
 	}
-	rec = ts.do(t, request{path: "/canary_check", remote: attacker, auth: authed(), header: map[string]string{"X-Forwarded-For": "203.0.113.9"}})
+	rec = ts.do(t, request{path: "/canary_check", remote: attacker, auth: wrong, header: map[string]string{"X-Forwarded-For": "203.0.113.9"}})
 	if rec.Code != http.StatusTooManyRequests {
 		t.Errorf("attacker claiming X-Forwarded-For of the bystander = %d; want 429", rec.Code)
 	}
@@ -187,12 +192,12 @@ func TestRateLimit(t *testing.T) {
 	if code := get(attacker, wrong); code != http.StatusUnauthorized {
 		t.Errorf("a second later = %d; want 401", code)
 	}
-	if code := get(attacker, authed()); code != http.StatusTooManyRequests {
+	if code := get(attacker, wrong); code != http.StatusTooManyRequests {
 		t.Errorf("right after the earned attempt = %d; want 429", code)
 	}
 	ts.clock.Advance(10 * time.Second)
-	if code := get(attacker, authed()); code != http.StatusOK {
-		t.Errorf("ten seconds later, right token = %d; want 200", code)
+	if code := get(attacker, wrong); code != http.StatusUnauthorized {
+		t.Errorf("ten seconds later, wrong token = %d; want 401", code)
 	}
 
 	// Missing credentials are answered but do not drain the budget.
@@ -208,12 +213,15 @@ func TestRateLimitRetryAfter(t *testing.T) {
 	for range 2 {
 		ts.do(t, request{path: "/canary_check", auth: []string{"Bearer nope"}})
 	}
-	rec := ts.do(t, request{path: "/canary_check", auth: authed()})
+	rec := ts.do(t, request{path: "/canary_check", auth: []string{"Bearer nope"}})
 	if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") != "10" {
 		t.Errorf("limited = %d, Retry-After %q; want 429, 10", rec.Code, rec.Header().Get("Retry-After"))
 	}
+	if code := ts.do(t, request{path: "/canary_check", auth: authed()}).Code; code != http.StatusOK {
+		t.Errorf("limited address, right token = %d; want 200", code)
+	}
 	ts.clock.Advance(9500 * time.Millisecond)
-	rec = ts.do(t, request{path: "/canary_check", auth: authed()})
+	rec = ts.do(t, request{path: "/canary_check", auth: []string{"Bearer nope"}})
 	if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") != "1" {
 		t.Errorf("limited after 9.5s = %d, Retry-After %q; want 429, 1", rec.Code, rec.Header().Get("Retry-After"))
 	}

@@ -31,13 +31,12 @@ type LimiterConfig struct {
 
 // failureLimiter is a token bucket per client address that only failed
 // authentications drain: each address may fail Burst times at once and earns
-// back Rate attempts per second. Every attempt takes a token before the
-// comparison and a successful one gives it back, so even concurrent guesses
-// cannot exceed the budget. While its bucket holds less than one token, the
-// address is limited. Memory is bounded by MaxAddresses; the address whose
-// last attempt is oldest is evicted first (its bucket is the fullest, so
-// forgetting it costs an attacker the least), and a bucket that refills
-// completely is dropped at once.
+// back Rate attempts per second. Each wrong guess takes a token under the
+// lock, so even concurrent guesses cannot exceed the budget. While its bucket
+// holds less than one token, the address's wrong guesses are answered 429; a
+// correct token is never refused (see requireBearer). Memory is bounded by
+// MaxAddresses; the address whose last failure is oldest is evicted first
+// (its bucket is the fullest, so forgetting it costs an attacker the least).
 type failureLimiter struct {
 	burst float64
 	rate  float64
@@ -89,9 +88,8 @@ func (l *failureLimiter) refill(b *bucket, now time.Time) {
 	b.at = now
 }
 
-// Take spends one attempt of host's budget before its credentials are
-// looked at, so that concurrent guesses cannot overdraw it. When none is left
-// it returns false and how long until one is.
+// Take spends one attempt of host's budget for a failed authentication.
+// When none is left it returns false and how long until one is.
 func (l *failureLimiter) Take(host string) (wait time.Duration, ok bool) {
 	now := l.now()
 	l.mu.Lock()
@@ -114,25 +112,6 @@ func (l *failureLimiter) Take(host string) (wait time.Duration, ok bool) {
 	}
 	b.tokens--
 	return 0, true
-}
-
-// Refund gives back the attempt Take spent when the request made no wrong
-// guess. A bucket that is full again is forgotten: it is the same as none.
-func (l *failureLimiter) Refund(host string) {
-	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	e, ok := l.byHost[host]
-	if !ok {
-		return
-	}
-	b := e.Value.(*bucket)
-	l.refill(b, now)
-	b.tokens = math.Min(l.burst, b.tokens+1)
-	if b.tokens >= l.burst {
-		delete(l.byHost, host)
-		l.order.Remove(e)
-	}
 }
 
 // retryAfterSeconds rounds a wait up to whole seconds, at least one, for the

@@ -352,6 +352,33 @@ func TestE2EAuth(t *testing.T) {
 	}
 }
 
+// TestE2EWrongTokensDoNotLockOutTheRightOne: behind a load balancer every
+// client shares one address; a client with a stale token must not lock the
+// operators out of the admin API.
+func TestE2EWrongTokensDoNotLockOutTheRightOne(t *testing.T) {
+	in := start(t, testEnv(t, newBackend(t, "stable", nil), newBackend(t, "canary", nil)))
+	limited := 0
+	for range 30 {
+		resp, _ := in.adminGet("/canary_check", "stale-token-0123456789abc")
+		switch resp.StatusCode {
+		case http.StatusUnauthorized:
+		case http.StatusTooManyRequests:
+			limited++
+		default:
+			t.Fatalf("wrong token = %d; want 401 or 429", resp.StatusCode)
+		}
+	}
+	if limited == 0 {
+		t.Error("30 wrong tokens from one address were never limited (429)")
+	}
+	if resp, body := in.adminGet("/canary_check", testToken); resp.StatusCode != http.StatusOK {
+		t.Fatalf("right token after 30 wrong ones from the same address = %d %s; want 200", resp.StatusCode, body)
+	}
+	if code, body := in.adminPost("/rollout/rollback"); code != http.StatusOK {
+		t.Fatalf("POST /rollout/rollback after wrong tokens = %d %s; want 200", code, body)
+	}
+}
+
 func TestE2ESplitIsExact(t *testing.T) {
 	stable, canary := newBackend(t, "stable", nil), newBackend(t, "canary", nil)
 	in := start(t, testEnv(t, stable, canary, "CANARY_WEIGHT=10", "CANARY_SLO_MIN_REQUESTS=100000"))
