@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -249,7 +248,7 @@ func (g *Guard) evaluate() {
 	g.stableView, g.canaryView = backendView(&snap.Stable), backendView(&snap.Canary)
 	g.stableHealth, g.canaryHealth = stableH, canaryH
 
-	if strings.HasPrefix(string(res.Verdict), "rollback_") && g.state != StateRolledBack {
+	if res.Verdict.IsRollback() && g.state != StateRolledBack {
 		g.rollbackLocked(string(res.Verdict), whoGuard, res.Gates)
 	} else if g.state == StateProgressing {
 		v := res.Verdict

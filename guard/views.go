@@ -158,7 +158,7 @@ func (g *Guard) healthLocked() (string, []string) {
 		weak = append(weak, "too little canary data to judge yet")
 	}
 	for _, gt := range g.last.Gates {
-		if (gt.Unit == "ratio" || gt.Unit == "ms") && gt.Threshold > 0 && gt.Verdict != "fail" && gt.Value >= nearThreshold*gt.Threshold {
+		if (gt.Unit == "ratio" || gt.Unit == "ms") && gt.Threshold > 0 && gt.Verdict != judge.GateFail && gt.Value >= nearThreshold*gt.Threshold {
 			weak = append(weak, fmt.Sprintf("gate %s at %.3g is within 20%% of its threshold %.3g", gt.Name, gt.Value, gt.Threshold))
 		}
 	}
@@ -216,9 +216,9 @@ func (g *Guard) gatesLocked() []judge.Gate {
 			continue
 		}
 		gt := judge.Gate{Name: b.name + "_health_checks", Value: b.h.FailureRate(), Threshold: maxHealthFailureRate,
-			Unit: "ratio", Samples: b.h.Checks, Verdict: "pass", Detail: b.name + " passes its active health checks"}
+			Unit: "ratio", Samples: b.h.Checks, Verdict: judge.GatePass, Detail: b.name + " passes its active health checks"}
 		if !b.h.Healthy {
-			gt.Verdict = "fail"
+			gt.Verdict = judge.GateFail
 			gt.Detail = b.name + " fails its active health checks"
 			if b.name == "canary" {
 				gt.Detail += ": it gets no traffic until it recovers"
@@ -233,9 +233,9 @@ func (g *Guard) gatesLocked() []judge.Gate {
 	}
 	switch g.state {
 	case StateRolledBack:
-		gates = append(gates, judge.Gate{Name: "state", Verdict: "fail", Detail: "rolled back: " + g.recommendationLocked()})
+		gates = append(gates, judge.Gate{Name: "state", Verdict: judge.GateFail, Detail: "rolled back: " + g.recommendationLocked()})
 	case StatePaused, StateHeld:
-		gates = append(gates, judge.Gate{Name: "state", Verdict: "hold", Detail: "rollout " + g.state.String()})
+		gates = append(gates, judge.Gate{Name: "state", Verdict: judge.GateHold, Detail: "rollout " + g.state.String()})
 	}
 	return gates
 }
@@ -243,9 +243,9 @@ func (g *Guard) gatesLocked() []judge.Gate {
 // integrityGate shows an integrity report as a gate: the number of failing
 // files against a threshold of 0.
 func integrityGate(r integrity.Report) judge.Gate {
-	gt := judge.Gate{Name: "integrity", Value: float64(len(r.Failures)), Unit: "files", Verdict: "pass", Detail: r.Summary}
+	gt := judge.Gate{Name: "integrity", Value: float64(len(r.Failures)), Unit: "files", Verdict: judge.GatePass, Detail: r.Summary}
 	if r.Status == integrity.StatusFailed {
-		gt.Verdict = "fail"
+		gt.Verdict = judge.GateFail
 		if gt.Value == 0 {
 			gt.Value = 1
 		}

@@ -18,6 +18,16 @@ const (
 	RollbackLatency   Verdict = "rollback_latency"
 )
 
+// IsRollback reports whether the verdict asks for a rollback (every
+// rollback_* verdict, which is exactly when canary_ok is false).
+func (v Verdict) IsRollback() bool {
+	switch v {
+	case Proceed, Hold, "":
+		return false
+	}
+	return true
+}
+
 // SLO is what the canary is judged against.
 type SLO struct {
 	// ErrorRate is the maximum canary error rate (fraction, e.g. 0.01).
@@ -58,8 +68,8 @@ type Gate struct {
 	Unit      string  `json:"unit,omitempty"`
 	// Samples is the number of canary requests behind Value.
 	Samples uint64 `json:"samples"`
-	// Verdict is what this gate concluded: "pass", "hold" or "fail".
-	Verdict string `json:"verdict"`
+	// Verdict is what this gate concluded: pass, hold or fail.
+	Verdict GateVerdict `json:"verdict"`
 	// Detail is one human sentence; Needed estimates how many more canary
 	// requests a holding gate needs (0 if unknown).
 	Detail string `json:"detail,omitempty"`

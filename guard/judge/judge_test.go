@@ -55,7 +55,7 @@ func TestWindow(t *testing.T) {
 				t.Errorf("no reasons for %s", r.Verdict)
 			}
 			for name, v := range tt.gateVerdicts {
-				if g := gate(t, r, name); g.Verdict != v {
+				if g := gate(t, r, name); string(g.Verdict) != v {
 					t.Errorf("gate %s verdict = %s (%s); want %s", name, g.Verdict, g.Detail, v)
 				}
 			}
@@ -155,7 +155,7 @@ func TestSequentialVerdicts(t *testing.T) {
 				t.Errorf("no reasons for %s", r.Verdict)
 			}
 			for name, v := range tt.gates {
-				if g := gate(t, r, name); g.Verdict != v {
+				if g := gate(t, r, name); string(g.Verdict) != v {
 					t.Errorf("gate %s = %s (%s); want %s", name, g.Verdict, g.Detail, v)
 				}
 			}

@@ -173,14 +173,17 @@ func (l *line) done() string {
 	return text
 }
 
+// GateVerdict is what one gate concluded. It is shown as its text in JSON.
+type GateVerdict string
+
 // Gate verdicts (Gate.Verdict).
 const (
 	// GatePass: the gate found no evidence against the canary.
-	GatePass = "pass"
+	GatePass GateVerdict = "pass"
 	// GateHold: the gate needs more evidence before it can pass.
-	GateHold = "hold"
+	GateHold GateVerdict = "hold"
 	// GateFail: the gate concluded against the canary.
-	GateFail = "fail"
+	GateFail GateVerdict = "fail"
 )
 
 // Gate names (Gate.Name).

@@ -95,7 +95,7 @@ func (w *window) Judge(s proxy.Snapshot) Result {
 	return res
 }
 
-func passFail(bad bool) string {
+func passFail(bad bool) GateVerdict {
 	if bad {
 		return GateFail
 	}
