@@ -20,22 +20,33 @@ import (
 
 const demoToken = "demo-token-0123456789abcdef"
 
+const demoAbout = `Starts a stable and a canary backend on loopback, canaryd in front of them
+(traffic 127.0.0.1:8080, admin 127.0.0.1:8000) and a traffic generator. The
+canary is healthy for -healthy, then fails one request in five and slows
+down; the guard rolls it back on screen. It stops after -duration or on
+Ctrl-C. CANARY_* variables tune it (CANARY_LISTEN, CANARY_ADMIN_LISTEN when
+the ports are taken), except those that would point it at a real
+deployment (backends, token, state file).`
+
 // runDemo starts two built-in backends, canaryd in front of them and a
 // bounded traffic generator, all on loopback. The canary is healthy for its
 // first -healthy period, then starts failing and slowing down; the guard
 // rolls it back on screen. It stops after -duration or on Ctrl-C.
-func runDemo(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
+func runDemo(ctx context.Context, c cli, args []string) int {
+	stdout, stderr, environ := c.stdout, c.stderr, c.environ
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	duration := fs.Duration("duration", 3*time.Minute, "how long the demo runs")
 	healthy := fs.Duration("healthy", 20*time.Second, "how long the canary stays healthy")
 	rate := fs.Int("rate", 200, "requests per second of generated traffic")
-	if err := fs.Parse(args); err != nil {
-		return exitConfig
+	rest, code, ok := parseFlags(fs, c, args, func(w io.Writer) { printCommandHelp(w, "demo", fs, nil, demoAbout) })
+	if !ok {
+		return code
+	}
+	if len(rest) > 0 {
+		return usageExit(c, "demo", "unexpected argument %q", rest[0])
 	}
 	if *duration <= 0 || *rate <= 0 || *rate > 5000 {
-		fmt.Fprintln(stderr, "canaryd demo: -duration must be positive and -rate between 1 and 5000")
-		return exitConfig
+		return usageExit(c, "demo", "-duration must be positive and -rate between 1 and 5000")
 	}
 	ctx, cancel := context.WithTimeout(ctx, *duration)
 	defer cancel()
@@ -105,16 +116,16 @@ func runDemo(ctx context.Context, args, environ []string, stdout, stderr io.Writ
 			demoEnv = append(demoEnv, kv)
 		}
 	}
-	c, err := loadConfig(demoEnv)
+	cfg, err := loadConfig(demoEnv)
 	if err != nil {
 		return configExit(stderr, err)
 	}
-	log := newLogger(c, stderr)
+	log := newLogger(cfg, stderr)
 
 	addrs := make(chan [2]net.Addr, 1)
 	serveErr := make(chan error, 1)
 	go func() {
-		serveErr <- serve(ctx, c, log, func(traffic, admin net.Addr) { addrs <- [2]net.Addr{traffic, admin} })
+		serveErr <- serve(ctx, cfg, log, serveOptions{ready: func(traffic, admin net.Addr) { addrs <- [2]net.Addr{traffic, admin} }})
 	}()
 	var trafficURL, adminURL string
 	select {
