@@ -208,27 +208,24 @@ func checkUnknown(envMap map[string]string) error {
 // Kubernetes injects for a Service (docker links' format): NAME_SERVICE_HOST,
 // NAME_SERVICE_PORT[_PORTNAME], NAME_PORT=tcp://…, NAME_PORT_80_TCP[_PROTO|_PORT|_ADDR].
 func isServiceLink(name, value string) bool {
-	switch {
-	case strings.HasSuffix(name, "_SERVICE_HOST"), strings.Contains(name, "_SERVICE_PORT"):
+	if strings.HasSuffix(name, "_SERVICE_HOST") || strings.Contains(name, "_SERVICE_PORT") {
 		return true
-	case strings.HasSuffix(name, "_PORT"):
-		return strings.Contains(value, "://")
 	}
-	i := strings.LastIndex(name, "_PORT_")
-	if i < 0 {
-		return false
+	// NAME_PORT_80_TCP, then _PROTO, _PORT or _ADDR
+	for i := strings.Index(name, "_PORT_"); i >= 0; {
+		parts := strings.Split(name[i+len("_PORT_"):], "_")
+		if len(parts) >= 2 && len(parts) <= 3 && allDigits(parts[0]) &&
+			(parts[1] == "TCP" || parts[1] == "UDP" || parts[1] == "SCTP") &&
+			(len(parts) == 2 || parts[2] == "PROTO" || parts[2] == "PORT" || parts[2] == "ADDR") {
+			return true
+		}
+		next := strings.Index(name[i+1:], "_PORT_")
+		if next < 0 {
+			break
+		}
+		i += 1 + next
 	}
-	// 80_TCP, 80_TCP_PROTO, 80_TCP_PORT, 80_TCP_ADDR
-	parts := strings.Split(name[i+len("_PORT_"):], "_")
-	if len(parts) < 2 || len(parts) > 3 || !allDigits(parts[0]) {
-		return false
-	}
-	switch parts[1] {
-	case "TCP", "UDP", "SCTP":
-	default:
-		return false
-	}
-	return len(parts) == 2 || parts[2] == "PROTO" || parts[2] == "PORT" || parts[2] == "ADDR"
+	return strings.HasSuffix(name, "_PORT") && strings.Contains(value, "://")
 }
 
 func allDigits(s string) bool {
