@@ -360,3 +360,20 @@ func TestParseFlagsInterspersed(t *testing.T) {
 		}
 	}
 }
+
+// canaryd version prints the version make build / make release stamp in,
+// and "dev" without one (go test never stamps a commit).
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		var stdout, stderr bytes.Buffer
+		if code := run(context.Background(), args, nil, &stdout, &stderr); code != exitOK || stdout.String() != "canaryd dev\n" {
+			t.Errorf("%v without a stamped version: exit %d, %q; want canaryd dev", args, code, stdout.String())
+		}
+	}
+	version = "v9.8.7"
+	defer func() { version = "" }()
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"version"}, nil, &stdout, &stderr); code != exitOK || stdout.String() != "canaryd v9.8.7\n" {
+		t.Errorf("version: exit %d, %q; want canaryd v9.8.7", code, stdout.String())
+	}
+}

@@ -91,18 +91,18 @@ func commands() []command {
 func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
 	c := cli{environ: environ, stdout: stdout, stderr: stderr}
 	name := "serve"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+	switch {
+	case len(args) > 0 && (args[0] == "-version" || args[0] == "--version"):
+		name, args = "version", args[1:]
+	case len(args) > 0 && !strings.HasPrefix(args[0], "-"):
 		name, args = args[0], args[1:]
 	}
-	switch name {
-	case "help":
+	if name == "help" {
 		if len(args) == 0 {
 			printHelp(stdout)
 			return exitOK
 		}
 		name, args = args[0], []string{"-h"}
-	case "-version", "--version":
-		name = "version"
 	}
 	for _, cmd := range commands() {
 		if cmd.name == name {
