@@ -120,7 +120,7 @@ func alertsWithSeverity(severity string) ([]string, error) {
 	var out []string
 	for _, b := range strings.Split(string(raw), "- alert: ")[1:] {
 		name := strings.TrimSpace(strings.SplitN(b, "\n", 2)[0])
-		if regexp.MustCompile(`(?m)^\s*severity:\s*`+regexp.QuoteMeta(severity)+`\s*$`).MatchString(b) {
+		if regexp.MustCompile(`(?m)^\s*severity:\s*` + regexp.QuoteMeta(severity) + `\s*$`).MatchString(b) {
 			out = append(out, name)
 		}
 	}

@@ -59,7 +59,6 @@ func runDemo(ctx context.Context, c cli, args []string) int {
 		fmt.Fprintf(stderr, "canaryd demo: %v\n", err)
 		return exitFail
 	}
-	defer stable.Close()
 	canary, err := demoBackend("canary", func() (int, time.Duration) {
 		if time.Since(start) < *healthy {
 			return http.StatusOK, jitter(10 * time.Millisecond)
@@ -75,10 +74,21 @@ func runDemo(ctx context.Context, c cli, args []string) int {
 		return code, jitter(15 * time.Millisecond)
 	})
 	if err != nil {
+		stable.ln.Close()
 		fmt.Fprintf(stderr, "canaryd demo: %v\n", err)
 		return exitFail
 	}
-	defer canary.Close()
+	// The backends serve until canaryd has drained, so that its last
+	// requests still get answers.
+	backends := newGroup(context.WithoutCancel(ctx))
+	backends.Go("stable backend", stable.Run)
+	backends.Go("canary backend", canary.Run)
+	defer func() {
+		backends.Stop()
+		if err := backends.Wait(); err != nil {
+			fmt.Fprintf(stderr, "canaryd demo: %v\n", err)
+		}
+	}()
 
 	dir, err := os.MkdirTemp("", "canaryd-demo-")
 	if err != nil {
@@ -132,6 +142,9 @@ func runDemo(ctx context.Context, c cli, args []string) int {
 	case a := <-addrs:
 		trafficURL, adminURL = "http://"+a[0].String(), "http://"+a[1].String()
 	case err := <-serveErr:
+		if ce, ok := errors.AsType[*configError](err); ok {
+			return configExit(stderr, ce) // say, port 8080 taken: CANARY_LISTEN
+		}
 		fmt.Fprintf(stderr, "canaryd demo: %v\n", err)
 		return exitFail
 	}
@@ -171,7 +184,16 @@ type demoServer struct {
 }
 
 func (d *demoServer) Addr() net.Addr { return d.ln.Addr() }
-func (d *demoServer) Close()         { d.srv.Close() }
+
+// Run serves until ctx ends.
+func (d *demoServer) Run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { d.srv.Close() })
+	defer stop()
+	if err := d.srv.Serve(d.ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
 
 func demoBackend(name string, behave func() (int, time.Duration)) (*demoServer, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -192,7 +214,6 @@ func demoBackend(name string, behave func() (int, time.Duration)) (*demoServer, 
 		fmt.Fprintf(w, "%s answered %s %s\n", name, r.Method, r.URL.Path)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
 	return &demoServer{srv: srv, ln: ln}, nil
 }
 

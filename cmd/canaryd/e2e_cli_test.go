@@ -441,3 +441,13 @@ func TestE2EIntegrityFailureNamesTheFile(t *testing.T) {
 		t.Errorf("failure %+v; want index.html looked at %s", f, filepath.Join(root, "index.html"))
 	}
 }
+
+// canaryd demo runs its backends, canaryd and traffic, and stops cleanly at
+// the end of -duration.
+func TestE2EDemoRunsAndStops(t *testing.T) {
+	code, stdout, stderr := runBinary(t, []string{"CANARY_LISTEN=127.0.0.1:0", "CANARY_ADMIN_LISTEN=127.0.0.1:0"},
+		"demo", "-duration", "3s", "-healthy", "1s", "-rate", "50")
+	if code != exitOK || !strings.Contains(stdout, "canaryd demo: done after") || !strings.Contains(stdout, "requests sent") {
+		t.Errorf("demo: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
+	}
+}
