@@ -22,12 +22,14 @@ import (
 	"time"
 )
 
-// runBinary runs canaryd with env and args to completion (at most a minute)
-// and returns its exit status and output.
+// runBinary runs canaryd with exactly env (nil: an empty environment, never
+// the test's own, whose CANARY_REQUIRE_* switches canaryd would refuse) and
+// args to completion (at most a minute) and returns its exit status and
+// output.
 func runBinary(t *testing.T, env []string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
-	cmd.Env = env
+	cmd.Env = append([]string{}, env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
