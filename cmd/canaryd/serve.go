@@ -114,15 +114,11 @@ type server struct {
 // bound is closed again.
 func build(c *config, log zerolog.Logger) (_ *server, err error) {
 	s := &server{cfg: c, log: log, scheme: "http"}
-	var opened []io.Closer
 	defer func() {
 		if err != nil {
-			for _, cl := range opened {
-				cl.Close()
-			}
+			s.closeListeners()
 		}
 	}()
-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -132,7 +128,27 @@ func build(c *config, log zerolog.Logger) (_ *server, err error) {
 	if err != nil {
 		return nil, bad("CANARY_STICKY_KEY", "%v", err)
 	}
-	s.proxy, err = proxy.New(proxy.Config{
+	if s.proxy, err = newProxy(c, sp, log, reg); err != nil {
+		return nil, err
+	}
+	if err := s.bind(); err != nil {
+		return nil, err
+	}
+	if s.guard, err = newGuard(c, s.proxy, sp, log, reg); err != nil {
+		return nil, err
+	}
+	adm, err := admin.New(admin.Config{Token: c.Token, Version: buildVersion()}, s.guard, reg, log, reg)
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	if err := s.buildHTTP(adm.Handler()); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func newProxy(c *config, sp *split.Splitter, log zerolog.Logger, reg prometheus.Registerer) (*proxy.Proxy, error) {
+	px, err := proxy.New(proxy.Config{
 		Stable:                c.stable,
 		Canary:                c.canary,
 		Window:                c.SLOWindow,
@@ -148,23 +164,11 @@ func build(c *config, log zerolog.Logger) (_ *server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
+	return px, nil
+}
 
-	if s.trafficLn, err = listen("CANARY_LISTEN", c.Listen); err != nil {
-		return nil, err
-	}
-	opened = append(opened, s.trafficLn)
-	if s.adminLn, err = listen("CANARY_ADMIN_LISTEN", c.AdminListen); err != nil {
-		return nil, err
-	}
-	opened = append(opened, s.adminLn)
-	if c.PprofListen != "" {
-		if s.pprofLn, err = listen("CANARY_PPROF_LISTEN", c.PprofListen); err != nil {
-			return nil, err
-		}
-		opened = append(opened, s.pprofLn)
-	}
-
-	s.guard, err = guard.New(guard.Config{
+func newGuard(c *config, px *proxy.Proxy, sp *split.Splitter, log zerolog.Logger, reg prometheus.Registerer) (*guard.Guard, error) {
+	g, err := guard.New(guard.Config{
 		Release: c.Release,
 		Weight:  c.weight,
 		Steps:   c.steps,
@@ -181,19 +185,46 @@ func build(c *config, log zerolog.Logger) (_ *server, err error) {
 		IntegrityManifest: c.IntegrityManifest,
 		IntegrityRoot:     c.IntegrityRoot,
 		IntegrityInterval: c.IntegrityInterval,
-	}, s.proxy, sp, log, reg)
+	}, px, sp, log, reg)
 	if errors.Is(err, guard.ErrStateFile) {
 		return nil, bad("CANARY_STATE_FILE", "%v", err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("guard: %w", err)
 	}
-	adm, err := admin.New(admin.Config{Token: c.Token, Version: buildVersion()}, s.guard, reg, log, reg)
-	if err != nil {
-		return nil, fmt.Errorf("admin: %w", err)
-	}
+	return g, nil
+}
 
-	httpLog := stdlog.New(log.With().Str("component", "http").Logger(), "", 0)
+// bind opens the traffic, admin and (when configured) pprof listeners.
+func (s *server) bind() (err error) {
+	if s.trafficLn, err = listen("CANARY_LISTEN", s.cfg.Listen); err != nil {
+		return err
+	}
+	if s.adminLn, err = listen("CANARY_ADMIN_LISTEN", s.cfg.AdminListen); err != nil {
+		return err
+	}
+	if s.cfg.PprofListen != "" {
+		if s.pprofLn, err = listen("CANARY_PPROF_LISTEN", s.cfg.PprofListen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *server) closeListeners() {
+	for _, ln := range []net.Listener{s.trafficLn, s.adminLn, s.pprofLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+// buildHTTP creates the HTTP servers: traffic (the proxy), admin, and pprof
+// when configured; with TLS, both main listeners serve the reloadable
+// certificate.
+func (s *server) buildHTTP(adminHandler http.Handler) error {
+	c := s.cfg
+	httpLog := stdlog.New(s.log.With().Str("component", "http").Logger(), "", 0)
 	s.traffic = &http.Server{
 		Handler:           s.proxy,
 		ReadHeaderTimeout: c.ReadHeaderTimeout,
@@ -202,7 +233,7 @@ func build(c *config, log zerolog.Logger) (_ *server, err error) {
 		ErrorLog:          httpLog,
 	}
 	s.admin = &http.Server{
-		Handler:           adm.Handler(),
+		Handler:           adminHandler,
 		ReadHeaderTimeout: c.ReadHeaderTimeout,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -211,9 +242,9 @@ func build(c *config, log zerolog.Logger) (_ *server, err error) {
 		ErrorLog:          httpLog,
 	}
 	if c.tlsEnabled {
-		s.certs = &certReloader{certFile: c.TLSCertFile, keyFile: c.TLSKeyFile, log: log.With().Str("component", "tls").Logger()}
+		s.certs = &certReloader{certFile: c.TLSCertFile, keyFile: c.TLSKeyFile, log: s.log.With().Str("component", "tls").Logger()}
 		if _, err := s.certs.load(); err != nil {
-			return nil, bad("CANARY_TLS_CERT_FILE", "%v", err)
+			return bad("CANARY_TLS_CERT_FILE", "%v", err)
 		}
 		tc := &tls.Config{GetCertificate: s.certs.get, MinVersion: tls.VersionTLS12}
 		s.traffic.TLSConfig = tc
@@ -223,7 +254,7 @@ func build(c *config, log zerolog.Logger) (_ *server, err error) {
 	} else {
 		// On plain HTTP the traffic listener refuses ambiguous framing
 		// (request smuggling) before net/http parses it.
-		smugLog := log.With().Str("component", "listener").Logger()
+		smugLog := s.log.With().Str("component", "listener").Logger()
 		s.trafficLn = proxy.StrictListener(s.trafficLn, func(reason string) {
 			smugLog.Debug().Str("reason", reason).Msg("request refused: ambiguous framing")
 		})
@@ -236,7 +267,7 @@ func build(c *config, log zerolog.Logger) (_ *server, err error) {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		s.pprof = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: httpLog}
 	}
-	return s, nil
+	return nil
 }
 
 // listen binds addr for the variable name; a failure is that variable's
