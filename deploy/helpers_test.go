@@ -178,45 +178,64 @@ func selectedMetrics(expr string) []string {
 // and false when expr has no comparison at the top level.
 // "rate(x[5m]) / y > on (job) z" gives "rate(x[5m]) / y" and "z".
 func splitComparison(expr string) (left, right string, ok bool) {
+	scanTopLevel(expr, func(i int) int {
+		c := expr[i]
+		if c != '=' && c != '!' && c != '>' && c != '<' {
+			return i + 1
+		}
+		next := byte(0)
+		if i+1 < len(expr) {
+			next = expr[i+1]
+		}
+		if (c == '=' || c == '!') && next != '=' {
+			return i + 1 // "=" or "!" alone is no comparison
+		}
+		opEnd := i + 1
+		if next == '=' {
+			opEnd++
+		}
+		left, right, ok = strings.TrimSpace(expr[:i]), stripModifiers(expr[opEnd:]), true
+		return -1
+	})
+	if !ok {
+		return expr, "", false
+	}
+	return left, right, true
+}
+
+// scanTopLevel calls visit with the index of every byte of expr that stands
+// outside quotes and brackets (the brackets themselves excluded); visit
+// returns the index to go on from, or -1 to stop.
+func scanTopLevel(expr string, visit func(i int) int) {
 	depth := 0
 	var quote byte
-	for i := 0; i < len(expr); i++ {
+	for i := 0; i < len(expr); {
 		c := expr[i]
-		if quote != 0 {
-			switch {
-			case c == '\\' && quote != '`':
+		switch {
+		case quote != 0:
+			if c == '\\' && quote != '`' {
 				i++
-			case c == quote:
+			} else if c == quote {
 				quote = 0
 			}
-			continue
-		}
-		switch c {
-		case '"', '\'', '`':
+			i++
+		case c == '"' || c == '\'' || c == '`':
 			quote = c
-		case '(', '[', '{':
+			i++
+		case c == '(' || c == '[' || c == '{':
 			depth++
-		case ')', ']', '}':
+			i++
+		case c == ')' || c == ']' || c == '}':
 			depth--
-		case '=', '!', '>', '<':
-			if depth != 0 {
-				continue
+			i++
+		case depth != 0:
+			i++
+		default:
+			if i = visit(i); i < 0 {
+				return
 			}
-			next := byte(0)
-			if i+1 < len(expr) {
-				next = expr[i+1]
-			}
-			if (c == '=' || c == '!') && next != '=' {
-				continue
-			}
-			opEnd := i + 1
-			if next == '=' {
-				opEnd++
-			}
-			return strings.TrimSpace(expr[:i]), stripModifiers(expr[opEnd:]), true
 		}
 	}
-	return expr, "", false
 }
 
 var comparisonModifiers = regexp.MustCompile(`^\s*(?:bool\b\s*)?(?:(?:on|ignoring)\s*\([^)]*\)\s*)?(?:(?:group_left|group_right)\s*(?:\([^)]*\))?\s*)?`)
@@ -232,42 +251,21 @@ func stripModifiers(right string) string {
 // "(a > 1) unless on (job) (b == 1)" gives "a > 1" and "b == 1".
 func setOperands(expr string) []string {
 	var out []string
-	depth, last := 0, 0
-	var quote byte
-	for i := 0; i < len(expr); i++ {
-		c := expr[i]
-		if quote != 0 {
-			switch {
-			case c == '\\' && quote != '`':
-				i++
-			case c == quote:
-				quote = 0
-			}
-			continue
+	last := 0
+	scanTopLevel(expr, func(i int) int {
+		if i > 0 && isIdentByte(expr[i-1]) {
+			return i + 1
 		}
-		switch c {
-		case '"', '\'', '`':
-			quote = c
-		case '(', '[', '{':
-			depth++
-		case ')', ']', '}':
-			depth--
-		default:
-			if depth != 0 || (i > 0 && isIdentByte(expr[i-1])) {
-				continue
-			}
-			for _, op := range []string{"and", "or", "unless"} {
-				end := i + len(op)
-				if strings.HasPrefix(expr[i:], op) && (end == len(expr) || !isIdentByte(expr[end])) {
-					out = append(out, unparen(expr[last:i]))
-					rest := setModifiers.FindString(expr[end:])
-					last = end + len(rest)
-					i = last - 1
-					break
-				}
+		for _, op := range []string{"and", "or", "unless"} {
+			end := i + len(op)
+			if strings.HasPrefix(expr[i:], op) && (end == len(expr) || !isIdentByte(expr[end])) {
+				out = append(out, unparen(expr[last:i]))
+				last = end + len(setModifiers.FindString(expr[end:]))
+				return last
 			}
 		}
-	}
+		return i + 1
+	})
 	return append(out, unparen(expr[last:]))
 }
 
