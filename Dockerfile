@@ -4,8 +4,10 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
+# docker build --build-arg VERSION=$(scripts/version.sh) -t canaryd . (the
+# version `canaryd version` and /healthz report; the image has no git).
 ARG VERSION=dev
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/canaryd ./cmd/canaryd \
+RUN CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "-s -w -X main.version=${VERSION}" -o /out/canaryd ./cmd/canaryd \
  && mkdir -p /out/state
 
 FROM gcr.io/distroless/static-debian12:nonroot

@@ -1,19 +1,32 @@
 # canaryd — see README.md. Every target is bounded in time.
 GO        ?= go
 BIN       ?= bin/canaryd
-VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+VERSION   ?= $(shell sh scripts/version.sh)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
+DIST      ?= dist
+PLATFORMS ?= linux/amd64 linux/arm64
 PKGS      := ./...
 FUZZTIME  ?= 10s
 BENCHTIME ?= 1s
 SOAK_DURATION ?= 60s
 
-.PHONY: all build test test-unit test-rules test-integration demo bench bench-load bench-verify lint fuzz soak clean
+.PHONY: all build release test test-unit test-rules test-integration demo bench bench-load bench-verify lint fuzz soak clean
 
 all: build test
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/canaryd
+
+## release: static binaries for every PLATFORMS entry, named with VERSION, and their SHA-256 sums (dist/SHA256SUMS).
+release:
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	@set -e; for p in $(PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; out=$(DIST)/canaryd-$(VERSION)-$$os-$$arch; \
+		echo "build $$out"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$out ./cmd/canaryd; \
+	done
+	cd $(DIST) && sha256sum canaryd-* > SHA256SUMS && sha256sum -c SHA256SUMS
+	@if [ "$$($(GO) env GOOS)/$$($(GO) env GOARCH)" = linux/amd64 ]; then $(DIST)/canaryd-$(VERSION)-linux-amd64 version; fi
 
 ## test: unit and end-to-end tests (real sockets on loopback), plus the alert rule tests when promtool is installed.
 test: test-unit test-rules
@@ -67,4 +80,4 @@ fuzz:
 	done
 
 clean:
-	rm -rf bin
+	rm -rf bin $(DIST)

@@ -149,7 +149,7 @@ func TestAlertRules(t *testing.T) {
 	}
 	for _, want := range []string{
 		"CanaryErrorRateHigh", "CanaryLatencyP95High", "CanaryRollbackRequired", "CanaryIntegrityFailed",
-		"CanaryUnhealthy", "CanaryHealthCheckFailures", "CanarydDown",
+		"CanaryUnhealthy", "CanaryHealthCheckFailures", "CanarydDown", "CanaryRollbackManual",
 	} {
 		if !slices.Contains(names, want) {
 			t.Errorf("alerts.yml has no alert %s (alerts: %v)", want, names)
@@ -183,6 +183,84 @@ func TestAlertRules(t *testing.T) {
 			}
 		})
 	}
+}
+
+// One incident, one page: the promtool case marked "scenario: one rollback,
+// one page" must name every page-severity alert of alerts.yml, expect
+// CanaryRollbackRequired to fire as exactly one alert and every other page to
+// stay quiet; the "a rollback by hand does not page" case must expect
+// CanaryRollbackRequired quiet throughout; "stable failing pages
+// CanaryUnhealthy" must expect that page. A new page rule cannot slip past
+// the scenarios.
+func TestOneIncidentOnePage(t *testing.T) {
+	pages, err := alertsWithSeverity("page")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(pages, "CanaryRollbackRequired") || slices.Contains(pages, "CanaryRollbackManual") {
+		t.Fatalf("page alerts %v; want CanaryRollbackRequired and not CanaryRollbackManual", pages)
+	}
+	raw, err := os.ReadFile(alertsTestPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A case runs from its comment to the next case's "- interval:".
+	scenario := func(marker string) map[string][]int {
+		text := string(raw)
+		start := strings.Index(text, "# scenario: "+marker)
+		first := strings.Index(text[max(start, 0):], "\n  - interval:")
+		if start < 0 || first < 0 {
+			t.Fatalf("alerts_test.yml has no case marked %q", "# scenario: "+marker)
+		}
+		end := len(text)
+		if next := strings.Index(text[start+first+1:], "\n  - interval:"); next >= 0 {
+			end = start + first + 1 + next
+		}
+		return expectedAlerts(text[start:end])
+	}
+	rollback := scenario("one rollback, one page")
+	for _, p := range pages {
+		counts, ok := rollback[p]
+		switch {
+		case !ok:
+			t.Errorf("one rollback, one page: no expectation for the page %s", p)
+		case p == "CanaryRollbackRequired":
+			if !slices.Contains(counts, 1) || slices.ContainsFunc(counts, func(n int) bool { return n > 1 }) {
+				t.Errorf("one rollback, one page: CanaryRollbackRequired expected %v alerts per evaluation; want exactly 1 while rolled back", counts)
+			}
+		case slices.ContainsFunc(counts, func(n int) bool { return n != 0 }):
+			t.Errorf("one rollback, one page: %s expected to fire (%v); only CanaryRollbackRequired may", p, counts)
+		}
+	}
+	manual := scenario("a rollback by hand does not page")
+	for _, p := range pages {
+		if counts, ok := manual[p]; !ok || slices.ContainsFunc(counts, func(n int) bool { return n != 0 }) {
+			t.Errorf("a rollback by hand does not page: %s expectations %v (present %v); want only quiet ones", p, counts, ok)
+		}
+	}
+	if counts := scenario("stable failing pages CanaryUnhealthy")["CanaryUnhealthy"]; !slices.Contains(counts, 1) {
+		t.Errorf("stable failing: CanaryUnhealthy expected %v; want a firing case", counts)
+	}
+}
+
+// expectedAlerts maps each alertname of one promtool test case to the number
+// of alerts each of its eval_time entries expects.
+func expectedAlerts(testCase string) map[string][]int {
+	out := map[string][]int{}
+	name := ""
+	for _, l := range strings.Split(testCase, "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case strings.HasPrefix(l, "- eval_time:"):
+			name = ""
+		case strings.HasPrefix(l, "alertname: "):
+			name = strings.TrimPrefix(l, "alertname: ")
+			out[name] = append(out[name], 0)
+		case name != "" && strings.HasPrefix(l, "- exp_labels:"):
+			out[name][len(out[name])-1]++
+		}
+	}
+	return out
 }
 
 // alertTestCases counts the alert_rule_test entries of a promtool test file
@@ -254,6 +332,28 @@ func TestSplitComparison(t *testing.T) {
 		left, right, ok := splitComparison(tt.expr)
 		if left != tt.wantLeft || right != tt.wantRight || ok != tt.wantOK {
 			t.Errorf("splitComparison(%q) = %q, %q, %v; want %q, %q, %v", tt.expr, left, right, ok, tt.wantLeft, tt.wantRight, tt.wantOK)
+		}
+	}
+}
+
+func TestSetOperands(t *testing.T) {
+	tests := []struct {
+		expr string
+		want []string
+	}{
+		{`up == 0`, []string{`up == 0`}},
+		{`(a > 1) unless on (job, instance) (b == 1)`, []string{`a > 1`, `b == 1`}},
+		{`(max by (job, verdict) (v{verdict=~"rollback_.*"}) == 1) and on (job) (max by (job) (r) == 1)`,
+			[]string{`max by (job, verdict) (v{verdict=~"rollback_.*"}) == 1`, `max by (job) (r) == 1`}},
+		{`(x / y) > on (job) (max(s) or 0 * z + 0.01) unless on (job) (r == 1)`,
+			[]string{`(x / y) > on (job) (max(s) or 0 * z + 0.01)`, `r == 1`}},
+		{`a{l="x or y"} or b`, []string{`a{l="x or y"}`, `b`}},
+		{`sort_desc(a) > 1`, []string{`sort_desc(a) > 1`}},
+		{`(a) + (b)`, []string{`(a) + (b)`}},
+	}
+	for _, tt := range tests {
+		if got := setOperands(tt.expr); !slices.Equal(got, tt.want) {
+			t.Errorf("setOperands(%q) = %q; want %q", tt.expr, got, tt.want)
 		}
 	}
 }

@@ -110,6 +110,23 @@ func alertNames() ([]string, error) {
 	return names, nil
 }
 
+// alertsWithSeverity returns the alerts of alerts.yml whose severity label
+// is severity.
+func alertsWithSeverity(severity string) ([]string, error) {
+	raw, err := os.ReadFile(alertsPath)
+	if err != nil {
+		return nil, fmt.Errorf("read alerts: %w", err)
+	}
+	var out []string
+	for _, b := range strings.Split(string(raw), "- alert: ")[1:] {
+		name := strings.TrimSpace(strings.SplitN(b, "\n", 2)[0])
+		if regexp.MustCompile(`(?m)^\s*severity:\s*` + regexp.QuoteMeta(severity) + `\s*$`).MatchString(b) {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
 // knownMetrics are the metric names canaryd exports (DESIGN §5 and the
 // packages' collectors) plus Prometheus' own up. Dashboard and alert
 // expressions may only use these.
@@ -161,45 +178,64 @@ func selectedMetrics(expr string) []string {
 // and false when expr has no comparison at the top level.
 // "rate(x[5m]) / y > on (job) z" gives "rate(x[5m]) / y" and "z".
 func splitComparison(expr string) (left, right string, ok bool) {
+	scanTopLevel(expr, func(i int) int {
+		c := expr[i]
+		if c != '=' && c != '!' && c != '>' && c != '<' {
+			return i + 1
+		}
+		next := byte(0)
+		if i+1 < len(expr) {
+			next = expr[i+1]
+		}
+		if (c == '=' || c == '!') && next != '=' {
+			return i + 1 // "=" or "!" alone is no comparison
+		}
+		opEnd := i + 1
+		if next == '=' {
+			opEnd++
+		}
+		left, right, ok = strings.TrimSpace(expr[:i]), stripModifiers(expr[opEnd:]), true
+		return -1
+	})
+	if !ok {
+		return expr, "", false
+	}
+	return left, right, true
+}
+
+// scanTopLevel calls visit with the index of every byte of expr that stands
+// outside quotes and brackets (the brackets themselves excluded); visit
+// returns the index to go on from, or -1 to stop.
+func scanTopLevel(expr string, visit func(i int) int) {
 	depth := 0
 	var quote byte
-	for i := 0; i < len(expr); i++ {
+	for i := 0; i < len(expr); {
 		c := expr[i]
-		if quote != 0 {
-			switch {
-			case c == '\\' && quote != '`':
+		switch {
+		case quote != 0:
+			if c == '\\' && quote != '`' {
 				i++
-			case c == quote:
+			} else if c == quote {
 				quote = 0
 			}
-			continue
-		}
-		switch c {
-		case '"', '\'', '`':
+			i++
+		case c == '"' || c == '\'' || c == '`':
 			quote = c
-		case '(', '[', '{':
+			i++
+		case c == '(' || c == '[' || c == '{':
 			depth++
-		case ')', ']', '}':
+			i++
+		case c == ')' || c == ']' || c == '}':
 			depth--
-		case '=', '!', '>', '<':
-			if depth != 0 {
-				continue
+			i++
+		case depth != 0:
+			i++
+		default:
+			if i = visit(i); i < 0 {
+				return
 			}
-			next := byte(0)
-			if i+1 < len(expr) {
-				next = expr[i+1]
-			}
-			if (c == '=' || c == '!') && next != '=' {
-				continue
-			}
-			opEnd := i + 1
-			if next == '=' {
-				opEnd++
-			}
-			return strings.TrimSpace(expr[:i]), stripModifiers(expr[opEnd:]), true
 		}
 	}
-	return expr, "", false
 }
 
 var comparisonModifiers = regexp.MustCompile(`^\s*(?:bool\b\s*)?(?:(?:on|ignoring)\s*\([^)]*\)\s*)?(?:(?:group_left|group_right)\s*(?:\([^)]*\))?\s*)?`)
@@ -207,4 +243,55 @@ var comparisonModifiers = regexp.MustCompile(`^\s*(?:bool\b\s*)?(?:(?:on|ignorin
 // stripModifiers removes a comparison's modifiers from the start of its right operand.
 func stripModifiers(right string) string {
 	return strings.TrimSpace(comparisonModifiers.ReplaceAllString(right, ""))
+}
+
+// setOperands splits expr at its top-level set operators (and, or, unless,
+// with their on/ignoring modifiers) and returns the operands without
+// enclosing parentheses; an expression without one is its own operand.
+// "(a > 1) unless on (job) (b == 1)" gives "a > 1" and "b == 1".
+func setOperands(expr string) []string {
+	var out []string
+	last := 0
+	scanTopLevel(expr, func(i int) int {
+		if i > 0 && isIdentByte(expr[i-1]) {
+			return i + 1
+		}
+		for _, op := range []string{"and", "or", "unless"} {
+			end := i + len(op)
+			if strings.HasPrefix(expr[i:], op) && (end == len(expr) || !isIdentByte(expr[end])) {
+				out = append(out, unparen(expr[last:i]))
+				last = end + len(setModifiers.FindString(expr[end:]))
+				return last
+			}
+		}
+		return i + 1
+	})
+	return append(out, unparen(expr[last:]))
+}
+
+var setModifiers = regexp.MustCompile(`^\s*(?:(?:on|ignoring)\s*\([^)]*\))?`)
+
+func isIdentByte(c byte) bool {
+	return c == '_' || c == ':' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+}
+
+// unparen trims s and removes parentheses that enclose all of it.
+func unparen(s string) string {
+	s = strings.TrimSpace(s)
+	for len(s) >= 2 && s[0] == '(' && s[len(s)-1] == ')' {
+		depth := 0
+		for i := 0; i < len(s); i++ {
+			switch s[i] {
+			case '(':
+				depth++
+			case ')':
+				depth--
+			}
+			if depth == 0 && i < len(s)-1 {
+				return s // the first parenthesis closes before the end
+			}
+		}
+		s = strings.TrimSpace(s[1 : len(s)-1])
+	}
+	return s
 }

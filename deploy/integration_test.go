@@ -47,12 +47,14 @@ func TestPrometheusIntegration(t *testing.T) {
 	tmp := t.TempDir()
 	canaryd := buildCanaryd(ctx, t, tmp)
 
-	stable := httptest.NewServer(backendHandler("stable", 0, 0))
+	stable := httptest.NewServer(backendHandler("stable", 0, 0, nil))
 	t.Cleanup(stable.Close)
 	// The canary answers every 20th request with 500 and fails every 8th
 	// health check, so the error and health panels have data; /reset
-	// requests are cut off without an answer (an upstream error).
-	canary := httptest.NewServer(backendHandler("canary", 20, 8))
+	// requests are cut off without an answer (an upstream error). Once
+	// broken, it answers every request with 500.
+	var canaryBroken atomic.Bool
+	canary := httptest.NewServer(backendHandler("canary", 20, 8, &canaryBroken))
 	t.Cleanup(canary.Close)
 
 	listen, admin := freeAddr(t), freeAddr(t)
@@ -66,8 +68,8 @@ func TestPrometheusIntegration(t *testing.T) {
 		"CANARY_STATE_FILE=" + filepath.Join(tmp, "state.json"),
 		"CANARY_WEIGHT=30",
 		"CANARY_JUDGE=window",
-		// A lenient SLO: the guard must not roll back by itself, the test
-		// rolls back by hand to see the rollback alert and panels.
+		// A lenient SLO: the guard rolls back by itself only once the test
+		// breaks the canary.
 		"CANARY_SLO_ERROR_RATE=0.5",
 		"CANARY_SLO_P95=5s",
 		"CANARY_SLO_MIN_REQUESTS=20",
@@ -114,16 +116,63 @@ func TestPrometheusIntegration(t *testing.T) {
 		})
 	}
 
-	// A manual rollback: canary_rollback_required, canary_rollbacks_total and
-	// canary_verdict{verdict="rollback_manual"} get data, and
-	// CanaryRollbackRequired (for: 0m) must fire.
+	// A rollback by hand does not page: CanaryRollbackManual (a ticket,
+	// for: 30m) is pending, CanaryRollbackRequired stays away in the same
+	// evaluation of the group.
 	if code := adminRequest(t, http.MethodPost, adminURL+"/rollout/rollback", integrationToken); code != http.StatusOK {
 		t.Errorf("POST /rollout/rollback = %d; want 200", code)
 	}
-	waitFor(ctx, t, "Prometheus sees canary_rollback_required == 1", func() (bool, string) {
-		res, err := promQuery(promURL, `canary_rollback_required == 1`)
+	t.Run("a rollback by hand does not page", func(t *testing.T) {
+		waitFor(ctx, t, "CanaryRollbackManual pending and no CanaryRollbackRequired", func() (bool, string) {
+			alerts, err := promAlerts(promURL)
+			if err != nil {
+				return false, err.Error()
+			}
+			manual := false
+			for _, a := range alerts {
+				if a.Labels["alertname"] == "CanaryRollbackRequired" {
+					t.Fatalf("a rollback by hand raised CanaryRollbackRequired: %+v", a)
+				}
+				manual = manual || (a.Labels["alertname"] == "CanaryRollbackManual" && a.Labels["severity"] == "ticket")
+			}
+			return manual, fmt.Sprintf("alerts: %+v", alerts)
+		})
+	})
+
+	// The operator resets; then the canary breaks and the guard rolls it
+	// back by itself: one page, with the reason and the figures.
+	if code := adminRequest(t, http.MethodPost, adminURL+"/rollout/reset", integrationToken); code != http.StatusOK {
+		t.Errorf("POST /rollout/reset = %d; want 200", code)
+	}
+	waitFor(ctx, t, "Prometheus sees the reset (canary_rollback_required == 0)", func() (bool, string) {
+		res, err := promQuery(promURL, `canary_rollback_required == 0`)
 		return err == nil && len(res) > 0, fmt.Sprint(res, err)
 	})
+	canaryBroken.Store(true)
+	t.Run("a rollback by the guard pages once", func(t *testing.T) {
+		waitFor(ctx, t, "CanaryRollbackRequired firing with verdict rollback_error_rate, and no other page", func() (bool, string) {
+			alerts, err := promAlerts(promURL)
+			if err != nil {
+				return false, err.Error()
+			}
+			var pages []promAlert
+			for _, a := range alerts {
+				if a.State == "firing" && a.Labels["severity"] == "page" {
+					pages = append(pages, a)
+				}
+			}
+			if len(pages) != 1 || pages[0].Labels["alertname"] != "CanaryRollbackRequired" || pages[0].Labels["verdict"] != "rollback_error_rate" {
+				return false, fmt.Sprintf("firing pages: %+v", pages)
+			}
+			ev := pages[0].Annotations["evidence"]
+			if !strings.Contains(ev, "requests, error rate ") || !strings.Contains(ev, "% (SLO 50%)") || strings.Contains(ev, "n/a") {
+				t.Errorf("evidence annotation %q; want the canary's figures", ev)
+			}
+			t.Logf("page: %s / %s", pages[0].Annotations["summary"], ev)
+			return true, ""
+		})
+	})
+	canaryBroken.Store(false)
 
 	t.Run("rules loaded and healthy", func(t *testing.T) {
 		names, err := alertNames()
@@ -152,39 +201,26 @@ func TestPrometheusIntegration(t *testing.T) {
 		})
 	})
 
-	t.Run("CanaryRollbackRequired fires", func(t *testing.T) {
-		waitFor(ctx, t, "CanaryRollbackRequired firing with verdict rollback_manual", func() (bool, string) {
-			alerts, err := promAlerts(promURL)
-			if err != nil {
-				return false, err.Error()
-			}
-			for _, a := range alerts {
-				if a.Labels["alertname"] == "CanaryRollbackRequired" && a.State == "firing" &&
-					a.Labels["verdict"] == "rollback_manual" && a.Labels["severity"] == "page" {
-					return true, ""
-				}
-			}
-			return false, fmt.Sprintf("alerts: %+v", alerts)
-		})
-	})
-
 	t.Run("alert expressions return data", func(t *testing.T) {
 		rules, err := promRules(promURL)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, r := range rules {
-			// The compared quantity (left of the threshold) and a threshold that
-			// is an expression (the SLO gauges) must have data whenever canaryd
-			// runs; an expression without a top-level comparison must itself
-			// return data (here, after the rollback).
-			left, right, split := splitComparison(r.Query)
+			// In each operand of the rule (split at and/or/unless), the
+			// compared quantity (left of the threshold) and a threshold that
+			// is an expression (the SLO gauges) must have data whenever
+			// canaryd runs; an operand without a comparison must itself
+			// return data.
 			t.Run(r.Name, func(t *testing.T) {
-				n := assertData(ctx, t, promURL, left)
-				t.Logf("%d series for %s", n, left)
-				if _, err := strconv.ParseFloat(right, 64); split && err != nil {
-					n := assertData(ctx, t, promURL, right)
-					t.Logf("%d series for threshold %s", n, right)
+				for _, operand := range setOperands(r.Query) {
+					left, right, split := splitComparison(operand)
+					n := assertData(ctx, t, promURL, left)
+					t.Logf("%d series for %s", n, left)
+					if _, err := strconv.ParseFloat(right, 64); split && err != nil {
+						n := assertData(ctx, t, promURL, right)
+						t.Logf("%d series for threshold %s", n, right)
+					}
 				}
 			})
 		}
@@ -237,8 +273,9 @@ func buildCanaryd(ctx context.Context, t *testing.T, dir string) string {
 
 // backendHandler answers "<name> ok"; with failEvery > 0 every failEvery-th
 // request gets 500, with healthFailEvery > 0 every healthFailEvery-th
-// /healthz gets 503. Requests to /reset are hijacked and closed unanswered.
-func backendHandler(name string, failEvery, healthFailEvery uint64) http.Handler {
+// /healthz gets 503; while broken (if not nil) is set, every request but
+// /healthz gets 500. Requests to /reset are hijacked and closed unanswered.
+func backendHandler(name string, failEvery, healthFailEvery uint64, broken *atomic.Bool) http.Handler {
 	var requests, probes atomic.Uint64
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -259,7 +296,7 @@ func backendHandler(name string, failEvery, healthFailEvery uint64) http.Handler
 				conn.Close()
 			}
 		default:
-			if n := requests.Add(1); failEvery > 0 && n%failEvery == 0 {
+			if n := requests.Add(1); (failEvery > 0 && n%failEvery == 0) || (broken != nil && broken.Load()) {
 				http.Error(w, name+" failure", http.StatusInternalServerError)
 				return
 			}
@@ -587,8 +624,9 @@ func promRules(base string) ([]promRule, error) {
 
 // promAlert is one alert of /api/v1/alerts.
 type promAlert struct {
-	Labels map[string]string `json:"labels"`
-	State  string            `json:"state"`
+	Labels      map[string]string `json:"labels"`
+	Annotations map[string]string `json:"annotations"`
+	State       string            `json:"state"`
 }
 
 func promAlerts(base string) ([]promAlert, error) {

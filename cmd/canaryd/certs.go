@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"fmt"
 	"os"
 	"sync"
 	"time"
@@ -10,8 +12,10 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// certReloader serves the key pair from disk and reloads it when either file
-// changes, so certificates rotate without a restart.
+// certReloader serves the key pair from disk. It reloads the pair when
+// either file's modification time moves forward (checked every second), and
+// on SIGHUP whatever the times say (a copy that kept its old time, a
+// rollback to an older certificate).
 type certReloader struct {
 	certFile, keyFile string
 	log               zerolog.Logger
@@ -21,16 +25,39 @@ type certReloader struct {
 	modTime time.Time
 }
 
-func (r *certReloader) load() error {
+// load reads the pair and, if it parses, serves it from now on. It returns a
+// description of the certificate for the log.
+func (r *certReloader) load() (string, error) {
 	mod := r.newest()
 	cert, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
 	if err != nil {
-		return err
+		return "", err
 	}
 	r.mu.Lock()
 	r.cert, r.modTime = &cert, mod
 	r.mu.Unlock()
-	return nil
+	return describeCert(r.certFile, &cert), nil
+}
+
+// reload is load for SIGHUP; a failure keeps the certificate in use.
+func (r *certReloader) reload() (string, error) {
+	what, err := r.load()
+	if err != nil {
+		return "", fmt.Errorf("TLS certificate %s: %v; keeping the one in use", r.certFile, err)
+	}
+	return what, nil
+}
+
+// describeCert names a certificate by file, serial number and expiry.
+func describeCert(file string, c *tls.Certificate) string {
+	leaf := c.Leaf
+	if leaf == nil && len(c.Certificate) > 0 {
+		leaf, _ = x509.ParseCertificate(c.Certificate[0])
+	}
+	if leaf == nil {
+		return "TLS certificate " + file
+	}
+	return fmt.Sprintf("TLS certificate %s (serial %s, expires %s)", file, leaf.SerialNumber, leaf.NotAfter.UTC().Format(time.RFC3339))
 }
 
 func (r *certReloader) newest() time.Time {
@@ -49,16 +76,16 @@ func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return r.cert, nil
 }
 
-// watch polls the files' modification times every second until ctx ends. A
+// Run polls the files' modification times every second until ctx ends. A
 // pair that fails to load (say, the key is written after the certificate)
 // keeps the old one and is retried on the next change or tick.
-func (r *certReloader) watch(ctx context.Context) {
+func (r *certReloader) Run(ctx context.Context) error {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-t.C:
 		}
 		r.mu.RLock()
@@ -67,10 +94,11 @@ func (r *certReloader) watch(ctx context.Context) {
 		if !r.newest().After(old) {
 			continue
 		}
-		if err := r.load(); err != nil {
-			r.log.Warn().Err(err).Str("component", "tls").Msg("certificate changed but does not load; keeping the old one")
+		what, err := r.load()
+		if err != nil {
+			r.log.Warn().Err(err).Msg("certificate changed but does not load; keeping the old one")
 			continue
 		}
-		r.log.Info().Str("component", "tls").Str("cert", r.certFile).Msg("certificate reloaded")
+		r.log.Info().Str("cert", r.certFile).Msg("reloaded " + what + " after the files changed")
 	}
 }

@@ -21,58 +21,88 @@ import (
 	"github.com/canaryd/canaryd/split"
 )
 
-// config is every CANARY_* variable of DESIGN §2, parsed once.
+// config is every CANARY_* variable, parsed once. It is the one list of
+// variables: the unknown-variable check, `canaryd --help` and the README's
+// configuration table (checked by TestREADMEConfigurationTable) all follow it.
+//
+// Adding a variable is one line here, in the group it belongs to (a
+// `_ struct{} group:"…"` line starts a group), with `env`, `envDefault` when
+// it has one, and a short `help`; then its validation in loadConfig, and a
+// row in the README table under the same group.
 type config struct {
-	StableURL         string        `env:"CANARY_STABLE_URL,required"`
-	CanaryURL         string        `env:"CANARY_CANARY_URL,required"`
-	Token             string        `env:"CANARY_TOKEN"`
-	TokenFile         string        `env:"CANARY_TOKEN_FILE"`
-	Listen            string        `env:"CANARY_LISTEN" envDefault:":8080"`
-	AdminListen       string        `env:"CANARY_ADMIN_LISTEN" envDefault:":8000"`
-	Weight            string        `env:"CANARY_WEIGHT" envDefault:"10"`
-	Steps             string        `env:"CANARY_STEPS"`
-	Release           string        `env:"CANARY_RELEASE"`
-	SLOErrorRate      float64       `env:"CANARY_SLO_ERROR_RATE" envDefault:"0.01"`
-	SLOP95            time.Duration `env:"CANARY_SLO_P95" envDefault:"500ms"`
-	SLOWindow         time.Duration `env:"CANARY_SLO_WINDOW" envDefault:"5m"`
-	SLOMinRequests    uint64        `env:"CANARY_SLO_MIN_REQUESTS" envDefault:"100"`
-	EvalInterval      time.Duration `env:"CANARY_EVAL_INTERVAL" envDefault:"1s"`
-	StickyKey         string        `env:"CANARY_STICKY_KEY"`
-	OverrideHeader    string        `env:"CANARY_OVERRIDE_HEADER"`
-	StateFile         string        `env:"CANARY_STATE_FILE" envDefault:"canaryd-state.json"`
-	IntegrityManifest string        `env:"CANARY_INTEGRITY_MANIFEST"`
-	IntegrityRoot     string        `env:"CANARY_INTEGRITY_ROOT"`
-	IntegrityInterval time.Duration `env:"CANARY_INTEGRITY_INTERVAL" envDefault:"5m"`
-	Judge             string        `env:"CANARY_JUDGE" envDefault:"sequential"`
-	Alpha             float64       `env:"CANARY_ALPHA" envDefault:"0.01"`
-	ShutdownTimeout   time.Duration `env:"CANARY_SHUTDOWN_TIMEOUT" envDefault:"30s"`
-	AdminURL          string        `env:"CANARY_ADMIN_URL" envDefault:"http://127.0.0.1:8000"`
-	TLSCertFile       string        `env:"CANARY_TLS_CERT_FILE"`
-	TLSKeyFile        string        `env:"CANARY_TLS_KEY_FILE"`
-	UpstreamCAFile    string        `env:"CANARY_UPSTREAM_CA_FILE"`
-	HealthPath        string        `env:"CANARY_HEALTH_PATH"`
-	HealthInterval    time.Duration `env:"CANARY_HEALTH_INTERVAL" envDefault:"5s"`
-	AccessLog         bool          `env:"CANARY_ACCESS_LOG" envDefault:"false"`
-	LogLevel          string        `env:"CANARY_LOG_LEVEL" envDefault:"info"`
-	LogFormat         string        `env:"CANARY_LOG_FORMAT" envDefault:"json"`
+	_           struct{} `group:"Backends and listeners"`
+	StableURL   string   `env:"CANARY_STABLE_URL,required" help:"stable backend: http:// or https:// URL, a path prefix allowed"`
+	CanaryURL   string   `env:"CANARY_CANARY_URL,required" help:"canary backend; must be another backend than stable"`
+	Listen      string   `env:"CANARY_LISTEN" envDefault:":8080" help:"traffic listener (every path is proxied)"`
+	AdminListen string   `env:"CANARY_ADMIN_LISTEN" envDefault:":8000" help:"admin listener (API, /metrics, /dashboard)"`
 
-	// Limits beyond DESIGN §2, with the defaults an nginx operator expects.
-	ReadHeaderTimeout  time.Duration `env:"CANARY_READ_HEADER_TIMEOUT" envDefault:"10s"`
-	IdleTimeout        time.Duration `env:"CANARY_IDLE_TIMEOUT" envDefault:"75s"`
-	MaxHeaderBytes     int           `env:"CANARY_MAX_HEADER_BYTES" envDefault:"65536"`
-	UpstreamTimeout    time.Duration `env:"CANARY_UPSTREAM_TIMEOUT" envDefault:"60s"`
-	MaxConnsPerBackend int           `env:"CANARY_MAX_CONNS_PER_BACKEND" envDefault:"1024"`
+	_ struct{} `group:"Admin API and command line"`
+	// ClientConfig holds the variables canaryd check and canaryd rollout
+	// read as well.
+	ClientConfig
 
-	// PprofListen serves net/http/pprof for profiling under load; empty = off.
-	PprofListen string `env:"CANARY_PPROF_LISTEN"`
+	_              struct{} `group:"Rollout"`
+	Weight         string   `env:"CANARY_WEIGHT" envDefault:"10" help:"percent of requests sent to the canary, 0-100, two decimals"`
+	Steps          string   `env:"CANARY_STEPS" help:"staged plan weight@observe,… e.g. 5@15m,25@30m,100@1h; empty = fixed weight"`
+	Release        string   `env:"CANARY_RELEASE" help:"release id; a new id starts a fresh rollout"`
+	StickyKey      string   `env:"CANARY_STICKY_KEY" help:"cookie:NAME or header:NAME: the same value always gets the same backend"`
+	OverrideHeader string   `env:"CANARY_OVERRIDE_HEADER" help:"header whose value always/never forces the canary"`
+	StateFile      string   `env:"CANARY_STATE_FILE" envDefault:"canaryd-state.json" help:"rollout state, written atomically, read at start"`
 
-	// Derived by load.
+	_              struct{}      `group:"Judging"`
+	SLOErrorRate   float64       `env:"CANARY_SLO_ERROR_RATE" envDefault:"0.01" help:"maximum canary error rate (fraction)"`
+	SLOP95         time.Duration `env:"CANARY_SLO_P95" envDefault:"500ms" help:"maximum canary p95 latency"`
+	SLOWindow      time.Duration `env:"CANARY_SLO_WINDOW" envDefault:"5m" help:"sliding window of the figures and the window judge"`
+	SLOMinRequests uint64        `env:"CANARY_SLO_MIN_REQUESTS" envDefault:"100" help:"canary requests before a proceed verdict"`
+	EvalInterval   time.Duration `env:"CANARY_EVAL_INTERVAL" envDefault:"1s" help:"how often the guard judges"`
+	Judge          string        `env:"CANARY_JUDGE" envDefault:"sequential" help:"sequential (anytime-valid tests) or window (thresholds)"`
+	Alpha          float64       `env:"CANARY_ALPHA" envDefault:"0.01" help:"most probability of rolling back a canary that meets its SLO"`
+
+	_                 struct{}      `group:"Release integrity"`
+	IntegrityManifest string        `env:"CANARY_INTEGRITY_MANIFEST" help:"sha256sum manifest of the canary's release files"`
+	IntegrityRoot     string        `env:"CANARY_INTEGRITY_ROOT" help:"folder the manifest's paths are rooted at (default: the manifest's folder)"`
+	IntegrityInterval time.Duration `env:"CANARY_INTEGRITY_INTERVAL" envDefault:"5m" help:"re-verification period"`
+
+	_              struct{} `group:"TLS"`
+	TLSCertFile    string   `env:"CANARY_TLS_CERT_FILE" help:"certificate (PEM) for TLS on both listeners; reloaded on change and SIGHUP"`
+	TLSKeyFile     string   `env:"CANARY_TLS_KEY_FILE" help:"its private key (PEM)"`
+	UpstreamCAFile string   `env:"CANARY_UPSTREAM_CA_FILE" help:"CA bundle (PEM) for https:// backends (default: system roots)"`
+
+	_              struct{}      `group:"Health checks"`
+	HealthPath     string        `env:"CANARY_HEALTH_PATH" help:"active health check path on both backends, e.g. /healthz; empty = off"`
+	HealthInterval time.Duration `env:"CANARY_HEALTH_INTERVAL" envDefault:"5s" help:"active health check period"`
+
+	_         struct{} `group:"Logging"`
+	AccessLog bool     `env:"CANARY_ACCESS_LOG" envDefault:"false" help:"one log line per proxied request"`
+	LogLevel  string   `env:"CANARY_LOG_LEVEL" envDefault:"info" help:"trace, debug, info, warn or error"`
+	LogFormat string   `env:"CANARY_LOG_FORMAT" envDefault:"json" help:"json or console"`
+
+	_                  struct{}      `group:"Limits and timeouts"`
+	ShutdownTimeout    time.Duration `env:"CANARY_SHUTDOWN_TIMEOUT" envDefault:"30s" help:"how long SIGTERM waits for in-flight requests"`
+	ReadHeaderTimeout  time.Duration `env:"CANARY_READ_HEADER_TIMEOUT" envDefault:"10s" help:"a client must send its request headers within this"`
+	IdleTimeout        time.Duration `env:"CANARY_IDLE_TIMEOUT" envDefault:"75s" help:"idle keep-alive client connections are closed after this"`
+	MaxHeaderBytes     int           `env:"CANARY_MAX_HEADER_BYTES" envDefault:"65536" help:"larger request headers are answered 431"`
+	UpstreamTimeout    time.Duration `env:"CANARY_UPSTREAM_TIMEOUT" envDefault:"60s" help:"wait for a backend's response headers; then 504"`
+	MaxConnsPerBackend int           `env:"CANARY_MAX_CONNS_PER_BACKEND" envDefault:"1024" help:"cap on concurrent upstream connections per backend"`
+
+	_           struct{} `group:"Profiling"`
+	PprofListen string   `env:"CANARY_PPROF_LISTEN" help:"loopback host:port serving /debug/pprof/; empty = off"`
+
+	// Derived by loadConfig.
 	stable, canary *url.URL
 	weight         uint32
 	steps          []guard.Step
 	level          zerolog.Level
 	upstreamTLS    *tls.Config
 	tlsEnabled     bool
+}
+
+// ClientConfig is what the command-line clients (canaryd check, canaryd
+// rollout) read; the server reads the token from it too.
+type ClientConfig struct {
+	Token     string `env:"CANARY_TOKEN" help:"admin API bearer token, 16+ visible ASCII characters (or CANARY_TOKEN_FILE)"`
+	TokenFile string `env:"CANARY_TOKEN_FILE" help:"file holding the token (trailing newline trimmed)"`
+	AdminURL  string `env:"CANARY_ADMIN_URL" envDefault:"http://127.0.0.1:8000" help:"where canaryd check and canaryd rollout find a running canaryd"`
 }
 
 // configError names the variable that is wrong; main prints it on one line
@@ -89,25 +119,187 @@ func bad(name string, format string, args ...any) error {
 	return &configError{Var: name, Err: fmt.Errorf(format, args...)}
 }
 
+// variable is one CANARY_* variable as declared by a struct tag.
+type variable struct {
+	Name     string
+	Default  string // "" when it has none
+	Required bool
+	Help     string
+	Group    string
+}
+
+// variablesOf lists the tagged variables of the struct type t (embedded
+// structs included) in declaration order, each with the group its nearest
+// preceding `_ struct{} group:"…"` field names.
+func variablesOf(t reflect.Type) []variable {
+	var out []variable
+	var walk func(t reflect.Type, group string) string
+	walk = func(t reflect.Type, group string) string {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if g, ok := f.Tag.Lookup("group"); ok && f.Name == "_" {
+				group = g
+				continue
+			}
+			if f.Anonymous && f.Type.Kind() == reflect.Struct {
+				group = walk(f.Type, group)
+				continue
+			}
+			tag, ok := f.Tag.Lookup("env")
+			if !ok {
+				continue
+			}
+			name, opts, _ := strings.Cut(tag, ",")
+			v := variable{Name: name, Help: f.Tag.Get("help"), Group: group}
+			v.Default = f.Tag.Get("envDefault")
+			v.Required = strings.Contains(","+opts+",", ",required,")
+			out = append(out, v)
+		}
+		return group
+	}
+	walk(t, "")
+	return out
+}
+
+// knownVariables is every variable canaryd reads, from config's tags: the
+// server's, and the clients' (embedded in config).
+func knownVariables() []variable { return variablesOf(reflect.TypeFor[config]()) }
+
+// varPrefix marks the variables canaryd owns; any other one with this prefix
+// is a typo or a leftover, and refused.
+const varPrefix = "CANARY_"
+
+// checkUnknown refuses a CANARY_* variable that canaryd does not read,
+// suggesting the closest known name. Kubernetes' service links for a
+// Service called "canary…" (CANARY_SERVICE_HOST, CANARY_PORT_80_TCP, …) are
+// not canaryd's and pass.
+func checkUnknown(envMap map[string]string) error {
+	known := knownVariables()
+	names := make(map[string]bool, len(known))
+	for _, v := range known {
+		names[v.Name] = true
+	}
+	var unknown []string
+	for k, val := range envMap {
+		if strings.HasPrefix(k, varPrefix) && !names[k] && !isServiceLink(k, val) {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	// The first in alphabetical order, so the message does not depend on the
+	// map's order.
+	name := unknown[0]
+	for _, u := range unknown[1:] {
+		name = min(name, u)
+	}
+	more := ""
+	if len(unknown) > 1 {
+		more = fmt.Sprintf(" (and %d more unknown CANARY_* variables)", len(unknown)-1)
+	}
+	if s := closest(name, known); s != "" {
+		return bad(name, "unknown variable; did you mean %s?%s", s, more)
+	}
+	return bad(name, "unknown variable; canaryd --help lists them all%s", more)
+}
+
+// isServiceLink reports whether name=value is one of the variables
+// Kubernetes injects for a Service (docker links' format): NAME_SERVICE_HOST,
+// NAME_SERVICE_PORT[_PORTNAME], NAME_PORT=tcp://…, NAME_PORT_80_TCP[_PROTO|_PORT|_ADDR].
+func isServiceLink(name, value string) bool {
+	if strings.HasSuffix(name, "_SERVICE_HOST") || strings.Contains(name, "_SERVICE_PORT") {
+		return true
+	}
+	// NAME_PORT_80_TCP, then _PROTO, _PORT or _ADDR
+	for i := strings.Index(name, "_PORT_"); i >= 0; {
+		parts := strings.Split(name[i+len("_PORT_"):], "_")
+		if len(parts) >= 2 && len(parts) <= 3 && allDigits(parts[0]) &&
+			(parts[1] == "TCP" || parts[1] == "UDP" || parts[1] == "SCTP") &&
+			(len(parts) == 2 || parts[2] == "PROTO" || parts[2] == "PORT" || parts[2] == "ADDR") {
+			return true
+		}
+		next := strings.Index(name[i+1:], "_PORT_")
+		if next < 0 {
+			break
+		}
+		i += 1 + next
+	}
+	return strings.HasSuffix(name, "_PORT") && strings.Contains(value, "://")
+}
+
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// closest returns the known name nearest to name by edit distance
+// (transpositions count once) when it is near enough to be a typo, else "".
+func closest(name string, known []variable) string {
+	suffix := strings.TrimPrefix(name, varPrefix)
+	best, bestDist := "", len(suffix)
+	for _, v := range known {
+		d := editDistance(suffix, strings.TrimPrefix(v.Name, varPrefix))
+		if d < bestDist {
+			best, bestDist = v.Name, d
+		}
+	}
+	// Two edits, more for long names: CANARY_WIEGHT → CANARY_WEIGHT (1),
+	// CANARY_SLO_P59 → CANARY_SLO_P95 (1), CANARY_HEALTHPATH → … (1).
+	if bestDist <= max(2, len(suffix)/4) {
+		return best
+	}
+	return ""
+}
+
+// editDistance is the optimal-string-alignment distance between a and b:
+// insertions, deletions, substitutions and adjacent transpositions.
+func editDistance(a, b string) int {
+	prev2 := make([]int, len(b)+1)
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return prev[len(b)]
+}
+
 // parseEnv fills the tagged fields of v from environ (KEY=value entries),
 // translating caarlos0/env's errors, which name struct fields, into errors
-// naming the variable.
+// naming the variable. Any CANARY_* variable canaryd does not know is an
+// error first, whatever v is: a typo must never fall back to a default.
 func parseEnv(v any, environ []string) error {
-	envMap := make(map[string]string, len(environ))
-	for _, kv := range environ {
-		if k, val, ok := strings.Cut(kv, "="); ok {
-			envMap[k] = val
-		}
+	envMap := env.ToMap(environ)
+	if err := checkUnknown(envMap); err != nil {
+		return err
 	}
 	// A variable that has a default but is set to nothing is a mistake
 	// (CANARY_WEIGHT= from a template with a missing value), not a request
 	// for the default.
-	t := reflect.TypeOf(v).Elem()
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
-		if val, set := envMap[name]; set && val == "" && f.Tag.Get("envDefault") != "" {
-			return bad(name, "is set but empty; unset it to use the default (%s)", f.Tag.Get("envDefault"))
+	for _, f := range variablesOf(reflect.TypeOf(v).Elem()) {
+		if val, set := envMap[f.Name]; set && val == "" && f.Default != "" {
+			return bad(f.Name, "is set but empty; unset it to use the default (%s)", f.Default)
 		}
 	}
 	err := env.ParseWithOptions(v, env.Options{Environment: envMap})
@@ -142,7 +334,7 @@ func parseEnv(v any, environ []string) error {
 
 func kindName(t reflect.Type) string {
 	switch {
-	case t == reflect.TypeOf(time.Duration(0)):
+	case t == reflect.TypeFor[time.Duration]():
 		return "duration (e.g. 500ms, 5m)"
 	case t.Kind() == reflect.Bool:
 		return "boolean (true or false)"
@@ -168,8 +360,9 @@ func loadConfig(environ []string) (*config, error) {
 	if c.canary, err = backendURL("CANARY_CANARY_URL", c.CanaryURL); err != nil {
 		return nil, err
 	}
-	if c.stable.String() == c.canary.String() {
-		return nil, bad("CANARY_CANARY_URL", "must differ from CANARY_STABLE_URL")
+	if backendKey(c.stable) == backendKey(c.canary) {
+		return nil, bad("CANARY_CANARY_URL", "%q is the same backend as CANARY_STABLE_URL (%q): the canary must be another server or path",
+			c.canary.Redacted(), c.stable.Redacted())
 	}
 	if c.Token, err = loadToken(c.Token, c.TokenFile); err != nil {
 		return nil, err
@@ -280,6 +473,22 @@ func backendURL(name, raw string) (*url.URL, error) {
 	return u, nil
 }
 
+// backendKey is u reduced to what picks the server and path prefix: scheme
+// and host in lower case, the scheme's default port dropped, trailing
+// slashes dropped (a prefix of "/" or "/api/" forwards exactly as "" or
+// "/api"). Two URLs with the same key are the same backend.
+func backendKey(u *url.URL) string {
+	host, port := strings.ToLower(u.Hostname()), u.Port()
+	if (u.Scheme == "http" && port == "80") || (u.Scheme == "https" && port == "443") {
+		port = ""
+	}
+	if port != "" || strings.Contains(host, ":") {
+		host = net.JoinHostPort(host, port)
+		host = strings.TrimSuffix(host, ":") // an IPv6 host without a port keeps its brackets
+	}
+	return strings.ToLower(u.Scheme) + "://" + host + strings.TrimRight(u.EscapedPath(), "/")
+}
+
 // loadToken returns the admin token from CANARY_TOKEN or CANARY_TOKEN_FILE.
 func loadToken(token, file string) (string, error) {
 	switch {
@@ -291,14 +500,10 @@ func loadToken(token, file string) (string, error) {
 			return "", bad("CANARY_TOKEN_FILE", "cannot read the token: %v", err)
 		}
 		token = strings.TrimRight(string(b), "\r\n")
-		if len(token) < 16 {
-			return "", bad("CANARY_TOKEN_FILE", "the token must be at least 16 characters")
-		}
 	case token == "":
 		return "", bad("CANARY_TOKEN", "required (or CANARY_TOKEN_FILE)")
-	case len(token) < 16:
-		return "", bad("CANARY_TOKEN", "must be at least 16 characters")
 	}
+	// The admin package owns the token's rules (length, characters).
 	if err := (admin.Config{Token: token}).Validate(); err != nil {
 		name := "CANARY_TOKEN"
 		if file != "" {

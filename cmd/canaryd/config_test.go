@@ -3,8 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -143,5 +147,233 @@ func TestPprofMustBeLoopback(t *testing.T) {
 	}
 	if _, err := loadConfig(with(baseEnv(t), "CANARY_PPROF_LISTEN=127.0.0.1:6060")); err != nil {
 		t.Errorf("pprof on loopback: %v", err)
+	}
+}
+
+// An unknown CANARY_* variable stops every command that reads the
+// environment with exit 2 and one line naming it, with the closest known
+// name when it looks like a typo.
+func TestUnknownVariable(t *testing.T) {
+	for _, tc := range []struct {
+		set, want string // want "" = no suggestion
+	}{
+		{"CANARY_WIEGHT=50", "CANARY_WEIGHT"},
+		{"CANARY_WEIGHTS=50", "CANARY_WEIGHT"},
+		{"CANARY_SLO_P59=1s", "CANARY_SLO_P95"},
+		{"CANARY_TOKENFILE=/x", "CANARY_TOKEN_FILE"},
+		{"CANARY_ADMN_URL=http://x", "CANARY_ADMIN_URL"},
+		{"CANARY_HEALTHPATH=/h", "CANARY_HEALTH_PATH"},
+		{"CANARY_STABEL_URL=http://x", "CANARY_STABLE_URL"},
+		{"CANARY_SOMETHING_ELSE_ENTIRELY=1", ""},
+	} {
+		name, _, _ := strings.Cut(tc.set, "=")
+		for _, cmd := range [][]string{nil, {"check"}, {"rollout", "status"}, {"verify", "m"}} {
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), cmd, with(baseEnv(t), tc.set), &stdout, &stderr)
+			out := stderr.String()
+			if code != exitConfig || strings.Count(out, "\n") != 1 || !strings.HasPrefix(out, "canaryd: "+name+": unknown variable") {
+				t.Errorf("%v with %s: exit %d, %q; want 2 and one line naming %s", cmd, tc.set, code, out, name)
+			}
+			suggestion := "did you mean " + tc.want + "?"
+			if tc.want != "" && !strings.Contains(out, suggestion) {
+				t.Errorf("%v with %s: %q; want %q", cmd, tc.set, out, suggestion)
+			}
+			if tc.want == "" && strings.Contains(out, "did you mean") {
+				t.Errorf("%v with %s: %q suggests a name for a variable that is no typo", cmd, tc.set, out)
+			}
+		}
+	}
+}
+
+// The known names are every tag of the config struct: the server's and the
+// clients' (CANARY_ADMIN_URL in a server's environment file is fine), and
+// Kubernetes' service links for a Service named canary pass.
+func TestKnownVariablesPass(t *testing.T) {
+	env := with(baseEnv(t), "CANARY_ADMIN_URL=http://127.0.0.1:8000",
+		"CANARY_SERVICE_HOST=10.0.0.1", "CANARY_SERVICE_PORT=80", "CANARY_SERVICE_PORT_HTTP=80",
+		"CANARY_PORT=tcp://10.0.0.1:80", "CANARY_PORT_80_TCP=tcp://10.0.0.1:80",
+		"CANARY_PORT_80_TCP_PROTO=tcp", "CANARY_PORT_80_TCP_PORT=80", "CANARY_PORT_80_TCP_ADDR=10.0.0.1",
+		"CANARY_STABLE_SERVICE_HOST=10.0.0.2", "CANARY_STABLE_PORT=tcp://10.0.0.2:80")
+	if _, err := loadConfig(env); err != nil {
+		t.Errorf("loadConfig: %v", err)
+	}
+	for _, v := range knownVariables() {
+		if v.Help == "" || v.Group == "" {
+			t.Errorf("%s has no help or group tag (config struct)", v.Name)
+		}
+	}
+	// A CANARY_PORT that is not a service link is refused.
+	if _, err := loadConfig(with(baseEnv(t), "CANARY_PORT=8080")); err == nil || !strings.Contains(err.Error(), "CANARY_PORT") {
+		t.Errorf("CANARY_PORT=8080: %v; want an error naming it", err)
+	}
+}
+
+func TestEditDistance(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want int
+	}{
+		{"", "", 0}, {"WEIGHT", "WEIGHT", 0}, {"WIEGHT", "WEIGHT", 1}, {"WEIGT", "WEIGHT", 1},
+		{"WEIGHTS", "WEIGHT", 1}, {"WAIGHT", "WEIGHT", 1}, {"", "ABC", 3}, {"CA", "ABC", 3}, {"TOKEN", "STEPS", 5},
+	} {
+		if got := editDistance(tc.a, tc.b); got != tc.want {
+			t.Errorf("editDistance(%q, %q) = %d; want %d", tc.a, tc.b, got, tc.want)
+		}
+	}
+}
+
+// Stable and canary are compared after normalisation: scheme and host case,
+// the scheme's default port and trailing slashes do not make another backend.
+func TestBackendsCompareNormalised(t *testing.T) {
+	for _, tc := range []struct {
+		stable, canary string
+		same           bool
+	}{
+		{"http://h:9301", "http://h:9301/", true},
+		{"http://h:9301", "HTTP://H:9301", true},
+		{"http://h", "http://h:80/", true},
+		{"https://h", "https://H:443", true},
+		{"http://h/api", "http://h/api/", true},
+		{"http://[::1]:80/", "http://[::1]", true},
+		{"http://h", "https://h", false},
+		{"http://h:80", "http://h:8080", false},
+		{"https://h:80", "https://h", false},
+		{"http://h/api", "http://h/api2", false},
+		{"http://h/a", "http://h/A", false},
+		{"http://[::1]", "http://[::2]", false},
+	} {
+		_, err := loadConfig(with(baseEnv(t), "CANARY_STABLE_URL="+tc.stable, "CANARY_CANARY_URL="+tc.canary))
+		gotSame := err != nil && strings.Contains(err.Error(), "same backend")
+		if gotSame != tc.same {
+			t.Errorf("stable %q, canary %q: error %v; want same backend = %v", tc.stable, tc.canary, err, tc.same)
+		}
+		if err != nil && !gotSame {
+			t.Errorf("stable %q, canary %q: unexpected error %v", tc.stable, tc.canary, err)
+		}
+	}
+}
+
+// --help, -h, help and COMMAND -h print usage to stdout and exit 0, with no
+// environment at all (check -h must not ask for a token first).
+func TestHelp(t *testing.T) {
+	var names []string
+	for _, cmd := range commands() {
+		names = append(names, cmd.name)
+	}
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"serve", "-h"}} {
+		var stdout, stderr bytes.Buffer
+		if code := run(context.Background(), args, nil, &stdout, &stderr); code != exitOK || stderr.Len() != 0 {
+			t.Fatalf("%v: exit %d, stderr %q", args, code, stderr.String())
+		}
+		out := stdout.String()
+		for _, n := range names {
+			if !strings.Contains(out, "canaryd "+n) && !(n == "serve" && strings.Contains(out, "canaryd [serve]")) {
+				t.Errorf("%v does not list the command %s", args, n)
+			}
+		}
+		// Every variable, in the struct's order, under its group.
+		pos, group := 0, ""
+		for _, v := range knownVariables() {
+			if v.Group != group {
+				group = v.Group
+				i := strings.Index(out[pos:], "\n  "+group+"\n")
+				if i < 0 {
+					t.Errorf("%v: group %q missing or out of order", args, group)
+					break
+				}
+				pos += i
+			}
+			i := strings.Index(out[pos:], v.Name+" ")
+			if i < 0 {
+				t.Errorf("%v: %s missing or out of order", args, v.Name)
+				break
+			}
+			pos += i
+		}
+		for _, s := range exitStatuses {
+			if !strings.Contains(out, fmt.Sprintf("  %d  %s", s.code, s.meaning)) {
+				t.Errorf("%v lacks exit status %d", args, s.code)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"check", "-h"}, []string{"Usage: canaryd check", "-wait", "-strict", "CANARY_ADMIN_URL", "CANARY_TOKEN_FILE"}},
+		{[]string{"check", "--help"}, []string{"Usage: canaryd check"}},
+		{[]string{"help", "check"}, []string{"Usage: canaryd check"}},
+		{[]string{"rollout", "-h"}, []string{"Usage: canaryd rollout", "promote", "start RELEASE", "-steps", "CANARY_TOKEN"}},
+		{[]string{"rollout", "weight", "-h"}, []string{"Usage: canaryd rollout"}},
+		{[]string{"verify", "-h"}, []string{"Usage: canaryd verify", "CANARY_INTEGRITY_MANIFEST", "CANARY_INTEGRITY_ROOT"}},
+		{[]string{"demo", "-h"}, []string{"Usage: canaryd demo", "-duration"}},
+		{[]string{"version", "-h"}, []string{"Usage: canaryd version"}},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(context.Background(), tc.args, nil, &stdout, &stderr)
+		if code != exitOK || stderr.Len() != 0 {
+			t.Errorf("%v: exit %d, stderr %q; want 0 and nothing on stderr", tc.args, code, stderr.String())
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(stdout.String(), w) {
+				t.Errorf("%v: output lacks %q:\n%s", tc.args, w, stdout.String())
+			}
+		}
+	}
+}
+
+// Unknown flags, commands, verbs and stray arguments exit 2 with one line.
+func TestUsageErrors(t *testing.T) {
+	env := with(baseEnv(t), "CANARY_ADMIN_URL=http://127.0.0.1:1")
+	for _, args := range [][]string{
+		{"--frobnicate"}, {"serve", "-x"}, {"serve", "extra"}, {"frobnicate"},
+		{"check", "--nope"}, {"check", "extra"}, {"check", "--wait", "-1s"}, {"check", "--until", "soon", "--wait", "1s"},
+		{"check", "-o", "yaml"}, {"rollout"}, {"rollout", "fly"}, {"rollout", "weight"}, {"rollout", "weight", "ten"},
+		{"rollout", "promote", "now"}, {"rollout", "start"}, {"rollout", "pause", "--steps", "5@1m"}, {"rollout", "-o", "xml", "status"},
+		{"verify", "a", "b", "c"}, {"verify", "--deep"}, {"demo", "-rate", "0"}, {"demo", "-x"}, {"version", "-x"}, {"version", "extra"},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(context.Background(), args, env, &stdout, &stderr)
+		if code != exitConfig || strings.Count(stderr.String(), "\n") != 1 {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and one line", args, code, stderr.String())
+		}
+	}
+}
+
+func TestParseFlagsInterspersed(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string
+		o    string
+	}{
+		{[]string{"weight", "25", "-o", "json"}, []string{"weight", "25"}, "json"},
+		{[]string{"-o", "json", "weight", "25"}, []string{"weight", "25"}, "json"},
+		{[]string{"weight", "-o=json", "25"}, []string{"weight", "25"}, "json"},
+		{[]string{"weight", "--", "-5"}, []string{"weight", "-5"}, "text"},
+		{nil, nil, "text"},
+	} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		o := fs.String("o", "text", "")
+		got, _, ok := parseFlags(fs, cli{stdout: io.Discard, stderr: io.Discard}, tc.args, func(io.Writer) {})
+		if !ok || !slices.Equal(got, tc.want) || *o != tc.o {
+			t.Errorf("parseFlags(%q) = %q, -o %q, ok %v; want %q, -o %q", tc.args, got, *o, ok, tc.want, tc.o)
+		}
+	}
+}
+
+// canaryd version prints the version make build / make release stamp in,
+// and "dev" without one (go test never stamps a commit).
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		var stdout, stderr bytes.Buffer
+		if code := run(context.Background(), args, nil, &stdout, &stderr); code != exitOK || stdout.String() != "canaryd dev\n" {
+			t.Errorf("%v without a stamped version: exit %d, %q; want canaryd dev", args, code, stdout.String())
+		}
+	}
+	version = "v9.8.7"
+	defer func() { version = "" }()
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"version"}, nil, &stdout, &stderr); code != exitOK || stdout.String() != "canaryd v9.8.7\n" {
+		t.Errorf("version: exit %d, %q; want canaryd v9.8.7", code, stdout.String())
 	}
 }

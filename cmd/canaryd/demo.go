@@ -20,22 +20,33 @@ import (
 
 const demoToken = "demo-token-0123456789abcdef"
 
+const demoAbout = `Starts a stable and a canary backend on loopback, canaryd in front of them
+(traffic 127.0.0.1:8080, admin 127.0.0.1:8000) and a traffic generator. The
+canary is healthy for -healthy, then fails one request in five and slows
+down; the guard rolls it back on screen. It stops after -duration or on
+Ctrl-C. CANARY_* variables tune it (CANARY_LISTEN, CANARY_ADMIN_LISTEN when
+the ports are taken), except those that would point it at a real
+deployment (backends, token, state file).`
+
 // runDemo starts two built-in backends, canaryd in front of them and a
 // bounded traffic generator, all on loopback. The canary is healthy for its
 // first -healthy period, then starts failing and slowing down; the guard
 // rolls it back on screen. It stops after -duration or on Ctrl-C.
-func runDemo(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
+func runDemo(ctx context.Context, c cli, args []string) int {
+	stdout, stderr, environ := c.stdout, c.stderr, c.environ
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	duration := fs.Duration("duration", 3*time.Minute, "how long the demo runs")
 	healthy := fs.Duration("healthy", 20*time.Second, "how long the canary stays healthy")
 	rate := fs.Int("rate", 200, "requests per second of generated traffic")
-	if err := fs.Parse(args); err != nil {
-		return exitConfig
+	rest, code, ok := parseFlags(fs, c, args, func(w io.Writer) { printCommandHelp(w, "demo", fs, nil, demoAbout) })
+	if !ok {
+		return code
+	}
+	if len(rest) > 0 {
+		return usageExit(c, "demo", "unexpected argument %q", rest[0])
 	}
 	if *duration <= 0 || *rate <= 0 || *rate > 5000 {
-		fmt.Fprintln(stderr, "canaryd demo: -duration must be positive and -rate between 1 and 5000")
-		return exitConfig
+		return usageExit(c, "demo", "-duration must be positive and -rate between 1 and 5000")
 	}
 	ctx, cancel := context.WithTimeout(ctx, *duration)
 	defer cancel()
@@ -48,7 +59,6 @@ func runDemo(ctx context.Context, args, environ []string, stdout, stderr io.Writ
 		fmt.Fprintf(stderr, "canaryd demo: %v\n", err)
 		return exitFail
 	}
-	defer stable.Close()
 	canary, err := demoBackend("canary", func() (int, time.Duration) {
 		if time.Since(start) < *healthy {
 			return http.StatusOK, jitter(10 * time.Millisecond)
@@ -64,10 +74,21 @@ func runDemo(ctx context.Context, args, environ []string, stdout, stderr io.Writ
 		return code, jitter(15 * time.Millisecond)
 	})
 	if err != nil {
+		stable.ln.Close()
 		fmt.Fprintf(stderr, "canaryd demo: %v\n", err)
 		return exitFail
 	}
-	defer canary.Close()
+	// The backends serve until canaryd has drained, so that its last
+	// requests still get answers.
+	backends := newGroup(context.WithoutCancel(ctx))
+	backends.Go("stable backend", stable.Run)
+	backends.Go("canary backend", canary.Run)
+	defer func() {
+		backends.Stop()
+		if err := backends.Wait(); err != nil {
+			fmt.Fprintf(stderr, "canaryd demo: %v\n", err)
+		}
+	}()
 
 	dir, err := os.MkdirTemp("", "canaryd-demo-")
 	if err != nil {
@@ -105,22 +126,25 @@ func runDemo(ctx context.Context, args, environ []string, stdout, stderr io.Writ
 			demoEnv = append(demoEnv, kv)
 		}
 	}
-	c, err := loadConfig(demoEnv)
+	cfg, err := loadConfig(demoEnv)
 	if err != nil {
 		return configExit(stderr, err)
 	}
-	log := newLogger(c, stderr)
+	log := newLogger(cfg, stderr)
 
 	addrs := make(chan [2]net.Addr, 1)
 	serveErr := make(chan error, 1)
 	go func() {
-		serveErr <- serve(ctx, c, log, func(traffic, admin net.Addr) { addrs <- [2]net.Addr{traffic, admin} })
+		serveErr <- serve(ctx, cfg, log, serveOptions{ready: func(traffic, admin net.Addr) { addrs <- [2]net.Addr{traffic, admin} }})
 	}()
 	var trafficURL, adminURL string
 	select {
 	case a := <-addrs:
 		trafficURL, adminURL = "http://"+a[0].String(), "http://"+a[1].String()
 	case err := <-serveErr:
+		if ce, ok := errors.AsType[*configError](err); ok {
+			return configExit(stderr, ce) // say, port 8080 taken: CANARY_LISTEN
+		}
 		fmt.Fprintf(stderr, "canaryd demo: %v\n", err)
 		return exitFail
 	}
@@ -160,7 +184,16 @@ type demoServer struct {
 }
 
 func (d *demoServer) Addr() net.Addr { return d.ln.Addr() }
-func (d *demoServer) Close()         { d.srv.Close() }
+
+// Run serves until ctx ends.
+func (d *demoServer) Run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { d.srv.Close() })
+	defer stop()
+	if err := d.srv.Serve(d.ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
 
 func demoBackend(name string, behave func() (int, time.Duration)) (*demoServer, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -181,7 +214,6 @@ func demoBackend(name string, behave func() (int, time.Duration)) (*demoServer, 
 		fmt.Fprintf(w, "%s answered %s %s\n", name, r.Method, r.URL.Path)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
 	return &demoServer{srv: srv, ln: ln}, nil
 }
 

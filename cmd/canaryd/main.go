@@ -4,37 +4,52 @@
 //
 // Usage:
 //
-//	canaryd            serve (configuration from CANARY_* variables)
-//	canaryd demo       a self-contained demo with built-in backends and traffic
-//	canaryd check      ask a running canaryd whether the canary is OK (exit 0 if so)
+//	canaryd [serve]        serve (configuration from CANARY_* variables)
+//	canaryd demo           a self-contained demo with built-in backends and traffic
+//	canaryd check          ask a running canaryd whether the canary is OK; --wait blocks for a verdict
+//	canaryd rollout VERB   steer a running canaryd: status, weight N, promote, pause, resume,
+//	                       rollback, reset, start RELEASE, finish
 //	canaryd verify [MANIFEST [ROOT]]
-//	                   verify release files against a sha256sum manifest
-//	canaryd version    print the version
+//	                       verify release files against a sha256sum manifest
+//	canaryd version        print the version
+//
+// `canaryd --help` and `canaryd COMMAND -h` print the details; the README
+// has the same in "Running it" and "Configuration".
 package main
 
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
-	"time"
-
-	"github.com/rs/zerolog"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
-
-// Exit statuses.
+// Exit statuses; exitStatuses describes them for the help and the README.
 const (
 	exitOK      = 0
-	exitFail    = 1 // the canary is not OK, verification failed, or serving failed
-	exitConfig  = 2 // a bad environment variable or usage
-	exitNoReply = 3 // canaryd check could not get an answer
+	exitFail    = 1
+	exitConfig  = 2
+	exitNoReply = 3
+	exitNotYet  = 4
 )
+
+// exitStatuses is the one description of the exit statuses: `canaryd --help`
+// prints it and the README's table repeats it (TestREADMEExitStatuses).
+var exitStatuses = []struct {
+	code    int
+	meaning string
+}{
+	{exitOK, "success: the canary is OK (check), the command was applied (rollout), every file matches (verify), or canaryd stopped cleanly"},
+	{exitFail, "not OK: the canary is rolled back (check), the command is not possible in the current state (rollout), a file does not match (verify), or serving failed"},
+	{exitConfig, "usage or configuration: a bad or unknown variable, flag or argument, a value unusable at start (a port in use), or a token canaryd refused"},
+	{exitNoReply, "no usable answer from the running canaryd (check, rollout): unreachable, timed out, or not canaryd's answer"},
+	{exitNotYet, "not yet: check --wait ran out of time before a verdict, or check --strict found hold"},
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
@@ -43,40 +58,88 @@ func main() {
 	os.Exit(code)
 }
 
+// cli is one invocation's environment and output, passed in so tests can
+// run commands in-process.
+type cli struct {
+	environ        []string
+	stdout, stderr io.Writer
+}
+
+// command is one subcommand.
+type command struct {
+	name     string
+	synopsis string // the arguments after the name, for the help
+	summary  string
+	// run executes the command with its arguments (flags included).
+	run func(ctx context.Context, c cli, args []string) int
+}
+
+// commands lists every subcommand, in the order the help shows them.
+func commands() []command {
+	return []command{
+		{"serve", "", "serve: the proxy, the guard and the admin API (the default command)", runServe},
+		{"demo", "[-duration 3m] [-healthy 20s] [-rate 200]", "a demo on loopback: built-in backends, traffic, and a canary that breaks", runDemo},
+		{"check", "[--wait DURATION [--until proceed|complete]] [--strict] [-o text|json]", "ask a running canaryd whether the canary is OK; --wait blocks until a verdict", runCheck},
+		{"rollout", "status|weight N|promote|pause|resume|rollback|reset|start RELEASE [--steps PLAN]|finish [-o text|json]", "steer a running canaryd", runRollout},
+		{"verify", "[MANIFEST [ROOT]]", "verify release files against a sha256sum manifest", runVerify},
+		{"version", "", "print the version", runVersion},
+	}
+}
+
 // run is main without the process: arguments, environment and output are
 // passed in so tests can call it.
 func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
-	cmd := "serve"
-	if len(args) > 0 {
-		cmd, args = args[0], args[1:]
+	c := cli{environ: environ, stdout: stdout, stderr: stderr}
+	name := "serve"
+	switch {
+	case len(args) > 0 && (args[0] == "-version" || args[0] == "--version"):
+		name, args = "version", args[1:]
+	case len(args) > 0 && !strings.HasPrefix(args[0], "-"):
+		name, args = args[0], args[1:]
 	}
-	switch cmd {
-	case "serve":
-		return runServe(ctx, environ, stderr)
-	case "demo":
-		return runDemo(ctx, args, environ, stdout, stderr)
-	case "check":
-		return runCheck(ctx, environ, stdout, stderr)
-	case "verify":
-		return runVerify(ctx, args, environ, stdout, stderr)
-	case "version", "-version", "--version":
-		fmt.Fprintln(stdout, "canaryd", version)
-		return exitOK
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, usage)
-		return exitOK
+	if name == "help" {
+		if len(args) == 0 {
+			printHelp(stdout)
+			return exitOK
+		}
+		name, args = args[0], []string{"-h"}
 	}
-	fmt.Fprintf(stderr, "canaryd: unknown command %q\n%s", cmd, usage)
+	for _, cmd := range commands() {
+		if cmd.name == name {
+			return cmd.run(ctx, c, args)
+		}
+	}
+	fmt.Fprintf(stderr, "canaryd: unknown command %q; canaryd --help lists them\n", name)
 	return exitConfig
 }
 
-const usage = `usage:
-  canaryd                            serve (configured by CANARY_* variables)
-  canaryd demo [-duration 3m]        run a demo with built-in backends and traffic
-  canaryd check                      exit 0 if a running canaryd says canary_ok
-  canaryd verify [MANIFEST [ROOT]]   verify files against a sha256sum manifest
-  canaryd version                    print the version
-`
+// parseFlags parses a command's arguments, flags anywhere among them (as in
+// `canaryd rollout weight 25 -o json`; `--` ends the flags). -h and --help
+// print the command's help to stdout. When ok is false the caller returns
+// code at once.
+func parseFlags(fs *flag.FlagSet, c cli, args []string, help func(io.Writer)) (positional []string, code int, ok bool) {
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	for {
+		err := fs.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			help(c.stdout)
+			return nil, exitOK, false
+		}
+		if err != nil {
+			return nil, usageExit(c, fs.Name(), "%v", err), false
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return positional, exitOK, true
+		}
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			return append(positional, rest...), exitOK, true
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+}
 
 // configExit prints a configuration error on one line and returns exit 2.
 func configExit(stderr io.Writer, err error) int {
@@ -84,27 +147,21 @@ func configExit(stderr io.Writer, err error) int {
 	return exitConfig
 }
 
-func runServe(ctx context.Context, environ []string, stderr io.Writer) int {
-	c, err := loadConfig(environ)
-	if err != nil {
-		return configExit(stderr, err)
-	}
-	log := newLogger(c, stderr)
-	err = serve(ctx, c, log, nil)
-	var ce *configError
-	switch {
-	case errors.As(err, &ce):
-		return configExit(stderr, err)
-	case err != nil:
-		log.Error().Err(err).Msg("canaryd stopped")
-		return exitFail
-	}
-	return exitOK
+// usageExit prints a usage error of a command on one line and returns exit 2.
+func usageExit(c cli, name, format string, args ...any) int {
+	fmt.Fprintf(c.stderr, "canaryd %s: %s; canaryd %s -h shows the usage\n", name, fmt.Sprintf(format, args...), name)
+	return exitConfig
 }
 
-func newLogger(c *config, w io.Writer) zerolog.Logger {
-	if c.LogFormat == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+func runVersion(_ context.Context, c cli, args []string) int {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	rest, code, ok := parseFlags(fs, c, args, func(w io.Writer) { printCommandHelp(w, "version", fs, nil) })
+	if !ok {
+		return code
 	}
-	return zerolog.New(w).Level(c.level).With().Timestamp().Logger()
+	if len(rest) > 0 {
+		return usageExit(c, "version", "unexpected argument %q", rest[0])
+	}
+	fmt.Fprintln(c.stdout, "canaryd", buildVersion())
+	return exitOK
 }

@@ -4,12 +4,16 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	stdlog "log"
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"sync"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,23 +27,127 @@ import (
 	"github.com/canaryd/canaryd/split"
 )
 
-// listening reports the bound addresses once both listeners accept.
-type listening func(traffic, admin net.Addr)
+// runServe is `canaryd` and `canaryd serve`: configuration from the
+// environment, then serve until SIGTERM/SIGINT. Any failure to start is one
+// line on stderr, `canaryd: VARIABLE: problem` (exit 2) when a variable's
+// value is the cause.
+func runServe(ctx context.Context, c cli, args []string) int {
+	// SIGHUP reloads; registered first, so that a HUP sent as soon as the
+	// process exists never kills it.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	rest, code, ok := parseFlags(fs, c, args, printHelp)
+	if !ok {
+		return code
+	}
+	if len(rest) > 0 {
+		return usageExit(c, "serve", "unexpected argument %q (configuration comes from CANARY_* variables)", rest[0])
+	}
+	cfg, err := loadConfig(c.environ)
+	if err != nil {
+		return configExit(c.stderr, err)
+	}
+	log := newLogger(cfg, c.stderr)
+	err = serve(ctx, cfg, log, serveOptions{reload: hup})
+	if ce, ok := errors.AsType[*configError](err); ok {
+		return configExit(c.stderr, ce)
+	}
+	if err != nil {
+		log.Error().Err(err).Msg("canaryd stopped")
+		fmt.Fprintf(c.stderr, "canaryd: %v\n", err)
+		return exitFail
+	}
+	return exitOK
+}
+
+func newLogger(c *config, w io.Writer) zerolog.Logger {
+	if c.LogFormat == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	}
+	return zerolog.New(w).Level(c.level).With().Timestamp().Logger()
+}
+
+// serveOptions are serve's hooks; the zero value has none.
+type serveOptions struct {
+	// ready, if set, is called with the bound addresses once both listeners
+	// accept.
+	ready func(traffic, admin net.Addr)
+	// reload delivers SIGHUP; nil means no reloads.
+	reload <-chan os.Signal
+}
 
 // serve builds every part from c, serves until ctx ends, then shuts down
 // gracefully: stop accepting, finish in-flight requests (bounded by
 // CANARY_SHUTDOWN_TIMEOUT), persist the state, return nil.
-func serve(ctx context.Context, c *config, log zerolog.Logger, ready listening) error {
+func serve(ctx context.Context, c *config, log zerolog.Logger, opts serveOptions) error {
+	s, err := build(c, log)
+	if err != nil {
+		return err
+	}
+	return s.run(ctx, opts)
+}
+
+// server is canaryd built and bound, not yet running.
+type server struct {
+	cfg    *config
+	log    zerolog.Logger
+	proxy  *proxy.Proxy
+	guard  *guard.Guard
+	scheme string // http or https, for the log
+
+	traffic, admin, pprof       *http.Server
+	trafficLn, adminLn, pprofLn net.Listener // pprofLn is nil when off
+
+	certs *certReloader // nil without TLS
+	// reloadables are re-read on SIGHUP. The admin token file
+	// (CANARY_TOKEN_FILE) joins them when the admin API takes named tokens
+	// and can swap them at run time: a reloadable wrapping that call.
+	reloadables []reloadable
+}
+
+// build creates every part from c and binds the listeners. The listeners are
+// bound before the guard restores (and may rewrite or quarantine) the state
+// file, so a port in use leaves no trace on disk. On error, whatever was
+// bound is closed again.
+func build(c *config, log zerolog.Logger) (_ *server, err error) {
+	s := &server{cfg: c, log: log, scheme: "http"}
+	defer func() {
+		if err != nil {
+			s.closeListeners()
+		}
+	}()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-
 	sp, err := split.New(split.Config{StickyKey: c.StickyKey, OverrideHeader: c.OverrideHeader}, c.weight)
 	if err != nil {
-		return bad("CANARY_STICKY_KEY", "%v", err)
+		return nil, bad("CANARY_STICKY_KEY", "%v", err)
 	}
+	if s.proxy, err = newProxy(c, sp, log, reg); err != nil {
+		return nil, err
+	}
+	if err := s.bind(); err != nil {
+		return nil, err
+	}
+	if s.guard, err = newGuard(c, s.proxy, sp, log, reg); err != nil {
+		return nil, err
+	}
+	adm, err := admin.New(admin.Config{Token: c.Token, Version: buildVersion()}, s.guard, reg, log, reg)
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	if err := s.buildHTTP(adm.Handler()); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func newProxy(c *config, sp *split.Splitter, log zerolog.Logger, reg prometheus.Registerer) (*proxy.Proxy, error) {
 	px, err := proxy.New(proxy.Config{
 		Stable:                c.stable,
 		Canary:                c.canary,
@@ -54,23 +162,12 @@ func serve(ctx context.Context, c *config, log zerolog.Logger, ready listening) 
 		Redact:                []string{c.Token},
 	}, sp, log, reg)
 	if err != nil {
-		return fmt.Errorf("proxy: %w", err)
+		return nil, fmt.Errorf("proxy: %w", err)
 	}
-	// Bind before the guard restores (and may rewrite or quarantine) the
-	// state file: a port in use must not leave traces on disk.
-	trafficLn, err := net.Listen("tcp", c.Listen)
-	if err != nil {
-		return fmt.Errorf("CANARY_LISTEN: %w", err)
-	}
-	adminLn, err := net.Listen("tcp", c.AdminListen)
-	if err != nil {
-		trafficLn.Close()
-		return fmt.Errorf("CANARY_ADMIN_LISTEN: %w", err)
-	}
-	closeListeners := func() {
-		trafficLn.Close()
-		adminLn.Close()
-	}
+	return px, nil
+}
+
+func newGuard(c *config, px *proxy.Proxy, sp *split.Splitter, log zerolog.Logger, reg prometheus.Registerer) (*guard.Guard, error) {
 	g, err := guard.New(guard.Config{
 		Release: c.Release,
 		Weight:  c.weight,
@@ -90,29 +187,53 @@ func serve(ctx context.Context, c *config, log zerolog.Logger, ready listening) 
 		IntegrityInterval: c.IntegrityInterval,
 	}, px, sp, log, reg)
 	if errors.Is(err, guard.ErrStateFile) {
-		closeListeners()
-		return bad("CANARY_STATE_FILE", "%v", err)
+		return nil, bad("CANARY_STATE_FILE", "%v", err)
 	}
 	if err != nil {
-		closeListeners()
-		return fmt.Errorf("guard: %w", err)
+		return nil, fmt.Errorf("guard: %w", err)
 	}
-	adm, err := admin.New(admin.Config{Token: c.Token, Version: version}, g, reg, log, reg)
-	if err != nil {
-		closeListeners()
-		return fmt.Errorf("admin: %w", err)
-	}
+	return g, nil
+}
 
-	httpLog := stdlog.New(log.With().Str("component", "http").Logger(), "", 0)
-	traffic := &http.Server{
-		Handler:           px,
+// bind opens the traffic, admin and (when configured) pprof listeners.
+func (s *server) bind() (err error) {
+	if s.trafficLn, err = listen("CANARY_LISTEN", s.cfg.Listen); err != nil {
+		return err
+	}
+	if s.adminLn, err = listen("CANARY_ADMIN_LISTEN", s.cfg.AdminListen); err != nil {
+		return err
+	}
+	if s.cfg.PprofListen != "" {
+		if s.pprofLn, err = listen("CANARY_PPROF_LISTEN", s.cfg.PprofListen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *server) closeListeners() {
+	for _, ln := range []net.Listener{s.trafficLn, s.adminLn, s.pprofLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+// buildHTTP creates the HTTP servers: traffic (the proxy), admin, and pprof
+// when configured; with TLS, both main listeners serve the reloadable
+// certificate.
+func (s *server) buildHTTP(adminHandler http.Handler) error {
+	c := s.cfg
+	httpLog := stdlog.New(s.log.With().Str("component", "http").Logger(), "", 0)
+	s.traffic = &http.Server{
+		Handler:           s.proxy,
 		ReadHeaderTimeout: c.ReadHeaderTimeout,
 		IdleTimeout:       c.IdleTimeout,
 		MaxHeaderBytes:    c.MaxHeaderBytes,
 		ErrorLog:          httpLog,
 	}
-	adminSrv := &http.Server{
-		Handler:           adm.Handler(),
+	s.admin = &http.Server{
+		Handler:           adminHandler,
 		ReadHeaderTimeout: c.ReadHeaderTimeout,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -120,114 +241,180 @@ func serve(ctx context.Context, c *config, log zerolog.Logger, ready listening) 
 		MaxHeaderBytes:    c.MaxHeaderBytes,
 		ErrorLog:          httpLog,
 	}
-	var certs *certReloader
 	if c.tlsEnabled {
-		certs = &certReloader{certFile: c.TLSCertFile, keyFile: c.TLSKeyFile, log: log}
-		if err := certs.load(); err != nil {
-			closeListeners()
+		s.certs = &certReloader{certFile: c.TLSCertFile, keyFile: c.TLSKeyFile, log: s.log.With().Str("component", "tls").Logger()}
+		if _, err := s.certs.load(); err != nil {
 			return bad("CANARY_TLS_CERT_FILE", "%v", err)
 		}
-		tc := &tls.Config{GetCertificate: certs.get, MinVersion: tls.VersionTLS12}
-		traffic.TLSConfig = tc
-		adminSrv.TLSConfig = tc.Clone()
-	}
-
-	if certs == nil {
-		smugLog := log.With().Str("component", "listener").Logger()
-		trafficLn = proxy.StrictListener(trafficLn, func(reason string) {
+		tc := &tls.Config{GetCertificate: s.certs.get, MinVersion: tls.VersionTLS12}
+		s.traffic.TLSConfig = tc
+		s.admin.TLSConfig = tc.Clone()
+		s.reloadables = append(s.reloadables, s.certs)
+		s.scheme = "https"
+	} else {
+		// On plain HTTP the traffic listener refuses ambiguous framing
+		// (request smuggling) before net/http parses it.
+		smugLog := s.log.With().Str("component", "listener").Logger()
+		s.trafficLn = proxy.StrictListener(s.trafficLn, func(reason string) {
 			smugLog.Debug().Str("reason", reason).Msg("request refused: ambiguous framing")
 		})
 	}
-
-	// The guard and the proxy's background work run until everything else
-	// has drained, so the final state is persisted after the last request.
-	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopBackground()
-	var wg sync.WaitGroup
-	errc := make(chan error, 4)
-	wg.Go(func() { errc <- named("guard", g.Run(bgCtx)) })
-	wg.Go(func() { errc <- named("proxy", px.Run(bgCtx)) })
-	serveOn := func(name string, srv *http.Server, ln net.Listener) {
-		var err error
-		if certs != nil {
-			err = srv.ServeTLS(ln, "", "")
-		} else {
-			err = srv.Serve(ln)
-		}
-		if errors.Is(err, http.ErrServerClosed) {
-			err = nil
-		}
-		errc <- named(name, err)
-	}
-	var servers sync.WaitGroup
-	servers.Go(func() { serveOn("traffic listener", traffic, trafficLn) })
-	servers.Go(func() { serveOn("admin listener", adminSrv, adminLn) })
-
-	scheme := "http"
-	if certs != nil {
-		scheme = "https"
-	}
-	log.Info().Str("traffic", scheme+"://"+trafficLn.Addr().String()).Str("admin", scheme+"://"+adminLn.Addr().String()).
-		Str("stable", c.stable.Redacted()).Str("canary", c.canary.Redacted()).Str("release", c.Release).
-		Str("version", version).Msg("canaryd serving")
-	if ready != nil {
-		ready(trafficLn.Addr(), adminLn.Addr())
-	}
-	if certs != nil {
-		wg.Go(func() { certs.watch(bgCtx) })
-	}
-	if c.PprofListen != "" {
+	if s.pprofLn != nil {
 		mux := http.NewServeMux()
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		dbg := &http.Server{Addr: c.PprofListen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go dbg.ListenAndServe()
-		defer dbg.Close()
-		log.Warn().Str("addr", c.PprofListen).Msg("pprof enabled")
+		s.pprof = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: httpLog}
 	}
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-		log.Info().Dur("timeout", c.ShutdownTimeout).Msg("shutting down: finishing in-flight requests")
-	case runErr = <-errc:
-		if runErr == nil {
-			runErr = errors.New("a component stopped unexpectedly")
-		}
-		log.Error().Err(runErr).Msg("shutting down after a failure")
-	}
-	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.ShutdownTimeout)
-	defer cancel()
-	var shut sync.WaitGroup
-	for _, srv := range []*http.Server{traffic, adminSrv} {
-		shut.Go(func() {
-			if err := srv.Shutdown(shutCtx); err != nil {
-				log.Warn().Err(err).Msg("in-flight requests cut off at the shutdown timeout")
-				srv.Close()
-			}
-		})
-	}
-	shut.Wait()
-	servers.Wait()
-	stopBackground()
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		if err != nil && runErr == nil {
-			runErr = err
-		}
-	}
-	if runErr == nil {
-		log.Info().Msg("canaryd stopped")
-	}
-	return runErr
+	return nil
 }
 
-func named(name string, err error) error {
-	if err == nil || errors.Is(err, context.Canceled) {
+// listen binds addr for the variable name; a failure is that variable's
+// error, with a hint at the usual causes.
+func listen(name, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		return ln, nil
+	}
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, bad(name, "%s is already in use by another process (hint: find it with `ss -ltnp`, stop it, or choose another %s)", addr, name)
+	case errors.Is(err, syscall.EACCES):
+		return nil, bad(name, "no permission to listen on %s (hint: ports below 1024 need root or CAP_NET_BIND_SERVICE)", addr)
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return nil, bad(name, "%s is not an address of this machine (hint: use :PORT for every address, or 127.0.0.1:PORT)", addr)
+	}
+	return nil, bad(name, "cannot listen on %s: %v", addr, err)
+}
+
+// run serves until ctx ends or a part fails, then shuts down in order: the
+// listeners drain first, then the background parts (guard, proxy, reloads)
+// stop, so the state the guard saves last is after the last request.
+func (s *server) run(ctx context.Context, opts serveOptions) error {
+	background := newGroup(context.WithoutCancel(ctx))
+	background.Go("guard", s.guard.Run)
+	background.Go("proxy", s.proxy.Run)
+	if s.certs != nil {
+		background.Go("tls certificate watcher", s.certs.Run)
+	}
+	if opts.reload != nil {
+		background.Go("reload on SIGHUP", func(ctx context.Context) error { return s.reloadOn(ctx, opts.reload) })
+	}
+
+	front := newGroup(ctx)
+	front.Go("traffic listener", s.serveHTTP(s.traffic, s.trafficLn, s.cfg.ShutdownTimeout))
+	front.Go("admin listener", s.serveHTTP(s.admin, s.adminLn, s.cfg.ShutdownTimeout))
+	if s.pprof != nil {
+		// Profiles in flight are cut at shutdown: they do not hold it up.
+		front.Go("pprof listener", s.serveHTTP(s.pprof, s.pprofLn, 0))
+		s.log.Warn().Str("addr", s.pprofLn.Addr().String()).Msg("pprof enabled")
+	}
+
+	s.log.Info().Str("traffic", s.scheme+"://"+s.trafficLn.Addr().String()).Str("admin", s.scheme+"://"+s.adminLn.Addr().String()).
+		Str("stable", s.cfg.stable.Redacted()).Str("canary", s.cfg.canary.Redacted()).Str("release", s.cfg.Release).
+		Str("version", buildVersion()).Msg("canaryd serving")
+	if opts.ready != nil {
+		opts.ready(s.trafficLn.Addr(), s.adminLn.Addr())
+	}
+
+	select {
+	case <-front.Done():
+	case <-background.Done():
+	}
+	if ctx.Err() != nil {
+		s.log.Info().Dur("timeout", s.cfg.ShutdownTimeout).Msg("shutting down: finishing in-flight requests")
+	} else {
+		s.log.Error().Err(errors.Join(front.Err(), background.Err())).Msg("shutting down after a failure")
+	}
+	front.Stop()
+	frontErr := front.Wait()
+	background.Stop()
+	err := errors.Join(frontErr, background.Wait())
+	if err == nil {
+		s.log.Info().Msg("canaryd stopped")
+	}
+	return err
+}
+
+// serveHTTP is srv serving on ln as a Run-style function: it serves until
+// ctx ends, then shuts srv down, waiting up to drain for in-flight requests
+// (0: none) before cutting them off.
+func (s *server) serveHTTP(srv *http.Server, ln net.Listener, drain time.Duration) func(context.Context) error {
+	return func(ctx context.Context) error {
+		served := make(chan error, 1) // Serve's one result
+		go func() {
+			if srv.TLSConfig != nil {
+				served <- srv.ServeTLS(ln, "", "")
+			} else {
+				served <- srv.Serve(ln)
+			}
+		}()
+		select {
+		case err := <-served:
+			return err // it cannot be ErrServerClosed: nothing shut it down yet
+		case <-ctx.Done():
+		}
+		shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drain)
+		defer cancel()
+		if err := srv.Shutdown(shutCtx); err != nil {
+			if drain > 0 {
+				s.log.Warn().Err(err).Msg("in-flight requests cut off at the shutdown timeout")
+			}
+			srv.Close()
+		}
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
 		return nil
 	}
-	return fmt.Errorf("%s: %w", name, err)
+}
+
+// reloadable is a part SIGHUP re-reads without a restart.
+type reloadable interface {
+	// reload re-reads the part and says what it now uses, for the log.
+	reload() (what string, err error)
+}
+
+// reloadOn reloads every reloadable part on each signal from hup until ctx
+// ends, and logs what it reloaded. A part that fails to reload keeps what
+// it had; the process never stops for a SIGHUP.
+func (s *server) reloadOn(ctx context.Context, hup <-chan os.Signal) error {
+	log := s.log.With().Str("component", "reload").Logger()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+		}
+		if len(s.reloadables) == 0 {
+			log.Info().Msg("SIGHUP: nothing to reload (no TLS certificate configured); other settings need a restart")
+			continue
+		}
+		var reloaded, failed []string
+		for _, r := range s.reloadables {
+			what, err := r.reload()
+			if err != nil {
+				failed = append(failed, err.Error())
+				continue
+			}
+			reloaded = append(reloaded, what)
+		}
+		ev := log.Info()
+		if len(failed) > 0 {
+			ev = log.Warn().Strs("failed", failed)
+		}
+		ev.Strs("reloaded", reloaded).Msg("SIGHUP: reloaded " + joinOr(reloaded, "nothing") + "; other settings need a restart")
+	}
+}
+
+func joinOr(items []string, none string) string {
+	if len(items) == 0 {
+		return none
+	}
+	out := items[0]
+	for _, it := range items[1:] {
+		out += ", " + it
+	}
+	return out
 }

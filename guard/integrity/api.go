@@ -30,8 +30,14 @@ type Entry struct {
 
 // Failure is one file that did not verify.
 type Failure struct {
+	// Path is the file's path as the manifest writes it (or the manifest's
+	// or root's path when those cannot be read).
 	Path    string `json:"path"`
 	Problem string `json:"problem"`
+	// File is the full path that was looked at: Path under the root, made
+	// absolute, so that "missing" says where. Empty for a path that escapes
+	// the root, which is never looked at.
+	File string `json:"file,omitempty"`
 }
 
 // Report is the outcome of one verification; its JSON is the body of

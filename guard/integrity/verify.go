@@ -92,7 +92,7 @@ func (v Verifier) Verify(ctx context.Context) Report {
 		return rep
 	}
 	fatal := func(p, problem string) Report {
-		rep.Failures = append(rep.Failures, Failure{Path: p, Problem: problem})
+		rep.Failures = append(rep.Failures, Failure{Path: p, Problem: problem, File: absPath(p)})
 		rep.Summary = fmt.Sprintf("%d/%d files verified, %s", 0, rep.FilesTotal, problem)
 		return done()
 	}
@@ -111,6 +111,7 @@ func (v Verifier) Verify(ctx context.Context) Report {
 	}
 	defer root.Close()
 
+	absRoot := absPath(rep.Root)
 	results := make([]result, len(entries))
 	escapes := escapeError(root)
 	var (
@@ -142,7 +143,11 @@ func (v Verifier) Verify(ctx context.Context) Report {
 			continue
 		}
 		failed++
-		rep.Failures = append(rep.Failures, Failure{Path: entries[i].Path, Problem: r.problem})
+		f := Failure{Path: entries[i].Path, Problem: r.problem}
+		if r.problem != ProblemEscapes {
+			f.File = filepath.Join(absRoot, filepath.FromSlash(f.Path))
+		}
+		rep.Failures = append(rep.Failures, f)
 	}
 	rep.Summary = fmt.Sprintf("%d/%d files verified", ok, rep.FilesTotal)
 	if failed > 0 {
@@ -150,7 +155,7 @@ func (v Verifier) Verify(ctx context.Context) Report {
 	}
 	if err := ctx.Err(); err != nil && rep.FilesChecked < rep.FilesTotal {
 		problem := fmt.Sprintf("verification interrupted (%v), %d files not checked", err, rep.FilesTotal-rep.FilesChecked)
-		rep.Failures = append(rep.Failures, Failure{Path: v.Manifest, Problem: problem})
+		rep.Failures = append(rep.Failures, Failure{Path: v.Manifest, Problem: problem, File: absPath(v.Manifest)})
 		rep.Summary += ", " + problem
 	}
 	if ok == rep.FilesTotal && len(rep.Failures) == 0 {
@@ -158,6 +163,18 @@ func (v Verifier) Verify(ctx context.Context) Report {
 		rep.Status = StatusVerified
 	}
 	return done()
+}
+
+// absPath is p made absolute for messages (p itself if that fails or p is
+// empty).
+func absPath(p string) string {
+	if p == "" {
+		return ""
+	}
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }
 
 // readManifest opens and parses the manifest file.

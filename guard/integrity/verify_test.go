@@ -176,10 +176,7 @@ func TestVerify(t *testing.T) {
 			if tt.setup != nil {
 				tt.setup(t, r)
 			}
-			want := tt.want
-			if want == nil {
-				want = []integrity.Failure{}
-			}
+			want := lookedAt(r.root, tt.want)
 			for _, workers := range []int{0, 1, 3} {
 				v := integrity.Verifier{Manifest: r.manifest, Root: r.root, Workers: workers}
 				got := v.Verify(context.Background())
@@ -204,6 +201,19 @@ func TestVerify(t *testing.T) {
 			}
 		})
 	}
+}
+
+// lookedAt returns want with File set as Verify names it: the path under
+// root, except for a path that escapes the root (never looked at).
+func lookedAt(root string, want []integrity.Failure) []integrity.Failure {
+	out := []integrity.Failure{}
+	for _, f := range want {
+		if f.Problem != integrity.ProblemEscapes {
+			f.File = filepath.Join(root, filepath.FromSlash(f.Path))
+		}
+		out = append(out, f)
+	}
+	return out
 }
 
 func summary(ok, total, failed int) string {
@@ -236,7 +246,7 @@ func TestVerifyUnreadableFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := integrity.Verifier{Manifest: r.manifest, Root: r.root}.Verify(context.Background())
-	want := []integrity.Failure{{Path: "locked", Problem: integrity.ProblemUnreadable + ": permission denied"}}
+	want := lookedAt(r.root, []integrity.Failure{{Path: "locked", Problem: integrity.ProblemUnreadable + ": permission denied"}})
 	if !slices.Equal(got.Failures, want) || got.Verified {
 		t.Errorf("Verify() = %+v; want failures %q", got, want)
 	}
@@ -313,6 +323,22 @@ func TestVerifyRootDefaultsToManifestFolder(t *testing.T) {
 	got := integrity.Verifier{Manifest: filepath.Join(dir, "SHA256SUMS")}.Verify(context.Background())
 	if !got.Verified || got.Root != dir || got.Summary != "1/1 files verified" {
 		t.Errorf("Verify() = %+v; want verified 1/1 with Root %q", got, dir)
+	}
+}
+
+// A relative root (the usual `canaryd verify MANIFEST` from a shell) still
+// gives every failure the absolute path that was looked at, so "missing"
+// says where.
+func TestVerifyFailureNamesTheFileLookedAt(t *testing.T) {
+	r := newRelease(t, map[string][]byte{"index.html": []byte("x")})
+	t.Chdir(r.dir)
+	if err := os.Remove(filepath.Join(r.root, "index.html")); err != nil {
+		t.Fatal(err)
+	}
+	got := integrity.Verifier{Manifest: "SHA256SUMS", Root: "root"}.Verify(context.Background())
+	want := []integrity.Failure{{Path: "index.html", Problem: integrity.ProblemMissing, File: filepath.Join(r.root, "index.html")}}
+	if !slices.Equal(got.Failures, want) || got.Root != "root" {
+		t.Errorf("Verify() failures %q, root %q; want %q, root %q", got.Failures, got.Root, want, "root")
 	}
 }
 

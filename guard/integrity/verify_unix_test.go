@@ -26,7 +26,7 @@ func TestVerifyFIFODoesNotBlock(t *testing.T) {
 	go func() { done <- integrity.Verifier{Manifest: r.manifest, Root: r.root}.Verify(ctx) }()
 	select {
 	case got := <-done:
-		want := []integrity.Failure{{Path: "fifo", Problem: integrity.ProblemNotRegular}}
+		want := []integrity.Failure{{Path: "fifo", Problem: integrity.ProblemNotRegular, File: filepath.Join(r.root, "fifo")}}
 		if !slices.Equal(got.Failures, want) || got.Summary != "1/2 files verified, 1 failed" {
 			t.Errorf("Verify() = %+v; want failures %q", got, want)
 		}
