@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/canaryd/canaryd/admin"
 	"github.com/canaryd/canaryd/guard"
+	"github.com/canaryd/canaryd/guard/judge"
 	"github.com/canaryd/canaryd/split"
 )
 
@@ -45,6 +47,8 @@ type config struct {
 	IntegrityInterval time.Duration `env:"CANARY_INTEGRITY_INTERVAL" envDefault:"5m"`
 	Judge             string        `env:"CANARY_JUDGE" envDefault:"sequential"`
 	Alpha             float64       `env:"CANARY_ALPHA" envDefault:"0.01"`
+	Compare           string        `env:"CANARY_COMPARE" envDefault:"hold"`
+	CompareMargin     float64       `env:"CANARY_COMPARE_MARGIN" envDefault:"0.5"`
 	ShutdownTimeout   time.Duration `env:"CANARY_SHUTDOWN_TIMEOUT" envDefault:"30s"`
 	AdminURL          string        `env:"CANARY_ADMIN_URL" envDefault:"http://127.0.0.1:8000"`
 	TLSCertFile       string        `env:"CANARY_TLS_CERT_FILE"`
@@ -70,6 +74,7 @@ type config struct {
 	stable, canary *url.URL
 	weight         uint32
 	steps          []guard.Step
+	compare        judge.Compare
 	level          zerolog.Level
 	upstreamTLS    *tls.Config
 	tlsEnabled     bool
@@ -212,6 +217,8 @@ func loadConfig(environ []string) (*config, error) {
 		return nil, bad("CANARY_JUDGE", "%q must be sequential or window", c.Judge)
 	case !(c.Alpha > 0 && c.Alpha < 0.5):
 		return nil, bad("CANARY_ALPHA", "%v must be a probability between 0 and 0.5 (e.g. 0.01)", c.Alpha)
+	case !(c.CompareMargin > 0) || math.IsInf(c.CompareMargin, 1):
+		return nil, bad("CANARY_COMPARE_MARGIN", "%v must be a positive fraction (e.g. 0.5 for 50%% worse than stable)", c.CompareMargin)
 	case c.ShutdownTimeout < 0:
 		return nil, bad("CANARY_SHUTDOWN_TIMEOUT", "must not be negative")
 	case c.HealthInterval <= 0:
@@ -230,6 +237,9 @@ func loadConfig(environ []string) (*config, error) {
 		return nil, bad("CANARY_UPSTREAM_TIMEOUT", "must be positive")
 	case c.MaxConnsPerBackend < 1:
 		return nil, bad("CANARY_MAX_CONNS_PER_BACKEND", "must be at least 1")
+	}
+	if c.compare, err = judge.ParseCompare(c.Compare); err != nil {
+		return nil, bad("CANARY_COMPARE", "%q must be hold or rollback", c.Compare)
 	}
 	if err := (split.Config{StickyKey: c.StickyKey}).Validate(); err != nil {
 		return nil, bad("CANARY_STICKY_KEY", "%q must be cookie:NAME or header:NAME", c.StickyKey)

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/canaryd/canaryd/guard/judge"
 )
 
 func baseEnv(t *testing.T) []string {
@@ -75,6 +77,14 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"judge bad", []string{"CANARY_JUDGE=vibes"}, "CANARY_JUDGE"},
 		{"alpha bad", []string{"CANARY_ALPHA=2"}, "CANARY_ALPHA"},
 		{"alpha one half", []string{"CANARY_ALPHA=0.5"}, "CANARY_ALPHA"},
+		{"compare bad", []string{"CANARY_COMPARE=strict"}, "CANARY_COMPARE"},
+		{"compare capitalised", []string{"CANARY_COMPARE=Rollback"}, "CANARY_COMPARE"},
+		{"compare set but empty", []string{"CANARY_COMPARE="}, "CANARY_COMPARE"},
+		{"compare margin zero", []string{"CANARY_COMPARE_MARGIN=0"}, "CANARY_COMPARE_MARGIN"},
+		{"compare margin negative", []string{"CANARY_COMPARE_MARGIN=-0.5"}, "CANARY_COMPARE_MARGIN"},
+		{"compare margin as a percentage", []string{"CANARY_COMPARE_MARGIN=50%"}, "CANARY_COMPARE_MARGIN"},
+		{"compare margin infinite", []string{"CANARY_COMPARE_MARGIN=+Inf"}, "CANARY_COMPARE_MARGIN"},
+		{"compare margin not a number", []string{"CANARY_COMPARE_MARGIN=NaN"}, "CANARY_COMPARE_MARGIN"},
 		{"access log bad", []string{"CANARY_ACCESS_LOG=maybe"}, "CANARY_ACCESS_LOG"},
 		{"log level bad", []string{"CANARY_LOG_LEVEL=loud"}, "CANARY_LOG_LEVEL"},
 		{"log format bad", []string{"CANARY_LOG_FORMAT=xml"}, "CANARY_LOG_FORMAT"},
@@ -107,8 +117,19 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Listen != ":8080" || c.AdminListen != ":8000" || c.weight != 1000 || c.Judge != "sequential" ||
-		c.SLOP95.String() != "500ms" || c.SLOWindow.String() != "5m0s" || c.SLOMinRequests != 100 {
+		c.SLOP95.String() != "500ms" || c.SLOWindow.String() != "5m0s" || c.SLOMinRequests != 100 ||
+		c.compare != judge.CompareHold || c.CompareMargin != 0.5 {
 		t.Errorf("defaults = %+v", c)
+	}
+}
+
+func TestConfigCompare(t *testing.T) {
+	c, err := loadConfig(with(baseEnv(t), "CANARY_COMPARE=rollback", "CANARY_COMPARE_MARGIN=0.25"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.compare != judge.CompareRollback || c.CompareMargin != 0.25 {
+		t.Errorf("CANARY_COMPARE=rollback, CANARY_COMPARE_MARGIN=0.25: compare %v, margin %v", c.compare, c.CompareMargin)
 	}
 }
 

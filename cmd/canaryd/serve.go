@@ -80,6 +80,8 @@ func serve(ctx context.Context, c *config, log zerolog.Logger, ready listening) 
 			P95:         c.SLOP95,
 			MinRequests: c.SLOMinRequests,
 			Alpha:       c.Alpha,
+			Margin:      c.CompareMargin,
+			Compare:     c.compare,
 		},
 		Window:            c.SLOWindow,
 		Judge:             c.Judge,
