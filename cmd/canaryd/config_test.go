@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/canaryd/canaryd/guard/judge"
@@ -164,5 +167,41 @@ func TestPprofMustBeLoopback(t *testing.T) {
 	}
 	if _, err := loadConfig(with(baseEnv(t), "CANARY_PPROF_LISTEN=127.0.0.1:6060")); err != nil {
 		t.Errorf("pprof on loopback: %v", err)
+	}
+}
+
+// CANARY_COMPARE and CANARY_COMPARE_MARGIN reach the judge: a canary within
+// its error SLO (0.67% against 1%) but failing where stable never does is
+// rolled back with rollback, held with hold, and the reason quotes the
+// configured margin.
+func TestConfigCompareReachesTheJudge(t *testing.T) {
+	for _, tt := range []struct{ mode, want, says string }{
+		{"rollback", "rollback_error_rate", "rolling back"},
+		{"hold", "hold", "holding"},
+	} {
+		t.Run(tt.mode, func(t *testing.T) {
+			var n atomic.Int64
+			stable := newBackend(t, "stable", nil)
+			canary := newBackend(t, "canary", func(w http.ResponseWriter, r *http.Request) {
+				if n.Add(1)%150 == 0 {
+					http.Error(w, "broken", http.StatusInternalServerError)
+					return
+				}
+				io.WriteString(w, "canary")
+			})
+			in := start(t, testEnv(t, stable, canary, "CANARY_WEIGHT=50", "CANARY_COMPARE="+tt.mode, "CANARY_COMPARE_MARGIN=0.25"))
+			c := in.waitFor("the comparison with stable to fail", 500, func(c checkBody) bool {
+				for _, g := range c.Gates {
+					if g.Name == "error_rate_vs_stable" && g.Verdict == "fail" {
+						return true
+					}
+				}
+				return c.Recommendation == "rollback_error_rate"
+			})
+			if c.Recommendation != tt.want || !strings.Contains(strings.Join(c.Reasons, " "), "worse than stable by more than 25.00%; "+tt.says) {
+				t.Errorf("CANARY_COMPARE=%s: recommendation %s, reasons %q; want %s saying %q with the 25%% margin",
+					tt.mode, c.Recommendation, c.Reasons, tt.want, tt.says)
+			}
+		})
 	}
 }

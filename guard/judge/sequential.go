@@ -111,7 +111,8 @@ func (j *sequential) result() Result {
 			res.Verdict = RollbackErrorRate
 		}
 		for _, g := range res.Gates[1:] {
-			if g.Verdict == GateFail && (g.Name != GateErrorRateVsStable && g.Name != GateP95LatencyVsStable || j.slo.Compare == CompareRollback) {
+			comparison := g.Name == GateErrorRateVsStable || g.Name == GateP95LatencyVsStable
+			if g.Verdict == GateFail && (!comparison || j.slo.Compare == CompareRollback) {
 				res.Reasons = append(res.Reasons, g.Detail)
 			}
 		}
