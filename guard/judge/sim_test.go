@@ -147,6 +147,17 @@ func (s *stream) count(upTo uint64) uint64 {
 	return k
 }
 
+// newStreams returns the four event streams of a rollout: canary errors and
+// slow requests, stable errors and slow requests, at the given rates.
+func newStreams(rng *rand.Rand, canaryErr, canarySlow, stableErr, stableSlow float64) (errs, slow, sErrs, sSlow *stream) {
+	errs, slow, sErrs, sSlow = &stream{rng: rng}, &stream{rng: rng}, &stream{rng: rng}, &stream{rng: rng}
+	errs.reset(0, canaryErr)
+	slow.reset(0, canarySlow)
+	sErrs.reset(0, stableErr)
+	sSlow.reset(0, stableSlow)
+	return errs, slow, sErrs, sSlow
+}
+
 func errRate(m float64) float64  { return math.Min(1, m*simErrorSLO) }
 func slowRate(m float64) float64 { return math.Min(1, m*judge.SlowShare) }
 
@@ -172,14 +183,7 @@ func simulate(sc scenario, rng *rand.Rand) (seq, win outcome) {
 	done := []bool{false, false}
 	judges[0].Restart(proxy.Snapshot{})
 
-	errs := stream{rng: rng}
-	slow := stream{rng: rng}
-	sErrs := stream{rng: rng}
-	sSlow := stream{rng: rng}
-	errs.reset(0, errRate(sc.err))
-	slow.reset(0, slowRate(sc.slow))
-	sErrs.reset(0, errRate(0.5))
-	sSlow.reset(0, slowRate(0.5))
+	errs, slow, sErrs, sSlow := newStreams(rng, errRate(sc.err), slowRate(sc.slow), errRate(0.5), slowRate(0.5))
 
 	ring := make([]checkpoint, simWindow/simBatch+2)
 	var n, e, sl, se, ssl uint64
@@ -494,24 +498,17 @@ func simulateFleet(sc scenario, replicas int, rng *rand.Rand) outcome {
 	addErr := func(t *proxy.Totals) { t.Errors++ }
 	addSlow := func(t *proxy.Totals) { t.Slow++ }
 
-	errs := stream{rng: rng}
-	slow := stream{rng: rng}
-	sErrs := stream{rng: rng}
-	sSlow := stream{rng: rng}
-	errs.reset(0, errRate(sc.err))
-	slow.reset(0, slowRate(sc.slow))
-	sErrs.reset(0, errRate(0.5))
-	sSlow.reset(0, slowRate(0.5))
+	errs, slow, sErrs, sSlow := newStreams(rng, errRate(sc.err), slowRate(sc.slow), errRate(0.5), slowRate(0.5))
 
 	tickEvery := uint64(simBatch * r)
 	var n, e, sl, se, ssl uint64
 	for n < simMax {
 		target := min((n/tickEvery+1)*tickEvery, errs.next, simMax)
 		erred := errs.next == target
-		e += assign(&errs, target, canary, addErr)
-		sl += assign(&slow, target, canary, addSlow)
-		se += assign(&sErrs, target*simStableX, stable, addErr)
-		ssl += assign(&sSlow, target*simStableX, stable, addSlow)
+		e += assign(errs, target, canary, addErr)
+		sl += assign(slow, target, canary, addSlow)
+		se += assign(sErrs, target*simStableX, stable, addErr)
+		ssl += assign(sSlow, target*simStableX, stable, addSlow)
 		n = target
 		tick := n%tickEvery == 0
 		verdictOf := func(i int, s proxy.Snapshot) (outcome, bool) {
@@ -712,11 +709,7 @@ func TestSimCompareRollback(t *testing.T) {
 		outs := make([]outcome, rollouts)
 		parallel(rollouts, func(i int) {
 			rng := rand.New(rand.NewPCG(simSeed, seed<<40|uint64(i)))
-			errs, slow, sErrs, sSlow := stream{rng: rng}, stream{rng: rng}, stream{rng: rng}, stream{rng: rng}
-			errs.reset(0, canaryErr)
-			slow.reset(0, canarySlow)
-			sErrs.reset(0, stableErr)
-			sSlow.reset(0, stableSlow)
+			errs, slow, sErrs, sSlow := newStreams(rng, canaryErr, canarySlow, stableErr, stableSlow)
 			j := judge.NewSequential(slo)
 			var s proxy.Snapshot
 			outs[i] = outcome{verdict: judge.Hold}
