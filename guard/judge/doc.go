@@ -273,7 +273,7 @@
 //
 //	| canary (rollouts of up to 100,000 fleet-wide canary requests) | single instance (α) | 1 replica | 3 replicas | 10 replicas |
 //	|---|---|---|---|---|
-//	| good: 0.5x both SLOs (200)         | false rollback 0.00% | false rollback 0.00% | false rollback 0.00% | false rollback 0.00% |
+//	| good: 0.5x both SLOs (100)         | false rollback 0.00% | false rollback 0.00% | false rollback 0.00% | false rollback 0.00% |
 //	| good: exactly at both SLOs (400)   | false rollback 0.75% | false rollback 0.25% | false rollback 0.25% | false rollback 0.50% |
 //	| errors 3x SLO (1000)               | median 432, p90 953  | median 465, p90 1,016 | median 473, p90 983 (a replica first in 3.7%) | median 494, p90 969 (a replica first in 0.4%) |
 //	| errors: total outage (500)         | median 4, p90 4      | median 4, p90 4      | median 4, p90 4      | median 4, p90 4      |

@@ -16,7 +16,7 @@ type sequential struct {
 
 	errors, slow    sloTest
 	errorVs, slowVs versusTest
-	buf             []byte // reused for sentences
+	line            line // reused for sentences
 }
 
 // NewSequential returns the anytime-valid judge: per SLO, a mixture
@@ -95,44 +95,61 @@ func advance(seen *proxy.Totals, cur proxy.Totals) (n, errs, slow uint64) {
 }
 
 func (j *sequential) result() Result {
-	n, l := j.errors.n, &line{b: j.buf[:0]}
-	minGate := minRequestsGate(l, n, j.slo.MinRequests, "in this step")
-	errStep, errChange := j.errors.gates(l)
-	slowStep, slowChange := j.slow.gates(l)
-	errVs, slowVs := j.errorVs.gate(l), j.slowVs.gate(l)
-	res := Result{Gates: []Gate{minGate, errStep, errChange, slowStep, slowChange, errVs, slowVs}}
+	n, l := j.errors.n, &j.line
+	res := Result{Gates: make([]Gate, 7)}
+	g := res.Gates
+	minRequestsGate(l, &g[0], n, j.slo.MinRequests, "in this step")
+	j.errors.gates(l, &g[1], &g[2])
+	j.slow.gates(l, &g[3], &g[4])
+	j.errorVs.gate(l, &g[5])
+	j.slowVs.gate(l, &g[6])
 
 	errFailed := j.errors.failed() || j.errorVs.rollsBack()
 	slowFailed := j.slow.failed() || j.slowVs.rollsBack()
+	var proceed string
 	switch {
 	case errFailed || slowFailed:
 		res.Verdict = RollbackLatency
 		if errFailed {
 			res.Verdict = RollbackErrorRate
 		}
-		for _, g := range res.Gates[1:] {
-			comparison := g.Name == GateErrorRateVsStable || g.Name == GateP95LatencyVsStable
-			if g.Verdict == GateFail && (!comparison || j.slo.Compare == CompareRollback) {
-				res.Reasons = append(res.Reasons, g.Detail)
-			}
-		}
 	case n < j.slo.MinRequests:
 		res.Verdict = Hold
-		res.Reasons = []string{minGate.Detail}
 	default:
 		res.Verdict = Proceed
-		for _, g := range res.Gates[1:] {
-			if g.Verdict != GatePass {
+		for _, gt := range g[1:] {
+			if gt.Verdict != GatePass {
 				res.Verdict = Hold
-				res.Reasons = append(res.Reasons, g.Detail)
 			}
 		}
 		if res.Verdict == Proceed {
-			res.Reasons = []string{l.s("no evidence against the SLO in ").n(n).s(" canary requests: ").
-				pct(rate(j.errors.k, n)).s(" errors, ").pct(rate(j.slow.k, n)).s(" ").s(j.slow.events).done()}
+			l.s("no evidence against the SLO in ").n(n).s(" canary requests: ").
+				pct(rate(j.errors.k, n)).s(" errors, ").pct(rate(j.slow.k, n)).s(" ").s(j.slow.events).into(&proceed)
 		}
 	}
-	j.buf = l.b
+	l.flush()
+
+	switch res.Verdict {
+	case RollbackErrorRate, RollbackLatency:
+		for _, gt := range g[1:] {
+			comparison := gt.Name == GateErrorRateVsStable || gt.Name == GateP95LatencyVsStable
+			if gt.Verdict == GateFail && (!comparison || j.slo.Compare == CompareRollback) {
+				res.Reasons = append(res.Reasons, gt.Detail)
+			}
+		}
+	case Proceed:
+		res.Reasons = []string{proceed}
+	default:
+		if n < j.slo.MinRequests {
+			res.Reasons = []string{g[0].Detail}
+			break
+		}
+		for _, gt := range g[1:] {
+			if gt.Verdict != GatePass {
+				res.Reasons = append(res.Reasons, gt.Detail)
+			}
+		}
+	}
 	return res
 }
 
@@ -206,11 +223,11 @@ func (t *sloTest) add(n, k uint64) {
 	}
 }
 
-// gates explains both tests; Value, Threshold and Samples carry the
-// numbers, Detail says what they mean.
-func (t *sloTest) gates(l *line) (step, change Gate) {
+// gates explains both tests in step and change; Value, Threshold and
+// Samples carry the numbers, Detail says what they mean.
+func (t *sloTest) gates(l *line, step, change *Gate) {
 	p := rate(t.k, t.n)
-	step = Gate{Name: t.name, Value: t.step, Threshold: t.stepLimit, Unit: "log_lr", Samples: t.n, Verdict: GatePass}
+	*step = Gate{Name: t.name, Value: t.step, Threshold: t.stepLimit, Unit: "log_lr", Samples: t.n, Verdict: GatePass}
 	l.n(t.k).s(" of ").n(t.n).s(" requests ").s(t.events).s(" (").pct(p).s(") since the step started; SLO ").pct(t.mix.p0)
 	switch {
 	case t.stepFailed:
@@ -225,21 +242,19 @@ func (t *sloTest) gates(l *line) (step, change Gate) {
 	default:
 		l.s(": no evidence against the SLO")
 	}
-	step.Detail = l.done()
+	l.into(&step.Detail)
 
-	change = Gate{Name: t.changeName, Value: t.change, Threshold: t.changeLimit, Unit: "log_lr", Samples: t.changeN, Verdict: GatePass}
+	*change = Gate{Name: t.changeName, Value: t.change, Threshold: t.changeLimit, Unit: "log_lr", Samples: t.changeN, Verdict: GatePass}
 	switch {
 	case t.changeFailed:
 		change.Verdict = GateFail
 		l.s("regression: ")
 	case t.changeN == 0:
-		change.Detail = l.s("no recent excess of requests ").s(t.events).done()
-		return step, change
+		l.s("no recent excess of requests ").s(t.events).into(&change.Detail)
+		return
 	}
 	l.n(t.changeK).s(" of the last ").n(t.changeN).s(" requests ").s(t.events).s(" (").pct(rate(t.changeK, t.changeN)).
-		s("); SLO ").pct(t.bern.p0)
-	change.Detail = l.done()
-	return step, change
+		s("); SLO ").pct(t.bern.p0).into(&change.Detail)
 }
 
 // versusTest asks whether the canary's event rate exceeds stable's by more
@@ -288,8 +303,8 @@ func (t *versusTest) add(nc, kc, ns, ks uint64) {
 	}
 }
 
-func (t *versusTest) gate(l *line) Gate {
-	g := Gate{Name: t.name, Value: t.llr, Threshold: t.limit, Unit: "log_lr", Samples: t.nc, Verdict: GatePass}
+func (t *versusTest) gate(l *line, g *Gate) {
+	*g = Gate{Name: t.name, Value: t.llr, Threshold: t.limit, Unit: "log_lr", Samples: t.nc, Verdict: GatePass}
 	l.s("canary ").s(t.what).s(" ").pct(rate(t.kc, t.nc)).s(" vs stable ").pct(rate(t.ks, t.ns))
 	switch {
 	case t.failed && t.rollback:
@@ -301,6 +316,5 @@ func (t *versusTest) gate(l *line) Gate {
 	default:
 		l.s(": not significantly worse than stable by more than ").pct(t.boundary - 1)
 	}
-	g.Detail = l.done()
-	return g
+	l.into(&g.Detail)
 }

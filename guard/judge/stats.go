@@ -224,10 +224,21 @@ func rate(k, n uint64) float64 {
 	return float64(k) / float64(n)
 }
 
-// line builds one human sentence in a reused buffer: the guard judges every
+// line builds a judgement's sentences in one reused buffer and turns them
+// into strings with a single conversion (flush): the guard judges every
 // second, the simulation millions of times, and the sentences are most of a
 // judgement's cost.
-type line struct{ b []byte }
+type line struct {
+	b       []byte
+	from    int        // where the current sentence starts in b
+	pending []sentence // finished sentences, stored by flush
+}
+
+// sentence is a finished sentence, b[from:to], and where flush stores it.
+type sentence struct {
+	dst      *string
+	from, to int
+}
 
 // s appends text.
 func (l *line) s(text string) *line { l.b = append(l.b, text...); return l }
@@ -260,11 +271,22 @@ func (l *line) pct(v float64) *line {
 	return l
 }
 
-// done returns the sentence and empties the buffer.
-func (l *line) done() string {
+// into ends the current sentence; flush stores it in *dst, which must stay
+// where it is until then.
+func (l *line) into(dst *string) {
+	l.pending = append(l.pending, sentence{dst: dst, from: l.from, to: len(l.b)})
+	l.from = len(l.b)
+}
+
+// flush stores every finished sentence, all sharing one string, and empties
+// the line, keeping its memory but no pointer into the result.
+func (l *line) flush() {
 	text := string(l.b)
-	l.b = l.b[:0]
-	return text
+	for _, p := range l.pending {
+		*p.dst = text[p.from:p.to]
+	}
+	clear(l.pending)
+	l.b, l.from, l.pending = l.b[:0], 0, l.pending[:0]
 }
 
 // GateVerdict is what one gate concluded. It is shown as its text in JSON.
@@ -299,10 +321,10 @@ const (
 	GateP95LatencyVsStable = "p95_latency_vs_stable"
 )
 
-// minRequestsGate reports whether n canary requests are enough for a
+// minRequestsGate reports in g whether n canary requests are enough for a
 // verdict other than hold.
-func minRequestsGate(l *line, n, min uint64, scope string) Gate {
-	g := Gate{Name: GateMinRequests, Value: float64(n), Threshold: float64(min), Unit: "requests", Samples: n, Verdict: GatePass}
+func minRequestsGate(l *line, g *Gate, n, min uint64, scope string) {
+	*g = Gate{Name: GateMinRequests, Value: float64(n), Threshold: float64(min), Unit: "requests", Samples: n, Verdict: GatePass}
 	l.n(n).s(" canary requests ").s(scope)
 	if n < min {
 		g.Verdict = GateHold
@@ -311,6 +333,5 @@ func minRequestsGate(l *line, n, min uint64, scope string) Gate {
 	} else {
 		l.s(" (at least ").n(min).s(")")
 	}
-	g.Detail = l.done()
-	return g
+	l.into(&g.Detail)
 }
