@@ -19,7 +19,7 @@
 // Sequential Testing" (KDD 2022). It may be consulted after every request
 // without inflating its false-alarm probability. This is its second version
 // (v2, issue 18): v1 tested one alternative, three times the SLO, and let a
-// canary at 1.5 times its SLO through in 43% of 100,000-request rollouts.
+// canary at 1.5 times its SLO through in 42.5% of 100,000-request rollouts.
 //
 // # The step test: a mixture SPRT
 //
@@ -131,11 +131,12 @@
 // can only do worse. Simulated, the bound is still far from tight (see
 // TestSimChangeDetectorCalibration), but every step of it is a proof.
 //
-// Restarting the CUSUM (a Restart, or a new leader in a fleet) can only end
-// an excursion early; the batch argument above covers the new leader that
-// feeds the step's summed counts as one batch (W = max(0, llr of the whole
-// step so far), never more than the per-request CUSUM). It can delay a
-// rollback, never cause one.
+// W = max(0, W + llr) is monotone in W, so a CUSUM restarted at zero never
+// stands above one that was not restarted, and a new leader that feeds the
+// step's summed counts as one batch gets W = max(0, llr of the whole step so
+// far), never more than the per-request CUSUM (the batch argument above):
+// restarting the CUSUM, by Restart or by a change of leader in a fleet, can
+// delay a rollback, never cause one.
 //
 // # Gates and the α split
 //
@@ -158,13 +159,13 @@
 //     for Poisson counts, approximately for rare Bernoulli events, whose
 //     odds ratio exceeds the rate ratio by the factor (1-ps)/(1-pc), under
 //     5% at the rates an SLO allows (measured at the margin: 4.5% and 3.3%
-//     of rollouts against a 5% share, see TestSimCompareRollback). With SLO.Compare = CompareHold (the default,
-//     CANARY_COMPARE=hold) it is a second line of evidence: a canary
-//     significantly worse than stable but within its SLO is held (the plan
-//     does not advance), never rolled back, at level α/2 (log(2/α) = 5.30).
-//     With CompareRollback it rolls such a canary back, as
-//     rollback_error_rate or rollback_latency (the SLO compared) with a
-//     reason naming the comparison; each SLO's α/2 is then split three ways,
+//     of rollouts against a 5% share, see TestSimCompareRollback). With
+//     SLO.Compare = CompareHold (the default, CANARY_COMPARE=hold) it is a
+//     second line of evidence: a canary significantly worse than stable but
+//     within its SLO is held (the plan does not advance), never rolled back,
+//     at level α/2 (log(2/α) = 5.30). With CompareRollback it rolls such a
+//     canary back, as rollback_error_rate or rollback_latency (the SLO
+//     compared) with a reason naming the comparison; each SLO's α/2 is then split three ways,
 //     α/6 for each of its step test, CUSUM and comparison (thresholds 6.40,
 //     13.58 and 6.40 for errors), so that a canary that meets its SLO and is
 //     not worse than stable by more than the margin is still rolled back
