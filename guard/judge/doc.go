@@ -18,8 +18,8 @@
 // Shirikian, "Rapid Regression Detection in Software Deployments through
 // Sequential Testing" (KDD 2022). It may be consulted after every request
 // without inflating its false-alarm probability. This is its second version
-// (v2, issue 18): v1 tested one alternative, three times the SLO, and let a
-// canary at 1.5 times its SLO through in 42.5% of 100,000-request rollouts.
+// (v2): v1 tested one alternative, three times the SLO, and let a canary at
+// 1.5 times its SLO through in 42.5% of 100,000-request rollouts.
 //
 // # The step test: a mixture SPRT
 //
@@ -190,7 +190,7 @@
 //
 // # A fleet
 //
-// Replicas sharing one rollout (issue 12) judge with SLO.FleetShares: the
+// Replicas sharing one rollout (a fleet) judge with SLO.FleetShares: the
 // leader judges the replicas' summed counts with Alpha/2, each of R
 // replicas judges its own with Alpha/(2R) and Horizon/R (its share of the
 // fleet's requests), and any of them may roll the fleet back, a replica

@@ -65,7 +65,8 @@ type scenario struct {
 	rollouts          int // in a full run
 	wantVerdict       judge.Verdict
 
-	// The issue's targets for the sequential judge (zero: none).
+	// The targets for the sequential judge, as in the README's table (zero:
+	// none).
 	falseAtMost  float64 // good: share of rollouts falsely rolled back
 	medianAtMost uint64  // bad: median canary requests to the rollback
 	missedAtMost float64 // bad: share not rolled back within simMax
@@ -82,8 +83,7 @@ type outcome struct {
 	replica bool          // fleet: a replica's own judge, not the leader's, rolled back
 }
 
-// simScenarios lists the canaries of TestSimRollouts with the issue's
-// targets. Both good canaries are at the stated multiple of both SLOs at
+// simScenarios lists the canaries of TestSimRollouts with their targets. Both good canaries are at the stated multiple of both SLOs at
 // once, the worst case for the union of the gates; a canary that breaks one
 // SLO keeps the other at half its SLO.
 func simScenarios() []scenario {
@@ -407,7 +407,7 @@ func checkTargets(t *testing.T, sc scenario, s summary) {
 }
 
 // TestSimRollouts runs thousands of simulated rollouts through both judges
-// and checks the sequential judge against the targets of the issue (see the
+// and checks the sequential judge against its targets (see the
 // package doc for the table it prints).
 func TestSimRollouts(t *testing.T) {
 	// Millions of judgements allocate a lot of short-lived garbage over a
@@ -441,7 +441,7 @@ func TestSimRollouts(t *testing.T) {
 	}
 }
 
-// The fleet of issue 12: R replicas share the canary's traffic evenly (round
+// A fleet: R replicas share the canary's traffic evenly (round
 // robin), each serving what a single instance serves (50 canary requests a
 // second), so the fleet serves R times as much. Each replica judges its own
 // evidence at its share of α and a leader judges the sum of all replicas'
@@ -548,7 +548,7 @@ func simulateFleet(sc scenario, replicas int, rng *rand.Rand) outcome {
 	return outcome{verdict: judge.Hold}
 }
 
-// TestSimFleet checks issue 12's promise for a fleet: a canary that meets
+// TestSimFleet checks the promise for a fleet: a canary that meets
 // its SLO is falsely rolled back with probability at most α with 1, 3 and
 // 10 replicas, and a 3x breach is caught after about as many fleet-wide
 // canary requests as a single instance needs (at most 1.3 times).
