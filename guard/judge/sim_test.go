@@ -83,9 +83,10 @@ type outcome struct {
 	replica bool          // fleet: a replica's own judge, not the leader's, rolled back
 }
 
-// simScenarios lists the canaries of TestSimRollouts with their targets. Both good canaries are at the stated multiple of both SLOs at
-// once, the worst case for the union of the gates; a canary that breaks one
-// SLO keeps the other at half its SLO.
+// simScenarios lists the canaries of TestSimRollouts with their targets.
+// Both good canaries are at the stated multiple of both SLOs at once, the
+// worst case for the union of the gates; a canary that breaks one SLO keeps
+// the other at half its SLO.
 func simScenarios() []scenario {
 	const errV, latV = judge.RollbackErrorRate, judge.RollbackLatency
 	return []scenario{
