@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/canaryd/canaryd/admin"
 	"github.com/canaryd/canaryd/guard"
+	"github.com/canaryd/canaryd/guard/judge"
 	"github.com/canaryd/canaryd/split"
 )
 
@@ -57,6 +59,8 @@ type config struct {
 	EvalInterval   time.Duration `env:"CANARY_EVAL_INTERVAL" envDefault:"1s" help:"how often the guard judges"`
 	Judge          string        `env:"CANARY_JUDGE" envDefault:"sequential" help:"sequential (anytime-valid tests) or window (thresholds)"`
 	Alpha          float64       `env:"CANARY_ALPHA" envDefault:"0.01" help:"most probability of rolling back a canary that meets its SLO"`
+	Compare        string        `env:"CANARY_COMPARE" envDefault:"hold" help:"a canary significantly worse than stable within its SLO: hold the plan, or rollback"`
+	CompareMargin  float64       `env:"CANARY_COMPARE_MARGIN" envDefault:"0.5" help:"how much worse than stable the comparison tolerates, as a fraction (0.5 = 50%)"`
 
 	_                 struct{}      `group:"Release integrity"`
 	IntegrityManifest string        `env:"CANARY_INTEGRITY_MANIFEST" help:"sha256sum manifest of the canary's release files"`
@@ -92,6 +96,7 @@ type config struct {
 	stable, canary *url.URL
 	weight         uint32
 	steps          []guard.Step
+	compare        judge.Compare
 	level          zerolog.Level
 	upstreamTLS    *tls.Config
 	tlsEnabled     bool
@@ -405,6 +410,8 @@ func loadConfig(environ []string) (*config, error) {
 		return nil, bad("CANARY_JUDGE", "%q must be sequential or window", c.Judge)
 	case !(c.Alpha > 0 && c.Alpha < 0.5):
 		return nil, bad("CANARY_ALPHA", "%v must be a probability between 0 and 0.5 (e.g. 0.01)", c.Alpha)
+	case !(c.CompareMargin > 0) || math.IsInf(c.CompareMargin, 1):
+		return nil, bad("CANARY_COMPARE_MARGIN", "%v must be a positive fraction (e.g. 0.5 for 50%% worse than stable)", c.CompareMargin)
 	case c.ShutdownTimeout < 0:
 		return nil, bad("CANARY_SHUTDOWN_TIMEOUT", "must not be negative")
 	case c.HealthInterval <= 0:
@@ -423,6 +430,9 @@ func loadConfig(environ []string) (*config, error) {
 		return nil, bad("CANARY_UPSTREAM_TIMEOUT", "must be positive")
 	case c.MaxConnsPerBackend < 1:
 		return nil, bad("CANARY_MAX_CONNS_PER_BACKEND", "must be at least 1")
+	}
+	if c.compare, err = judge.ParseCompare(c.Compare); err != nil {
+		return nil, bad("CANARY_COMPARE", "%q must be hold or rollback", c.Compare)
 	}
 	if err := (split.Config{StickyKey: c.StickyKey}).Validate(); err != nil {
 		return nil, bad("CANARY_STICKY_KEY", "%q must be cookie:NAME or header:NAME", c.StickyKey)

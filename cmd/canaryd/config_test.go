@@ -6,11 +6,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+
+	"github.com/canaryd/canaryd/guard/judge"
 )
 
 func baseEnv(t *testing.T) []string {
@@ -79,6 +83,14 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"judge bad", []string{"CANARY_JUDGE=vibes"}, "CANARY_JUDGE"},
 		{"alpha bad", []string{"CANARY_ALPHA=2"}, "CANARY_ALPHA"},
 		{"alpha one half", []string{"CANARY_ALPHA=0.5"}, "CANARY_ALPHA"},
+		{"compare bad", []string{"CANARY_COMPARE=strict"}, "CANARY_COMPARE"},
+		{"compare capitalised", []string{"CANARY_COMPARE=Rollback"}, "CANARY_COMPARE"},
+		{"compare set but empty", []string{"CANARY_COMPARE="}, "CANARY_COMPARE"},
+		{"compare margin zero", []string{"CANARY_COMPARE_MARGIN=0"}, "CANARY_COMPARE_MARGIN"},
+		{"compare margin negative", []string{"CANARY_COMPARE_MARGIN=-0.5"}, "CANARY_COMPARE_MARGIN"},
+		{"compare margin as a percentage", []string{"CANARY_COMPARE_MARGIN=50%"}, "CANARY_COMPARE_MARGIN"},
+		{"compare margin infinite", []string{"CANARY_COMPARE_MARGIN=+Inf"}, "CANARY_COMPARE_MARGIN"},
+		{"compare margin not a number", []string{"CANARY_COMPARE_MARGIN=NaN"}, "CANARY_COMPARE_MARGIN"},
 		{"access log bad", []string{"CANARY_ACCESS_LOG=maybe"}, "CANARY_ACCESS_LOG"},
 		{"log level bad", []string{"CANARY_LOG_LEVEL=loud"}, "CANARY_LOG_LEVEL"},
 		{"log format bad", []string{"CANARY_LOG_FORMAT=xml"}, "CANARY_LOG_FORMAT"},
@@ -111,8 +123,19 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Listen != ":8080" || c.AdminListen != ":8000" || c.weight != 1000 || c.Judge != "sequential" ||
-		c.SLOP95.String() != "500ms" || c.SLOWindow.String() != "5m0s" || c.SLOMinRequests != 100 {
+		c.SLOP95.String() != "500ms" || c.SLOWindow.String() != "5m0s" || c.SLOMinRequests != 100 ||
+		c.compare != judge.CompareHold || c.CompareMargin != 0.5 {
 		t.Errorf("defaults = %+v", c)
+	}
+}
+
+func TestConfigCompare(t *testing.T) {
+	c, err := loadConfig(with(baseEnv(t), "CANARY_COMPARE=rollback", "CANARY_COMPARE_MARGIN=0.25"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.compare != judge.CompareRollback || c.CompareMargin != 0.25 {
+		t.Errorf("CANARY_COMPARE=rollback, CANARY_COMPARE_MARGIN=0.25: compare %v, margin %v", c.compare, c.CompareMargin)
 	}
 }
 
@@ -375,5 +398,41 @@ func TestVersion(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if code := run(context.Background(), []string{"version"}, nil, &stdout, &stderr); code != exitOK || stdout.String() != "canaryd v9.8.7\n" {
 		t.Errorf("version: exit %d, %q; want canaryd v9.8.7", code, stdout.String())
+	}
+}
+
+// CANARY_COMPARE and CANARY_COMPARE_MARGIN reach the judge: a canary within
+// its error SLO (0.67% against 1%) but failing where stable never does is
+// rolled back with rollback, held with hold, and the reason quotes the
+// configured margin.
+func TestConfigCompareReachesTheJudge(t *testing.T) {
+	for _, tt := range []struct{ mode, want, says string }{
+		{"rollback", "rollback_error_rate", "rolling back"},
+		{"hold", "hold", "holding"},
+	} {
+		t.Run(tt.mode, func(t *testing.T) {
+			var n atomic.Int64
+			stable := newBackend(t, "stable", nil)
+			canary := newBackend(t, "canary", func(w http.ResponseWriter, r *http.Request) {
+				if n.Add(1)%150 == 0 {
+					http.Error(w, "broken", http.StatusInternalServerError)
+					return
+				}
+				io.WriteString(w, "canary")
+			})
+			in := start(t, testEnv(t, stable, canary, "CANARY_WEIGHT=50", "CANARY_COMPARE="+tt.mode, "CANARY_COMPARE_MARGIN=0.25"))
+			c := in.waitFor("the comparison with stable to fail", 500, func(c checkBody) bool {
+				for _, g := range c.Gates {
+					if g.Name == "error_rate_vs_stable" && g.Verdict == "fail" {
+						return true
+					}
+				}
+				return c.Recommendation == "rollback_error_rate"
+			})
+			if c.Recommendation != tt.want || !strings.Contains(strings.Join(c.Reasons, " "), "worse than stable by more than 25.00%; "+tt.says) {
+				t.Errorf("CANARY_COMPARE=%s: recommendation %s, reasons %q; want %s saying %q with the 25%% margin",
+					tt.mode, c.Recommendation, c.Reasons, tt.want, tt.says)
+			}
+		})
 	}
 }

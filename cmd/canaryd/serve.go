@@ -177,6 +177,8 @@ func newGuard(c *config, px *proxy.Proxy, sp *split.Splitter, log zerolog.Logger
 			P95:         c.SLOP95,
 			MinRequests: c.SLOMinRequests,
 			Alpha:       c.Alpha,
+			Margin:      c.CompareMargin,
+			Compare:     c.compare,
 		},
 		Window:            c.SLOWindow,
 		Judge:             c.Judge,

@@ -1,6 +1,7 @@
 package judge
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/canaryd/canaryd/proxy"
@@ -40,20 +41,79 @@ type SLO struct {
 	// own error and roll back without a floor).
 	MinRequests uint64
 	// Alpha bounds the probability that the sequential judge rolls back a
-	// canary that meets its SLO (including one exactly at it) within
+	// canary that meets its SLO (including one exactly at it, and, with
+	// CompareRollback, not worse than stable by more than Margin) within
 	// Horizon requests of a step; its step tests alone take Alpha/2 and
 	// keep that bound however long the step (see the package doc). Zero
-	// means 0.01.
+	// means DefaultAlpha.
 	Alpha float64
 	// Margin is the relative margin by which the canary may be worse than
 	// stable before the comparison gates object (0.5 = 50% worse). Zero
 	// means the judge's default, DefaultMargin.
 	Margin float64
+	// Compare is what the sequential judge does with a canary that is
+	// significantly worse than stable by more than Margin while it meets
+	// its SLO. The zero value, CompareHold, holds the plan.
+	Compare Compare
 	// Horizon is the number of canary requests in one step over which the
 	// sequential judge's change detectors keep a canary that meets its SLO
 	// (even exactly) from a false rollback with probability at least
 	// 1-Alpha/2 (see the package doc). Zero means DefaultHorizon.
 	Horizon uint64
+}
+
+// Compare is what the comparison with stable may conclude (SLO.Compare).
+type Compare uint8
+
+// Comparison modes.
+const (
+	// CompareHold (the zero value): a canary significantly worse than
+	// stable but within its SLO is held (the plan does not advance), never
+	// rolled back.
+	CompareHold Compare = iota
+	// CompareRollback: such a canary is rolled back, with the verdict of
+	// the SLO compared (rollback_error_rate or rollback_latency) and a
+	// reason naming the comparison. For services whose SLO is loose.
+	CompareRollback
+)
+
+// String is "hold" or "rollback", as CANARY_COMPARE spells them.
+func (c Compare) String() string {
+	if c == CompareRollback {
+		return "rollback"
+	}
+	return "hold"
+}
+
+// ParseCompare reads a comparison mode as CANARY_COMPARE spells it.
+func ParseCompare(s string) (Compare, error) {
+	switch s {
+	case "hold":
+		return CompareHold, nil
+	case "rollback":
+		return CompareRollback, nil
+	}
+	return CompareHold, fmt.Errorf("%w: comparison mode %q must be hold or rollback", ErrInvalidSLO, s)
+}
+
+// FleetShares splits s between the judges of a fleet of replicas that share
+// one rollout (see the package doc, "A fleet"): the leader judges the sum of
+// every replica's evidence with leader, each replica judges its own with
+// replica, and any of them may roll the fleet back. The leader gets
+// Alpha/2; each replica Alpha/(2·replicas) and Horizon/replicas (it sees
+// that share of the fleet's canary requests), so that by a union bound the
+// fleet rolls back a canary that meets its SLO with probability at most
+// Alpha, as a single instance does. The other fields are copied; zero
+// fields are resolved to their defaults first. replicas below 1 counts
+// as 1.
+func (s SLO) FleetShares(replicas int) (leader, replica SLO) {
+	s = s.withDefaults()
+	r := uint64(max(replicas, 1))
+	leader, replica = s, s
+	leader.Alpha = s.Alpha / 2
+	replica.Alpha = s.Alpha / float64(2*r)
+	replica.Horizon = (s.Horizon + r - 1) / r
+	return leader, replica
 }
 
 // Gate is one check behind a verdict, so every verdict explains itself.

@@ -2,6 +2,7 @@ package judge_test
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -90,6 +91,9 @@ func (f *feeder) add(n, errs, slow uint64, stableN, stableErrs uint64) proxy.Sna
 	return f.snap
 }
 
+// A dead canary is rolled back on its fourth failed request (v1: the sixth);
+// three failures in a row are not yet enough, so a short burst of errors at
+// the start of a step does not end it.
 func TestSequentialOutageWithinAHandfulOfRequests(t *testing.T) {
 	j := judge.NewSequential(testSLO())
 	var f feeder
@@ -97,8 +101,8 @@ func TestSequentialOutageWithinAHandfulOfRequests(t *testing.T) {
 	for i := 1; i <= 10; i++ {
 		r := j.Judge(f.add(1, 1, 0, 9, 0))
 		if r.Verdict == judge.RollbackErrorRate {
-			if i > 6 {
-				t.Errorf("outage rolled back after %d requests; want <= 6", i)
+			if i != 4 {
+				t.Errorf("outage rolled back after %d requests; want 4", i)
 			}
 			if g := gate(t, r, "error_rate"); g.Verdict != "fail" || g.Value < g.Threshold || g.Samples != uint64(i) {
 				t.Errorf("error_rate gate = %+v; want fail with value >= threshold over %d samples", g, i)
@@ -110,6 +114,191 @@ func TestSequentialOutageWithinAHandfulOfRequests(t *testing.T) {
 		}
 	}
 	t.Fatal("a total outage was not rolled back within 10 requests")
+}
+
+// Every request slower than the p95 SLO: the latency statistic concludes
+// after as few requests as the error one does for an outage, when it is
+// consulted (the guard judges latency on its tick, since a slow request does
+// not wake it).
+func TestSequentialLatencyOutage(t *testing.T) {
+	j := judge.NewSequential(testSLO())
+	var f feeder
+	for i := 1; i <= 10; i++ {
+		r := j.Judge(f.add(1, 0, 1, 9, 0))
+		if r.Verdict.IsRollback() {
+			if r.Verdict != judge.RollbackLatency || i > 7 {
+				t.Errorf("every request slow: %s after %d requests; want rollback_latency within 7", r.Verdict, i)
+			}
+			t.Logf("every request slow: %s after %d requests", r.Verdict, i)
+			return
+		}
+	}
+	t.Fatal("every request slow: no rollback within 10 requests")
+}
+
+// The step tests' statistic is a function of the counts since the step
+// started: judging the same requests in other batches, or the sum of
+// several replicas' counts, gives the same value, which is what lets a
+// fleet's leader judge the replicas' summed evidence.
+func TestSequentialStepStatisticIsAFunctionOfTheCounts(t *testing.T) {
+	type counts struct{ n, errs, slow uint64 }
+	replicas := [3][]counts{
+		{{40, 1, 3}, {60, 0, 2}, {30, 2, 0}},
+		{{10, 0, 0}, {90, 3, 9}, {55, 0, 1}},
+		{{70, 2, 4}, {20, 0, 0}, {45, 1, 6}},
+	}
+	stepGates := func(r judge.Result) (float64, float64) {
+		return gate(t, r, judge.GateErrorRate).Value, gate(t, r, judge.GateP95Latency).Value
+	}
+	// The leader judges the replicas' sums, tick by tick.
+	leader := judge.NewSequential(testSLO())
+	var sum proxy.Snapshot
+	var last judge.Result
+	for tick := range 3 {
+		for _, rep := range replicas {
+			c := rep[tick]
+			sum.Canary.Totals.Requests += c.n
+			sum.Canary.Totals.Errors += c.errs
+			sum.Canary.Totals.Slow += c.slow
+			sum.Stable.Totals.Requests += 9 * c.n
+		}
+		last = leader.Judge(sum)
+	}
+	// One process sees the same requests one at a time, events first.
+	single := judge.NewSequential(testSLO())
+	var one proxy.Snapshot
+	for range sum.Canary.Totals.Requests {
+		one.Canary.Totals.Requests++
+		if one.Canary.Totals.Errors < sum.Canary.Totals.Errors {
+			one.Canary.Totals.Errors++
+		}
+		if one.Canary.Totals.Slow < sum.Canary.Totals.Slow {
+			one.Canary.Totals.Slow++
+		}
+		one.Stable.Totals.Requests += 9
+		single.Judge(one)
+	}
+	lastOne := single.Judge(one)
+	e1, s1 := stepGates(last)
+	e2, s2 := stepGates(lastOne)
+	if math.Abs(e1-e2) > 1e-9 || math.Abs(s1-s2) > 1e-9 {
+		t.Errorf("step statistics: summed ticks (%v, %v), one request at a time (%v, %v); want equal", e1, s1, e2, s2)
+	}
+	if g := gate(t, last, judge.GateErrorRate); g.Samples != sum.Canary.Totals.Requests {
+		t.Errorf("error_rate samples = %d; want %d", g.Samples, sum.Canary.Totals.Requests)
+	}
+}
+
+// With CompareRollback a canary within its SLO but significantly worse than
+// stable by more than the margin is rolled back, with the verdict of the
+// SLO compared and a reason naming the comparison; CompareHold (the
+// default) holds it.
+func TestSequentialCompareRollback(t *testing.T) {
+	tests := []struct {
+		name       string
+		errs, slow uint64 // per 1000 canary requests (stable: 2 errors, 10 slow per 1000)
+		want       judge.Verdict
+		gate       string
+	}{
+		{"errors 0.8% vs 0.2%", 8, 10, judge.RollbackErrorRate, judge.GateErrorRateVsStable},
+		{"slow 4% vs 1%", 2, 40, judge.RollbackLatency, judge.GateP95LatencyVsStable},
+	}
+	for _, tt := range tests {
+		for _, mode := range []judge.Compare{judge.CompareHold, judge.CompareRollback} {
+			t.Run(tt.name+"/"+mode.String(), func(t *testing.T) {
+				slo := testSLO()
+				slo.Compare = mode
+				j := judge.NewSequential(slo)
+				var f feeder
+				var r judge.Result
+				for range 40 {
+					s := f.add(1000, tt.errs, tt.slow, 9000, 18)
+					s.Stable.Totals.Slow = s.Stable.Totals.Requests / 100
+					f.snap = s
+					if r = j.Judge(s); r.Verdict.IsRollback() {
+						break
+					}
+				}
+				g := gate(t, r, tt.gate)
+				if g.Verdict != judge.GateFail {
+					t.Fatalf("gate %s = %+v; want fail", tt.gate, g)
+				}
+				for _, name := range []string{judge.GateErrorRate, judge.GateErrorRateChange, judge.GateP95Latency, judge.GateP95LatencyChange} {
+					if g := gate(t, r, name); g.Verdict == judge.GateFail {
+						t.Errorf("SLO gate %s failed (%s); the canary is within its SLO", name, g.Detail)
+					}
+				}
+				want := tt.want
+				if mode == judge.CompareHold {
+					want = judge.Hold
+				}
+				if r.Verdict != want {
+					t.Fatalf("verdict = %s (%v); want %s", r.Verdict, r.Reasons, want)
+				}
+				if mode == judge.CompareRollback && (len(r.Reasons) != 1 || !strings.Contains(r.Reasons[0], "worse than stable")) {
+					t.Errorf("reasons = %q; want one naming the comparison with stable", r.Reasons)
+				}
+			})
+		}
+	}
+}
+
+func TestFleetShares(t *testing.T) {
+	slo := testSLO()
+	for _, tt := range []struct {
+		replicas          int
+		leaderA, replicaA float64
+		leaderH, replicaH uint64
+	}{
+		{1, 0.005, 0.005, 100_000, 100_000},
+		{3, 0.005, 0.01 / 6, 100_000, 33_334},
+		{10, 0.005, 0.0005, 100_000, 10_000},
+		{0, 0.005, 0.005, 100_000, 100_000}, // counts as 1
+	} {
+		leader, replica := slo.FleetShares(tt.replicas)
+		if math.Abs(leader.Alpha-tt.leaderA) > 1e-12 || math.Abs(replica.Alpha-tt.replicaA) > 1e-12 ||
+			leader.Horizon != tt.leaderH || replica.Horizon != tt.replicaH {
+			t.Errorf("FleetShares(%d) = alpha %v/%v, horizon %d/%d; want %v/%v, %d/%d", tt.replicas,
+				leader.Alpha, replica.Alpha, leader.Horizon, replica.Horizon, tt.leaderA, tt.replicaA, tt.leaderH, tt.replicaH)
+		}
+		if sum := leader.Alpha + float64(max(tt.replicas, 1))*replica.Alpha; sum > slo.Alpha+1e-12 {
+			t.Errorf("FleetShares(%d): the shares sum to %v; want at most α = %v", tt.replicas, sum, slo.Alpha)
+		}
+		if leader.ErrorRate != slo.ErrorRate || replica.P95 != slo.P95 || replica.MinRequests != slo.MinRequests {
+			t.Errorf("FleetShares(%d) changed the SLO itself: %+v, %+v", tt.replicas, leader, replica)
+		}
+	}
+	// Zero fields take their defaults before the split.
+	leader, _ := judge.SLO{ErrorRate: 0.01, P95: time.Second}.FleetShares(2)
+	if leader.Alpha != judge.DefaultAlpha/2 || leader.Horizon != judge.DefaultHorizon {
+		t.Errorf("FleetShares of a zero Alpha and Horizon = %v, %d; want %v, %d", leader.Alpha, leader.Horizon, judge.DefaultAlpha/2, judge.DefaultHorizon)
+	}
+}
+
+func TestParseCompare(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want judge.Compare
+		ok   bool
+	}{
+		{"hold", judge.CompareHold, true},
+		{"rollback", judge.CompareRollback, true},
+		{"", judge.CompareHold, false},
+		{"Rollback", judge.CompareHold, false},
+		{"roll back", judge.CompareHold, false},
+	} {
+		got, err := judge.ParseCompare(tt.in)
+		if got != tt.want || (err == nil) != tt.ok || (err != nil && !errors.Is(err, judge.ErrInvalidSLO)) {
+			t.Errorf("ParseCompare(%q) = %v, %v; want %v, ok %v", tt.in, got, err, tt.want, tt.ok)
+		}
+		if tt.ok && got.String() != tt.in {
+			t.Errorf("ParseCompare(%q).String() = %q", tt.in, got.String())
+		}
+	}
+	var zero judge.Compare
+	if zero != judge.CompareHold {
+		t.Error("the zero Compare is not CompareHold")
+	}
 }
 
 func TestSequentialVerdicts(t *testing.T) {
@@ -244,6 +433,10 @@ func TestSLOValidate(t *testing.T) {
 		{"no p95", func(s *judge.SLO) { s.P95 = 0 }, "p95"},
 		{"alpha too big", func(s *judge.SLO) { s.Alpha = 0.5 }, "alpha"},
 		{"negative margin", func(s *judge.SLO) { s.Margin = -1 }, "margin"},
+		{"margin not a number", func(s *judge.SLO) { s.Margin = math.NaN() }, "margin"},
+		{"margin infinite", func(s *judge.SLO) { s.Margin = math.Inf(1) }, "margin"},
+		{"compare rollback", func(s *judge.SLO) { s.Compare = judge.CompareRollback }, ""},
+		{"compare unknown", func(s *judge.SLO) { s.Compare = 7 }, "comparison"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -277,12 +470,17 @@ func TestDegenerateSLOsDoNotBreakTheJudges(t *testing.T) {
 // FuzzSequential feeds arbitrary (possibly torn or shrinking) totals and
 // checks that every result is well formed.
 func FuzzSequential(f *testing.F) {
-	f.Add(uint64(100), uint64(1), uint64(5), uint64(900), uint64(3), uint64(40), 0.01) // healthy
-	f.Add(uint64(10), uint64(10), uint64(0), uint64(90), uint64(0), uint64(0), 0.01)   // outage
-	f.Add(uint64(3), uint64(7), uint64(9), uint64(0), uint64(0), uint64(0), 0.5)       // torn read
-	f.Add(uint64(1), uint64(0), uint64(0), uint64(1), uint64(1), uint64(1), 0.0)       // degenerate SLO
-	f.Fuzz(func(t *testing.T, n, errs, slow, sn, serrs, sslow uint64, rate float64) {
-		j := judge.NewSequential(judge.SLO{ErrorRate: rate, P95: time.Second, MinRequests: 10})
+	f.Add(uint64(100), uint64(1), uint64(5), uint64(900), uint64(3), uint64(40), 0.01, false)   // healthy
+	f.Add(uint64(10), uint64(10), uint64(0), uint64(90), uint64(0), uint64(0), 0.01, false)     // outage
+	f.Add(uint64(3), uint64(7), uint64(9), uint64(0), uint64(0), uint64(0), 0.5, false)         // torn read
+	f.Add(uint64(1), uint64(0), uint64(0), uint64(1), uint64(1), uint64(1), 0.0, false)         // degenerate SLO
+	f.Add(uint64(1000), uint64(8), uint64(10), uint64(9000), uint64(2), uint64(90), 0.01, true) // worse than stable, compare rollback
+	f.Fuzz(func(t *testing.T, n, errs, slow, sn, serrs, sslow uint64, rate float64, rollback bool) {
+		slo := judge.SLO{ErrorRate: rate, P95: time.Second, MinRequests: 10}
+		if rollback {
+			slo.Compare = judge.CompareRollback
+		}
+		j := judge.NewSequential(slo)
 		var s proxy.Snapshot
 		for i := range uint64(4) {
 			// Grow, then shrink on the last round.

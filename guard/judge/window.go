@@ -11,9 +11,9 @@ import (
 // just the requests since then until the window has slid past that moment,
 // so a reset is not rolled straight back by the failures that caused it.
 type window struct {
-	slo SLO
-	p95 string // slo.P95, formatted once
-	buf []byte // reused for sentences
+	slo  SLO
+	p95  string // slo.P95, formatted once
+	line line   // reused for sentences
 
 	restartAt time.Time    // zero: never restarted
 	base      proxy.Totals // canary totals at restartAt
@@ -54,44 +54,55 @@ func (w *window) Judge(s proxy.Snapshot) Result {
 	errRate, slowRate := rate(errs, n), rate(slow, n)
 	enough := n >= w.slo.MinRequests
 
-	l := &line{b: w.buf[:0]}
-	minGate := minRequestsGate(l, n, w.slo.MinRequests, "in the window")
-	errGate := Gate{
-		Name: GateErrorRate, Value: errRate, Threshold: w.slo.ErrorRate, Unit: "ratio", Samples: n,
-		Detail: l.n(errs).s(" errors in ").n(n).s(" window requests (").pct(errRate).s("); SLO ").pct(w.slo.ErrorRate).done(),
-	}
+	l := &w.line
+	res := Result{Verdict: Proceed, Gates: make([]Gate, 3)}
+	minGate, errGate, latGate := &res.Gates[0], &res.Gates[1], &res.Gates[2]
+	minRequestsGate(l, minGate, n, w.slo.MinRequests, "in the window")
+	*errGate = Gate{Name: GateErrorRate, Value: errRate, Threshold: w.slo.ErrorRate, Unit: "ratio", Samples: n}
+	l.n(errs).s(" errors in ").n(n).s(" window requests (").pct(errRate).s("); SLO ").pct(w.slo.ErrorRate).into(&errGate.Detail)
+	*latGate = Gate{Name: GateP95Latency, Value: slowRate, Threshold: SlowShare, Unit: "ratio", Samples: n}
 	l.n(slow).s(" of ").n(n).s(" window requests (").pct(slowRate).s(") slower than ").s(w.p95).
 		s("; p95 meets the SLO while at most ").pct(SlowShare).s(" are")
 	if len(c.Latency.Counts) > 0 && c.Latency.Count() > 0 {
 		l.s("; histogram p95 ").s(c.Latency.Quantile(0.95).String())
 	}
-	latGate := Gate{Name: GateP95Latency, Value: slowRate, Threshold: SlowShare, Unit: "ratio", Samples: n, Detail: l.done()}
+	l.into(&latGate.Detail)
 
 	errBad, latBad := errRate > w.slo.ErrorRate, slowRate > SlowShare
-	res := Result{Verdict: Proceed}
+	var errReason, latReason, proceed string
 	switch {
 	case !enough:
 		errGate.Verdict, latGate.Verdict = GateHold, GateHold
 		res.Verdict = Hold
-		res.Reasons = []string{minGate.Detail}
 	default:
 		errGate.Verdict, latGate.Verdict = passFail(errBad), passFail(latBad)
 		if errBad {
 			res.Verdict = RollbackErrorRate
-			res.Reasons = append(res.Reasons, l.s("window error rate ").pct(errRate).s(" exceeds the SLO ").pct(w.slo.ErrorRate).done())
+			l.s("window error rate ").pct(errRate).s(" exceeds the SLO ").pct(w.slo.ErrorRate).into(&errReason)
 		}
 		if latBad {
 			if !errBad {
 				res.Verdict = RollbackLatency
 			}
-			res.Reasons = append(res.Reasons, l.pct(slowRate).s(" of window requests slower than ").s(w.p95).s(": p95 exceeds the SLO").done())
+			l.pct(slowRate).s(" of window requests slower than ").s(w.p95).s(": p95 exceeds the SLO").into(&latReason)
 		}
 		if res.Verdict == Proceed {
-			res.Reasons = []string{l.s("window error rate ").pct(errRate).s(" and ").pct(slowRate).s(" slow requests over ").n(n).s(" requests are within the SLO").done()}
+			l.s("window error rate ").pct(errRate).s(" and ").pct(slowRate).s(" slow requests over ").n(n).s(" requests are within the SLO").into(&proceed)
 		}
 	}
-	res.Gates = []Gate{minGate, errGate, latGate}
-	w.buf = l.b
+	l.flush()
+	switch {
+	case !enough:
+		res.Reasons = []string{minGate.Detail}
+	case res.Verdict == Proceed:
+		res.Reasons = []string{proceed}
+	default:
+		for _, r := range []string{errReason, latReason} {
+			if r != "" {
+				res.Reasons = append(res.Reasons, r)
+			}
+		}
+	}
 	return res
 }
 
