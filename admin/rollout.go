@@ -7,108 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
-	"strings"
-
+	
 	"github.com/canaryd/canaryd/guard"
+	"github.com/canaryd/canaryd/split"
 )
-
-// Errors of ParsePercent.
-var (
-	// ErrPercentSyntax: the text is not a decimal number.
-	ErrPercentSyntax = errors.New("not a decimal number")
-	// ErrPercentRange: the number lies outside 0..100.
-	ErrPercentRange = errors.New("must be between 0 and 100")
-	// ErrPercentPrecision: the number has more than two decimals.
-	ErrPercentPrecision = errors.New("must have at most 2 decimals")
-)
-
-// maxExponent bounds the exponents ParsePercent computes with; anything
-// larger is out of range (or too precise) whatever the digits.
-const maxExponent = 1_000_000
-
-// ParsePercent converts a percentage written as a JSON number ("25",
-// "2.5", "12.50", "2.5e1") exactly — without floating point — into hundredths
-// of a percent (0..10000). Negative zero is zero; more than two significant
-// decimals, values outside 0..100 and anything that is not a number are
-// errors (ErrPercentPrecision, ErrPercentRange, ErrPercentSyntax).
-func ParsePercent(s string) (uint32, error) {
-	num := s
-	neg := strings.HasPrefix(num, "-")
-	if neg {
-		num = num[1:]
-	}
-	mantissa, expText, hasExp := strings.Cut(num, "e")
-	if !hasExp {
-		mantissa, expText, hasExp = strings.Cut(num, "E")
-	}
-	intPart, frac, hasDot := strings.Cut(mantissa, ".")
-	if !allDigits(intPart) || (hasDot && !allDigits(frac)) {
-		return 0, fmt.Errorf("%q: %w", s, ErrPercentSyntax)
-	}
-	exp := 0
-	if hasExp {
-		negExp := false
-		switch {
-		case strings.HasPrefix(expText, "-"):
-			negExp, expText = true, expText[1:]
-		case strings.HasPrefix(expText, "+"):
-			expText = expText[1:]
-		}
-		if !allDigits(expText) {
-			return 0, fmt.Errorf("%q: %w", s, ErrPercentSyntax)
-		}
-		for i := 0; i < len(expText) && exp < maxExponent; i++ {
-			exp = exp*10 + int(expText[i]-'0')
-		}
-		exp = min(exp, maxExponent)
-		if negExp {
-			exp = -exp
-		}
-	}
-	// The value is digits × 10^-scale.
-	digits := strings.TrimLeft(intPart+frac, "0")
-	scale := len(frac) - exp
-	if digits == "" {
-		return 0, nil
-	}
-	if neg {
-		return 0, fmt.Errorf("%q: %w", s, ErrPercentRange)
-	}
-	for strings.HasSuffix(digits, "0") {
-		digits = digits[:len(digits)-1]
-		scale--
-	}
-	shift := 2 - scale // hundredths = digits × 10^shift
-	if shift < 0 {
-		// Digits beyond the hundredths, but a huge number is better
-		// described as out of range.
-		if len(digits)-(scale-2) > 5 {
-			return 0, fmt.Errorf("%q: %w", s, ErrPercentRange)
-		}
-		return 0, fmt.Errorf("%q: %w", s, ErrPercentPrecision)
-	}
-	if len(digits)+shift > 5 {
-		return 0, fmt.Errorf("%q: %w", s, ErrPercentRange)
-	}
-	v, err := strconv.ParseUint(digits+strings.Repeat("0", shift), 10, 32)
-	if err != nil || v > 10000 {
-		return 0, fmt.Errorf("%q: %w", s, ErrPercentRange)
-	}
-	return uint32(v), nil
-}
-
-func allDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
 
 // errBody is a request body problem answered with 400.
 type errBody struct{ msg string }
@@ -157,7 +59,7 @@ func parseWeightBody(body []byte) (uint32, error) {
 	if !seen {
 		return 0, errBody{`missing field "weight"; ` + want}
 	}
-	w, err := ParsePercent(weight.String())
+	w, err := split.ParsePercent(weight.String())
 	if err != nil {
 		return 0, errBody{"weight " + err.Error()}
 	}
