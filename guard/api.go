@@ -172,7 +172,7 @@ type Transition struct {
 	Who string `json:"who"`
 	// Release is the release the transition belongs to (the new one for a
 	// start); empty in entries written before releases were recorded.
-	Release string `json:"release,omitempty"`
+	Release string `json:"release"`
 }
 
 // Overview is the body of GET /dashboard/canary_overview and of every

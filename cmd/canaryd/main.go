@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/canaryd/canaryd/guard"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -95,6 +97,11 @@ func runServe(ctx context.Context, environ []string, stderr io.Writer) int {
 	switch {
 	case errors.As(err, &ce):
 		return configExit(stderr, err)
+	case errors.Is(err, guard.ErrNotPersisted):
+		// Stopped with a change in force that is not saved: say what is
+		// lost, plainly.
+		fmt.Fprintf(stderr, "canaryd: %v\n", err)
+		return exitFail
 	case err != nil:
 		log.Error().Err(err).Msg("canaryd stopped")
 		return exitFail

@@ -93,6 +93,10 @@ func serve(ctx context.Context, c *config, log zerolog.Logger, ready listening) 
 		closeListeners()
 		return bad("CANARY_STATE_FILE", "%v", err)
 	}
+	if errors.Is(err, guard.ErrRelease) {
+		closeListeners()
+		return bad("CANARY_RELEASE", "%v", err)
+	}
 	if err != nil {
 		closeListeners()
 		return fmt.Errorf("guard: %w", err)
