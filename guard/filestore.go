@@ -68,7 +68,7 @@ func (s *FileStore) Load(context.Context) (Record, Revision, error) {
 		return Record{}, 0, ErrNoRecord
 	}
 	if err != nil {
-		return Record{}, 0, fmt.Errorf("read %s: %w", s.path, err)
+		return Record{}, 0, err // an *fs.PathError: it names the file
 	}
 	rec, rev, err := DecodeRecord(data)
 	if err != nil {
