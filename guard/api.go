@@ -104,19 +104,19 @@ type Config struct {
 type Check struct {
 	CanaryOK       bool           `json:"canary_ok"`
 	Recommendation Recommendation `json:"recommendation"`
-	Reasons        []string      `json:"reasons"`
-	Weight         float64       `json:"weight"`
-	State          string        `json:"state"`
-	Release        string        `json:"release"`
-	Judge          string        `json:"judge"`
-	Window         string        `json:"window"`
-	SLO            SLOView       `json:"slo"`
-	Stable         BackendView   `json:"stable"`
-	Canary         BackendView   `json:"canary"`
-	Integrity      IntegrityView `json:"integrity"`
-	Gates          []judge.Gate  `json:"gates"`
-	Step           *StepView     `json:"step,omitempty"`
-	CheckedAt      time.Time     `json:"checked_at"`
+	Reasons        []string       `json:"reasons"`
+	Weight         float64        `json:"weight"`
+	State          string         `json:"state"`
+	Release        string         `json:"release"`
+	Judge          string         `json:"judge"`
+	Window         string         `json:"window"`
+	SLO            SLOView        `json:"slo"`
+	Stable         BackendView    `json:"stable"`
+	Canary         BackendView    `json:"canary"`
+	Integrity      IntegrityView  `json:"integrity"`
+	Gates          []judge.Gate   `json:"gates"`
+	Step           *StepView      `json:"step,omitempty"`
+	CheckedAt      time.Time      `json:"checked_at"`
 	// Version is canaryd's version; the guard leaves it empty for admin to
 	// fill in.
 	Version string `json:"version"`
@@ -199,9 +199,9 @@ type Overview struct {
 type RollbackRecord struct {
 	At     time.Time      `json:"time"`
 	Reason Recommendation `json:"reason"`
-	Who    string       `json:"who"`
-	Canary BackendView  `json:"canary"`
-	Gates  []judge.Gate `json:"gates"`
+	Who    string         `json:"who"`
+	Canary BackendView    `json:"canary"`
+	Gates  []judge.Gate   `json:"gates"`
 }
 
 // HealthSummary is the body of GET /dashboard/health_summary.

@@ -106,7 +106,11 @@ func TestNext(t *testing.T) {
 		// The judge.
 		{"proceed for the observe time advances", running, ev(guard.EventJudged, verdict(judge.Proceed, true)), rules3,
 			want{state: guard.StateProgressing, step: 1, weight: 2500, restart: true, who: "plan", reason: "step 1 (5%) observed healthy for 1m0s"}},
-		{"proceed at the last step completes", func() guard.Record { r := rec(guard.StateProgressing, 2, 10000, plan3); r.Observation.Since = t0.Add(-time.Hour); return r }(),
+		{"proceed at the last step completes", func() guard.Record {
+			r := rec(guard.StateProgressing, 2, 10000, plan3)
+			r.Observation.Since = t0.Add(-time.Hour)
+			return r
+		}(),
 			ev(guard.EventJudged, verdict(judge.Proceed, true)), rules3,
 			want{state: guard.StateComplete, step: 2, weight: 10000, restart: false, who: "plan", reason: "plan complete"}},
 		{"proceed unobservable earns nothing", running, ev(guard.EventJudged, verdict(judge.Proceed, false)), rules3,
@@ -283,7 +287,7 @@ func TestNextObservation(t *testing.T) {
 		earned  time.Duration
 		advance bool
 	}{
-		{0, judge.Hold, 50 * time.Second, false},             // gathering evidence again: credit kept
+		{0, judge.Hold, 50 * time.Second, false},              // gathering evidence again: credit kept
 		{time.Second, judge.Proceed, 50 * time.Second, false}, // a run starts
 		{9 * time.Second, judge.Proceed, 58 * time.Second, false},
 		{11 * time.Second, judge.Proceed, 0, true}, // 50 + 10 s: the step's minute is complete

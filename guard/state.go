@@ -105,11 +105,11 @@ type Recommendation string
 // The recommendations. The set grows only by rollback values, so that
 // canary_ok keeps its meaning (false exactly when IsRollback).
 const (
-	RecProceed           = Recommendation(judge.Proceed)
-	RecHold              = Recommendation(judge.Hold)
+	RecProceed                          = Recommendation(judge.Proceed)
+	RecHold                             = Recommendation(judge.Hold)
 	RecComplete          Recommendation = "complete"
-	RecRollbackErrorRate = Recommendation(judge.RollbackErrorRate)
-	RecRollbackLatency   = Recommendation(judge.RollbackLatency)
+	RecRollbackErrorRate                = Recommendation(judge.RollbackErrorRate)
+	RecRollbackLatency                  = Recommendation(judge.RollbackLatency)
 	RecRollbackIntegrity Recommendation = "rollback_integrity"
 	RecRollbackManual    Recommendation = "rollback_manual"
 )
