@@ -2,6 +2,7 @@ package guard
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -85,11 +86,8 @@ func (s *FileStore) Save(_ context.Context, rec Record, prev Revision) (Revision
 		return 0, fmt.Errorf("lock folder %s: %w", dir, err)
 	}
 	defer unlock()
-	_, cur, err := s.Load(context.Background())
-	switch {
-	case errors.Is(err, ErrNoRecord):
-		cur = 0
-	case err != nil:
+	cur, err := s.storedRevision()
+	if err != nil {
 		return 0, err
 	}
 	if cur != prev {
@@ -104,6 +102,33 @@ func (s *FileStore) Save(_ context.Context, rec Record, prev Revision) (Revision
 	}
 	s.notify()
 	return prev + 1, nil
+}
+
+// storedRevision reads only the revision of the stored record (0 for no
+// file): the compare of a compare-and-swap needs no more, and a save stays
+// cheap however long the history.
+func (s *FileStore) storedRevision() (Revision, error) {
+	data, err := os.ReadFile(s.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var head struct {
+		Version  int      `json:"version"`
+		Revision Revision `json:"revision"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
+		return 0, fmt.Errorf("%s: %w: not valid JSON: %w", s.path, ErrCorruptRecord, err)
+	}
+	switch head.Version {
+	case 1:
+		return 1, nil // before revisions (DecodeRecord reads it as 1)
+	case recordVersion:
+		return head.Revision, nil
+	}
+	return 0, fmt.Errorf("%s: %w: unknown version %d", s.path, ErrCorruptRecord, head.Version)
 }
 
 // Quarantine renames the file aside as <path>.corrupt-<unix seconds>.
