@@ -126,8 +126,13 @@ type Guard struct {
 	writes   uint64
 	save     saveStatus
 
-	// Results of the last evaluation.
-	evaluated    bool
+	// The last evaluation's findings.
+	evaluation
+}
+
+// evaluation is what the guard last found: the judge's result, the
+// window's figures, the health checks and the release's integrity.
+type evaluation struct {
 	last         judge.Result
 	lastAt       time.Time
 	stableView   BackendView
@@ -215,8 +220,10 @@ func New(cfg Config, src Source, router Router, log zerolog.Logger, reg promethe
 		id:       hex.EncodeToString(id),
 		kick:     make(chan struct{}, 1),
 		awaiting: map[uint64]error{},
-		integ:    integrity.Disabled(),
-		last:     judge.Result{Verdict: judge.Hold, Reasons: []string{"not judged yet"}},
+		evaluation: evaluation{
+			integ: integrity.Disabled(),
+			last:  judge.Result{Verdict: judge.Hold, Reasons: []string{"not judged yet"}},
+		},
 	}
 	if g.judge == nil {
 		if cfg.Judge == "window" {
@@ -399,7 +406,7 @@ func (g *Guard) judgeSnapshot(snap *proxy.Snapshot, stableH, canaryH proxy.Healt
 		res.Reasons = []string{}
 	}
 	prev := recommendation(g.factsLocked(g.stableHealth, g.canaryHealth))
-	g.last, g.lastAt, g.evaluated = res, g.now(), true
+	g.last, g.lastAt = res, g.now()
 	g.stableView, g.canaryView = backendView(&snap.Stable), backendView(&snap.Canary)
 	g.stableHealth, g.canaryHealth = stableH, canaryH
 

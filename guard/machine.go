@@ -457,11 +457,16 @@ func remember(seen []string, release string) []string {
 // Rebase computes ev again on newer, the stored record that replaced basis
 // (the record ev was first applied to) while ev's change waited to be
 // saved: the compare-and-swap lost, and the change is recomputed from the
-// newer record. It is Next on newer, with one more rule: a rollback is never
-// undone by a concurrent transition. If newer was rolled back since basis,
-// an event that would let the same release's canary have traffic again (a
-// reset computed before the rollback was seen) is ErrConflict.
+// newer record. It is Next on newer, with two more rules. A boot decides
+// again on newer as a record that was read (another writer stored it while
+// this process started). And a rollback is never undone by a concurrent
+// transition: if newer was rolled back since basis, an event that would let
+// the same release's canary have traffic again (a reset computed before the
+// rollback was seen) is ErrConflict.
 func Rebase(basis, newer Record, ev Event, rules Rules) (Record, Effects, error) {
+	if ev.Kind == EventBoot {
+		ev.Stored, ev.Problem = true, ""
+	}
 	next, eff, err := Next(newer, ev, rules)
 	if err != nil {
 		return newer, Effects{}, err

@@ -349,6 +349,12 @@ func TestRebase(t *testing.T) {
 		{"start of another release", basis, rolled, ev(guard.EventStart, func(e *guard.Event) { e.Release = "v2" }), guard.StateProgressing, nil},
 		{"pause on a promoted record", basis, rec(guard.StateProgressing, 1, 2500, plan3), ev(guard.EventPause), guard.StatePaused, nil},
 		{"a rollback wins over a promotion", basis, rec(guard.StateProgressing, 1, 2500, plan3), ev(guard.EventRollback), guard.StateRolledBack, nil},
+		{"a boot that could not read resumes the newer record", guard.Record{}, rec(guard.StatePaused, 1, 700, plan3),
+			ev(guard.EventBoot, func(e *guard.Event) { e.Problem = "store unreachable" }), guard.StatePaused, nil},
+		{"a boot with a new release starts it on the newer record", guard.Record{}, rolled,
+			ev(guard.EventBoot, func(e *guard.Event) { e.Release = "v2" }), guard.StateProgressing, nil},
+		{"a boot with a release the newer record has seen resumes it", guard.Record{}, rolled,
+			ev(guard.EventBoot, func(e *guard.Event) { e.Release = "v0" }), guard.StateRolledBack, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -35,15 +35,8 @@ type facts struct {
 	persisted bool
 	save      saveStatus
 	storeKind string
-
-	judgeName    string
-	last         judge.Result
-	lastAt       time.Time
-	stableView   BackendView
-	canaryView   BackendView
-	stableHealth proxy.HealthStats
-	canaryHealth proxy.HealthStats
-	integ        integrity.Report
+	judgeName string
+	evaluation
 
 	slo    judge.SLO
 	window time.Duration
@@ -52,23 +45,19 @@ type facts struct {
 // factsLocked snapshots the guard with the given health figures (fresh ones
 // for the views, the evaluation's for the metrics).
 func (g *Guard) factsLocked(stableH, canaryH proxy.HealthStats) facts {
-	return facts{
-		now:          g.now(),
-		rec:          g.rec,
-		persisted:    g.seq == g.savedSeq && g.save.err == nil,
-		save:         g.save,
-		storeKind:    g.store.Kind(),
-		judgeName:    g.judge.Name(),
-		last:         g.last,
-		lastAt:       g.lastAt,
-		stableView:   g.stableView,
-		canaryView:   g.canaryView,
-		stableHealth: stableH,
-		canaryHealth: canaryH,
-		integ:        g.integ,
-		slo:          g.cfg.SLO,
-		window:       g.cfg.Window,
+	f := facts{
+		now:        g.now(),
+		rec:        g.rec,
+		persisted:  g.seq == g.savedSeq && g.save.err == nil,
+		save:       g.save,
+		storeKind:  g.store.Kind(),
+		judgeName:  g.judge.Name(),
+		evaluation: g.evaluation,
+		slo:        g.cfg.SLO,
+		window:     g.cfg.Window,
 	}
+	f.stableHealth, f.canaryHealth = stableH, canaryH
+	return f
 }
 
 // facts snapshots the guard for a view, with fresh health-check figures.
