@@ -155,7 +155,7 @@ type saveStatus struct {
 	// err is the last failed save's error; nil after a success.
 	err error
 	// failures counts saves that failed in a row; retryAt is when the next
-	// retry is due.
+	// retry is due (on the real clock: Run's timer fires it).
 	failures uint64
 	retryAt  time.Time
 	// unsavedSince is when the oldest unsaved change (or the first failure)
@@ -594,12 +594,16 @@ func (g *Guard) failed(err error) {
 		g.save.unsavedSince = now
 	}
 	backoff := min(saveRetryMin<<min(g.save.failures-1, 16), saveRetryMax)
-	g.save.retryAt = now.Add(backoff)
+	// The retry runs on Run's timer, so on the real clock (whatever Now is).
+	g.save.retryAt = time.Now().Add(backoff)
 	g.m.persistFailures.Inc()
 	g.updateMetricsLocked()
-	g.log.Error().Err(err).Str("store", g.store.Kind()).Uint64("failed_saves", g.save.failures).
-		Dur("retry_in", backoff).Str("state", g.rec.State.String()).Float64("weight", split.Percent(g.rec.Weight)).
-		Msg("cannot save the rollout state: the change is in force but not saved; retrying")
+	if n := g.save.failures; n <= 3 || n%60 == 0 {
+		// The first failures, then one line about every 5 minutes.
+		g.log.Error().Err(err).Str("store", g.store.Kind()).Uint64("failed_saves", n).
+			Dur("retry_in", backoff).Str("state", g.rec.State.String()).Float64("weight", split.Percent(g.rec.Weight)).
+			Msg("cannot save the rollout state: the change is in force but not saved; retrying")
+	}
 	select {
 	case g.kick <- struct{}{}:
 	default:
