@@ -1,10 +1,12 @@
 package guard
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -106,29 +108,74 @@ func (s *FileStore) Save(_ context.Context, rec Record, prev Revision) (Revision
 
 // storedRevision reads only the revision of the stored record (0 for no
 // file): the compare of a compare-and-swap needs no more, and a save stays
-// cheap however long the history.
+// cheap however long the history. EncodeRecord writes "version" and
+// "revision" first, so they are read as the first tokens; a file written
+// otherwise (by hand) is decoded whole.
 func (s *FileStore) storedRevision() (Revision, error) {
-	data, err := os.ReadFile(s.path)
+	f, err := os.Open(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
 	}
 	if err != nil {
 		return 0, err
 	}
-	var head struct {
-		Version  int      `json:"version"`
-		Revision Revision `json:"revision"`
+	var head [256]byte
+	n, err := io.ReadFull(f, head[:])
+	f.Close()
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		return 0, err
 	}
-	if err := json.Unmarshal(data, &head); err != nil {
-		return 0, fmt.Errorf("%s: %w: not valid JSON: %w", s.path, ErrCorruptRecord, err)
+	version, rev, ok := recordHead(head[:n])
+	if !ok {
+		data, err := os.ReadFile(s.path)
+		if err != nil {
+			return 0, err
+		}
+		var head struct {
+			Version  int      `json:"version"`
+			Revision Revision `json:"revision"`
+		}
+		if err := json.Unmarshal(data, &head); err != nil {
+			return 0, fmt.Errorf("%s: %w: not valid JSON: %w", s.path, ErrCorruptRecord, err)
+		}
+		version, rev = head.Version, head.Revision
 	}
-	switch head.Version {
+	switch version {
 	case 1:
 		return 1, nil // before revisions (DecodeRecord reads it as 1)
 	case recordVersion:
-		return head.Revision, nil
+		return rev, nil
 	}
-	return 0, fmt.Errorf("%s: %w: unknown version %d", s.path, ErrCorruptRecord, head.Version)
+	return 0, fmt.Errorf("%s: %w: unknown version %d", s.path, ErrCorruptRecord, version)
+}
+
+// recordHead reads {"version": V, "revision": R, … from the start of data;
+// ok is false unless the object begins with those keys (a version 1 file
+// has no revision: ok with version 1).
+func recordHead(data []byte) (version int, rev Revision, ok bool) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	next := func(want string) (int64, bool) {
+		if tok, err := dec.Token(); err != nil || tok != want {
+			return 0, false
+		}
+		var n int64
+		if err := dec.Decode(&n); err != nil {
+			return 0, false
+		}
+		return n, true
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return 0, 0, false
+	}
+	v, ok := next("version")
+	if !ok {
+		return 0, 0, false
+	}
+	if v == 1 {
+		return 1, 0, true
+	}
+	r, ok := next("revision")
+	return int(v), Revision(r), ok
 }
 
 // Quarantine renames the file aside as <path>.corrupt-<unix seconds>.

@@ -405,7 +405,8 @@ func (g *Guard) judgeSnapshot(snap *proxy.Snapshot, stableH, canaryH proxy.Healt
 	if res.Reasons == nil {
 		res.Reasons = []string{}
 	}
-	prev := recommendation(g.factsLocked(g.stableHealth, g.canaryHealth))
+	before := g.factsLocked(g.stableHealth, g.canaryHealth)
+	prev := recommendation(&before)
 	g.last, g.lastAt = res, g.now()
 	g.stableView, g.canaryView = backendView(&snap.Stable), backendView(&snap.Canary)
 	g.stableHealth, g.canaryHealth = stableH, canaryH
@@ -417,7 +418,8 @@ func (g *Guard) judgeSnapshot(snap *proxy.Snapshot, stableH, canaryH proxy.Healt
 	}
 	next, eff, _ := Next(g.rec, ev, g.rules)
 	g.applyLocked(ev, next, eff)
-	if rec := recommendation(g.factsLocked(stableH, canaryH)); rec != prev {
+	after := g.factsLocked(stableH, canaryH)
+	if rec := recommendation(&after); rec != prev {
 		g.log.Info().Str("recommendation", string(rec)).Str("previous", string(prev)).Str("verdict", string(res.Verdict)).
 			Strs("reasons", res.Reasons).Str("state", g.rec.State.String()).Msg("verdict changed")
 	}

@@ -140,7 +140,8 @@ type Effects struct {
 // is a pure function: it reads no clock (ev.At is the time) and touches
 // nothing; r is not modified. The package doc's table is its specification.
 func Next(r Record, ev Event, rules Rules) (Record, Effects, error) {
-	r = r.clone()
+	// r is a copy; its slices are shared with the caller's record and never
+	// written in place: move and remember build new ones.
 	switch ev.Kind {
 	case EventBoot:
 		next, eff := boot(r, ev, rules)
@@ -279,10 +280,8 @@ func move(r Record, ev Event, to State, step int, weight uint32, reason string, 
 		Who:       ev.Who,
 		Release:   r.Release,
 	}
-	r.History = append(r.History, tr)
-	if n := len(r.History) - historyLimit; n > 0 {
-		r.History = slices.Clone(r.History[n:])
-	}
+	keep := r.History[max(len(r.History)+1-historyLimit, 0):]
+	r.History = append(append(make([]Transition, 0, len(keep)+1), keep...), tr)
 	return r, Effects{Route: true, RestartJudge: restart && !to.BlocksCanary(), Transition: &tr, Save: SaveNow}
 }
 

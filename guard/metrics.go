@@ -93,12 +93,13 @@ func newMetrics(reg prometheus.Registerer, slo judge.SLO) (*metrics, error) {
 // evaluation.
 func (g *Guard) updateMetricsLocked() {
 	if g.m != nil {
-		g.m.update(g.factsLocked(g.stableHealth, g.canaryHealth))
+		f := g.factsLocked(g.stableHealth, g.canaryHealth)
+		g.m.update(&f)
 	}
 }
 
 // update sets the gauges from f.
-func (m *metrics) update(f facts) {
+func (m *metrics) update(f *facts) {
 	m.weight.Set(float64(f.rec.Weight) / split.MaxWeight)
 	m.rollbackRequired.Set(b2f(f.rec.State == StateRolledBack))
 	switch f.integ.Status {

@@ -114,19 +114,6 @@ func (o Observation) Earned(now time.Time) time.Duration {
 	return d
 }
 
-// clone returns a copy of r that shares no slices with it.
-func (r Record) clone() Record {
-	r.Plan.Steps = slices.Clone(r.Plan.Steps)
-	r.History = slices.Clone(r.History)
-	r.Releases = slices.Clone(r.Releases)
-	if r.Rollback != nil {
-		rb := *r.Rollback
-		rb.Gates = slices.Clone(rb.Gates)
-		r.Rollback = &rb
-	}
-	return r
-}
-
 // seen reports whether release is among the releases r has seen.
 func (r Record) seen(release string) bool {
 	return release == r.Release || slices.Contains(r.Releases, release)

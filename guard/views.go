@@ -70,10 +70,16 @@ func (g *Guard) facts() facts {
 
 // Check returns the current verdict with its figures and gates, as of the
 // last evaluation.
-func (g *Guard) Check() Check { return g.facts().check() }
+func (g *Guard) Check() Check {
+	f := g.facts()
+	return f.check()
+}
 
 // Overview returns the rollout's state, plan and history.
-func (g *Guard) Overview() Overview { return g.facts().overview() }
+func (g *Guard) Overview() Overview {
+	f := g.facts()
+	return f.overview()
+}
 
 // Health returns the health summary. It is unhealthy only when users are
 // hurt: stable fails its health checks (or they fail more than 5% of the
@@ -81,7 +87,10 @@ func (g *Guard) Overview() Overview { return g.facts().overview() }
 // held, paused, fails its health checks, has too little data, has a gate at
 // 80% of its threshold or more, or the state in force is not saved; healthy
 // otherwise.
-func (g *Guard) Health() HealthSummary { return g.facts().health() }
+func (g *Guard) Health() HealthSummary {
+	f := g.facts()
+	return f.health()
+}
 
 // Integrity returns the last integrity report.
 func (g *Guard) Integrity() integrity.Report {
@@ -107,7 +116,7 @@ func (g *Guard) Ready() (bool, string) {
 }
 
 // recommendation is the answer of /canary_check for f.
-func recommendation(f facts) Recommendation {
+func recommendation(f *facts) Recommendation {
 	switch f.rec.State {
 	case StateRolledBack:
 		if rb := f.rec.Rollback; rb != nil && rb.Reason != "" {
@@ -128,7 +137,7 @@ func recommendation(f facts) Recommendation {
 	return RecHold
 }
 
-func (f facts) check() Check {
+func (f *facts) check() Check {
 	rec := recommendation(f)
 	c := Check{
 		CanaryOK:       !rec.IsRollback(),
@@ -156,7 +165,7 @@ func (f facts) check() Check {
 	return c
 }
 
-func (f facts) overview() Overview {
+func (f *facts) overview() Overview {
 	o := Overview{
 		RollbackRequired: f.rec.State == StateRolledBack,
 		Weight:           split.Percent(f.rec.Weight),
@@ -180,7 +189,7 @@ func (f facts) overview() Overview {
 	return o
 }
 
-func (f facts) health() HealthSummary {
+func (f *facts) health() HealthSummary {
 	status, reasons := f.overallHealth()
 	h := HealthSummary{
 		OverallHealth:    status,
@@ -205,7 +214,7 @@ func (f facts) health() HealthSummary {
 
 // overallHealth is unhealthy only when users are hurt (stable fails its
 // checks); what only concerns the canary or the rollout is degraded.
-func (f facts) overallHealth() (string, []string) {
+func (f *facts) overallHealth() (string, []string) {
 	var bad, weak []string
 	if h := f.stableHealth; h.Enabled && !h.Healthy {
 		bad = append(bad, "stable backend fails its health checks")
@@ -255,7 +264,7 @@ func (f facts) overallHealth() (string, []string) {
 
 // reasons explains the recommendation: state notes first, then the judge's
 // reasons.
-func (f facts) reasons() []string {
+func (f *facts) reasons() []string {
 	r := []string{}
 	switch f.rec.State {
 	case StateRolledBack:
@@ -288,7 +297,7 @@ func (f facts) reasons() []string {
 
 // gates is the judge's gates plus integrity and, when relevant, a state
 // note.
-func (f facts) gates() []judge.Gate {
+func (f *facts) gates() []judge.Gate {
 	gates := append([]judge.Gate{}, f.last.Gates...)
 	gates = append(gates, integrityGate(f.integ))
 	for _, b := range []struct {
@@ -354,7 +363,7 @@ func healthChecks(h proxy.HealthStats) HealthChecks {
 }
 
 // sloView shows the SLO.
-func (f facts) sloView() SLOView {
+func (f *facts) sloView() SLOView {
 	v := SLOView{
 		ErrorRate:   f.slo.ErrorRate,
 		P95Ms:       ms(f.slo.P95),
@@ -371,7 +380,7 @@ func (f facts) sloView() SLOView {
 }
 
 // plan renders the release's plan with each step's status.
-func (f facts) plan() []StepView {
+func (f *facts) plan() []StepView {
 	steps := f.rec.Plan.Steps
 	plan := make([]StepView, len(steps))
 	for i, st := range steps {
