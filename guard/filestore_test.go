@@ -1,6 +1,7 @@
 package guard_test
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,5 +60,30 @@ func TestFileStoreReadsVersion1(t *testing.T) {
 	data, _ := os.ReadFile(path)
 	if !strings.Contains(string(data), `"version": 2`) || !strings.Contains(string(data), `"revision": 2`) {
 		t.Errorf("saved file:\n%s", data)
+	}
+}
+
+// TestFileStoreHandWrittenFile: a record whose keys are in another order
+// (written by hand) still has its revision compared on save.
+func TestFileStoreHandWrittenFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	doc := `{"release": "v1", "state": "fixed", "weight_hundredths": 1000, "plan": "", "step": 0, "observed_ns": 0,
+"history": [], "saved_at": "2026-01-02T03:04:05Z", "revision": 7, "version": 2}`
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := guard.NewFileStore(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, rev, err := s.Load(t.Context())
+	if err != nil || rev != 7 {
+		t.Fatalf("Load = %d, %v; want revision 7", rev, err)
+	}
+	if _, err := s.Save(t.Context(), r, 6); !errors.Is(err, guard.ErrRevisionConflict) {
+		t.Errorf("Save on revision 6 = %v; want ErrRevisionConflict", err)
+	}
+	if got, err := s.Save(t.Context(), r, 7); err != nil || got != 8 {
+		t.Errorf("Save on revision 7 = %d, %v; want 8", got, err)
 	}
 }

@@ -37,6 +37,8 @@ const (
 	saveRetryMax = 5 * time.Second
 	// storeTimeout bounds one store operation.
 	storeTimeout = 10 * time.Second
+	// maxPending bounds the unsaved changes kept for a replay (Rebase).
+	maxPending = historyLimit
 	// maxRebases bounds how often one save recomputes its change on a newer
 	// record before it counts as failed (and is retried later).
 	maxRebases = 5
@@ -483,6 +485,11 @@ func (g *Guard) applyLocked(ev Event, next Record, eff Effects) uint64 {
 		g.nextID++
 		id = g.nextID
 		g.pending = append(g.pending, pendingChange{id: id, seq: g.seq, ev: ev, basis: basis})
+		if n := len(g.pending) - maxPending; n > 0 {
+			// A store down for long: the oldest changes stay in the record in
+			// force, but are no longer replayed one by one after a conflict.
+			g.pending = append([]pendingChange(nil), g.pending[n:]...)
+		}
 	}
 	g.updateMetricsLocked()
 	return id
