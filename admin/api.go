@@ -22,6 +22,8 @@
 //	  POST /rollout/pause                (likewise)
 //	  POST /rollout/resume               (likewise)
 //	  POST /rollout/reset                (likewise)
+//	  POST /rollout/finish               (likewise)
+//	  POST /rollout/start                {"release": "v1.0.1", "steps": "5@15m,…"} → guard.Overview
 //
 // Every answer but /metrics and the page is JSON; errors are {"error": "…"}.
 // A missing token is answered 401 with WWW-Authenticate: Bearer
@@ -30,8 +32,10 @@
 // X-Forwarded-For) earns one more per second and is answered 429 with
 // Retry-After meanwhile, without its token being compared. The token is never
 // logged. Rollout commands map guard.ErrInvalid to 400, guard.ErrConflict to
-// 409 and other errors to 500; bodies over 64 KiB are answered 413; a wrong
-// method on a known path 405 with Allow; an unknown path 404.
+// 409, guard.ErrNotPersisted (the change is in force but not saved) to 503
+// with Retry-After and a body that is the new overview ("persisted": false)
+// plus "error", and other errors to 500; bodies over 64 KiB are answered
+// 413; a wrong method on a known path 405 with Allow; an unknown path 404.
 package admin
 
 import (
@@ -52,6 +56,9 @@ type Controller interface {
 	Pause(who string) (guard.Overview, error)
 	Resume(who string) (guard.Overview, error)
 	Reset(who string) (guard.Overview, error)
+	// Start starts release with steps (nil: the configured plan).
+	Start(release string, steps []guard.Step, who string) (guard.Overview, error)
+	Finish(who string) (guard.Overview, error)
 }
 
 // Config configures the admin API.
@@ -59,7 +66,7 @@ type Config struct {
 	// Token is the Bearer token for everything but /healthz, /readyz and
 	// /metrics. Required, at least 16 characters.
 	Token string
-	// Version is shown by /healthz.
+	// Version is shown by /healthz and /canary_check ("" shows as "").
 	Version string
 	// AuthLimit limits failed authentications per client address. The zero
 	// value means 10 failures at once, then 1 per second, 10,000 addresses

@@ -46,13 +46,3 @@ func BenchmarkRejectedToken(b *testing.B) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
-
-// BenchmarkParsePercent measures the exact decimal parser.
-func BenchmarkParsePercent(b *testing.B) {
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := admin.ParsePercent("12.34"); err != nil {
-			b.Fatal(err)
-		}
-	}
-}

@@ -2,6 +2,7 @@ package admin_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -26,9 +27,11 @@ const testToken = "s3cret-t0ken-0123456789"
 
 // call is one command the fake controller received.
 type call struct {
-	Op     string
-	Weight uint32
-	Who    string
+	Op      string
+	Weight  uint32
+	Who     string
+	Release string
+	Steps   string // guard.FormatSteps of Start's steps
 }
 
 // fakeController is a Controller whose answers the test sets and which
@@ -139,6 +142,12 @@ func (f *fakeController) command(c call) (guard.Overview, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, c)
+	if errors.Is(f.err, guard.ErrNotPersisted) {
+		// The change is in force: the guard answers the new overview.
+		ov := f.overview
+		ov.Persisted = false
+		return ov, f.err
+	}
 	if f.err != nil {
 		return guard.Overview{}, f.err
 	}
@@ -150,22 +159,29 @@ func (f *fakeController) command(c call) (guard.Overview, error) {
 }
 
 func (f *fakeController) SetWeight(w uint32, who string) (guard.Overview, error) {
-	return f.command(call{"weight", w, who})
+	return f.command(call{Op: "weight", Weight: w, Who: who})
 }
 func (f *fakeController) Promote(who string) (guard.Overview, error) {
-	return f.command(call{"promote", 0, who})
+	return f.command(call{Op: "promote", Weight: 0, Who: who})
 }
 func (f *fakeController) Rollback(who string) (guard.Overview, error) {
-	return f.command(call{"rollback", 0, who})
+	return f.command(call{Op: "rollback", Weight: 0, Who: who})
 }
 func (f *fakeController) Pause(who string) (guard.Overview, error) {
-	return f.command(call{"pause", 0, who})
+	return f.command(call{Op: "pause", Weight: 0, Who: who})
 }
 func (f *fakeController) Resume(who string) (guard.Overview, error) {
-	return f.command(call{"resume", 0, who})
+	return f.command(call{Op: "resume", Weight: 0, Who: who})
 }
 func (f *fakeController) Reset(who string) (guard.Overview, error) {
-	return f.command(call{"reset", 0, who})
+	return f.command(call{Op: "reset", Weight: 0, Who: who})
+}
+
+func (f *fakeController) Start(release string, steps []guard.Step, who string) (guard.Overview, error) {
+	return f.command(call{Op: "start", Who: who, Release: release, Steps: guard.FormatSteps(steps)})
+}
+func (f *fakeController) Finish(who string) (guard.Overview, error) {
+	return f.command(call{Op: "finish", Who: who})
 }
 
 func (f *fakeController) Calls() []call {

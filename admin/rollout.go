@@ -6,162 +6,119 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
-	"strings"
+	"time"
 
 	"github.com/canaryd/canaryd/guard"
+	"github.com/canaryd/canaryd/split"
 )
-
-// Errors of ParsePercent.
-var (
-	// ErrPercentSyntax: the text is not a decimal number.
-	ErrPercentSyntax = errors.New("not a decimal number")
-	// ErrPercentRange: the number lies outside 0..100.
-	ErrPercentRange = errors.New("must be between 0 and 100")
-	// ErrPercentPrecision: the number has more than two decimals.
-	ErrPercentPrecision = errors.New("must have at most 2 decimals")
-)
-
-// maxExponent bounds the exponents ParsePercent computes with; anything
-// larger is out of range (or too precise) whatever the digits.
-const maxExponent = 1_000_000
-
-// ParsePercent converts a percentage written as a JSON number ("25",
-// "2.5", "12.50", "2.5e1") exactly — without floating point — into hundredths
-// of a percent (0..10000). Negative zero is zero; more than two significant
-// decimals, values outside 0..100 and anything that is not a number are
-// errors (ErrPercentPrecision, ErrPercentRange, ErrPercentSyntax).
-func ParsePercent(s string) (uint32, error) {
-	num := s
-	neg := strings.HasPrefix(num, "-")
-	if neg {
-		num = num[1:]
-	}
-	mantissa, expText, hasExp := strings.Cut(num, "e")
-	if !hasExp {
-		mantissa, expText, hasExp = strings.Cut(num, "E")
-	}
-	intPart, frac, hasDot := strings.Cut(mantissa, ".")
-	if !allDigits(intPart) || (hasDot && !allDigits(frac)) {
-		return 0, fmt.Errorf("%q: %w", s, ErrPercentSyntax)
-	}
-	exp := 0
-	if hasExp {
-		negExp := false
-		switch {
-		case strings.HasPrefix(expText, "-"):
-			negExp, expText = true, expText[1:]
-		case strings.HasPrefix(expText, "+"):
-			expText = expText[1:]
-		}
-		if !allDigits(expText) {
-			return 0, fmt.Errorf("%q: %w", s, ErrPercentSyntax)
-		}
-		for i := 0; i < len(expText) && exp < maxExponent; i++ {
-			exp = exp*10 + int(expText[i]-'0')
-		}
-		exp = min(exp, maxExponent)
-		if negExp {
-			exp = -exp
-		}
-	}
-	// The value is digits × 10^-scale.
-	digits := strings.TrimLeft(intPart+frac, "0")
-	scale := len(frac) - exp
-	if digits == "" {
-		return 0, nil
-	}
-	if neg {
-		return 0, fmt.Errorf("%q: %w", s, ErrPercentRange)
-	}
-	for strings.HasSuffix(digits, "0") {
-		digits = digits[:len(digits)-1]
-		scale--
-	}
-	shift := 2 - scale // hundredths = digits × 10^shift
-	if shift < 0 {
-		// Digits beyond the hundredths, but a huge number is better
-		// described as out of range.
-		if len(digits)-(scale-2) > 5 {
-			return 0, fmt.Errorf("%q: %w", s, ErrPercentRange)
-		}
-		return 0, fmt.Errorf("%q: %w", s, ErrPercentPrecision)
-	}
-	if len(digits)+shift > 5 {
-		return 0, fmt.Errorf("%q: %w", s, ErrPercentRange)
-	}
-	v, err := strconv.ParseUint(digits+strings.Repeat("0", shift), 10, 32)
-	if err != nil || v > 10000 {
-		return 0, fmt.Errorf("%q: %w", s, ErrPercentRange)
-	}
-	return uint32(v), nil
-}
-
-func allDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
 
 // errBody is a request body problem answered with 400.
 type errBody struct{ msg string }
 
 func (e errBody) Error() string { return e.msg }
 
-// parseWeightBody reads {"weight": N} strictly: one object, the one field
-// "weight" (once), a JSON number, nothing after the object.
-func parseWeightBody(body []byte) (uint32, error) {
-	const want = `body must be a JSON object like {"weight": 25}`
+// readObject reads body strictly as one flat JSON object: each field one of
+// fields (at most once), each value a JSON string or number (numbers kept as
+// text), nothing after the object. want describes the expected body for the
+// error messages.
+func readObject(body []byte, want string, fields ...string) (map[string]any, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return 0, errBody{want}
+		return nil, errBody{want}
 	}
-	var weight json.Number
-	seen := false
+	got := map[string]any{}
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return 0, errBody{want}
+			return nil, errBody{want}
 		}
-		if key, _ := tok.(string); key != "weight" {
-			return 0, errBody{fmt.Sprintf("unknown field %.40q; %s", fmt.Sprint(tok), want)}
+		key, _ := tok.(string)
+		known := false
+		for _, f := range fields {
+			known = known || f == key
 		}
-		if seen {
-			return 0, errBody{`field "weight" appears twice`}
+		if !known {
+			return nil, errBody{fmt.Sprintf("unknown field %.40q; %s", fmt.Sprint(tok), want)}
 		}
-		seen = true
+		if _, dup := got[key]; dup {
+			return nil, errBody{fmt.Sprintf("field %q appears twice", key)}
+		}
 		tok, err = dec.Token()
 		if err != nil {
-			return 0, errBody{want}
+			return nil, errBody{want}
 		}
-		n, ok := tok.(json.Number)
-		if !ok {
-			return 0, errBody{"weight must be a JSON number (a percentage, e.g. 25 or 2.5)"}
+		switch v := tok.(type) {
+		case json.Number, string:
+			got[key] = v
+		default:
+			return nil, errBody{fmt.Sprintf("field %q must be a JSON string or number; %s", key, want)}
 		}
-		weight = n
 	}
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
-		return 0, errBody{want}
+		return nil, errBody{want}
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return 0, errBody{"unexpected data after the JSON object"}
+		return nil, errBody{"unexpected data after the JSON object"}
 	}
-	if !seen {
+	return got, nil
+}
+
+// parseWeightBody reads {"weight": N}: N a JSON number in the percent
+// grammar of split.ParsePercent (plain decimal, at most two decimals).
+func parseWeightBody(body []byte) (uint32, error) {
+	const want = `body must be a JSON object like {"weight": 25}`
+	f, err := readObject(body, want, "weight")
+	if err != nil {
+		return 0, err
+	}
+	v, ok := f["weight"]
+	if !ok {
 		return 0, errBody{`missing field "weight"; ` + want}
 	}
-	w, err := ParsePercent(weight.String())
+	n, ok := v.(json.Number)
+	if !ok {
+		return 0, errBody{"weight must be a JSON number (a percentage, e.g. 25 or 2.5)"}
+	}
+	w, err := split.ParsePercent(n.String())
 	if err != nil {
 		return 0, errBody{"weight " + err.Error()}
 	}
 	return w, nil
+}
+
+// parseStartBody reads {"release": "v1.0.1", "steps": "5@15m,25@30m"}: the
+// release id required, the steps optional (CANARY_STEPS syntax; absent means
+// the configured plan).
+func parseStartBody(body []byte) (release string, steps []guard.Step, err error) {
+	const want = `body must be a JSON object like {"release": "v1.0.1"} or {"release": "v1.0.1", "steps": "5@15m,25@30m,100@1h"}`
+	f, err := readObject(body, want, "release", "steps")
+	if err != nil {
+		return "", nil, err
+	}
+	r, ok := f["release"].(string)
+	if !ok {
+		return "", nil, errBody{`field "release" must be a JSON string; ` + want}
+	}
+	if err := guard.ValidateRelease(r); err != nil {
+		return "", nil, errBody{err.Error()}
+	}
+	if v, given := f["steps"]; given {
+		s, ok := v.(string)
+		if !ok {
+			return "", nil, errBody{`field "steps" must be a JSON string in the CANARY_STEPS syntax, e.g. "5@15m,25@30m,100@1h"`}
+		}
+		if steps, err = guard.ParseSteps(s); err != nil {
+			return "", nil, errBody{"steps: " + err.Error()}
+		}
+		if len(steps) == 0 {
+			return "", nil, errBody{`field "steps" is empty; leave it out to use the configured plan`}
+		}
+	}
+	return r, steps, nil
 }
 
 // isEmptyObject reports whether body is empty or the JSON object {}.
@@ -206,8 +163,24 @@ func (s *Server) setWeight(w http.ResponseWriter, r *http.Request) {
 	s.answerRollout(w, r, "weight", ov, err)
 }
 
+// start answers POST /rollout/start {"release": …, "steps": …}.
+func (s *Server) start(w http.ResponseWriter, r *http.Request) {
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	release, steps, err := parseStartBody(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ov, err := s.ctl.Start(release, steps, r.RemoteAddr)
+	s.answerRollout(w, r, "start", ov, err)
+}
+
 // rolloutCommand answers POST /rollout/{name}: promote, rollback, pause,
-// resume and reset take an empty body or {} and answer the new overview.
+// resume, reset and finish take an empty body or {} and answer the new
+// overview.
 func (s *Server) rolloutCommand(name string, act func(who string) (guard.Overview, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		body, ok := readBody(w, r)
@@ -223,9 +196,26 @@ func (s *Server) rolloutCommand(name string, act func(who string) (guard.Overvie
 	}
 }
 
+// notSaved is the answer to a command that is in force but not saved: the
+// new overview (persisted false) with the error, so that a script that
+// checks the status code sees a failure, and one that reads the body sees
+// the state in force.
+type notSaved struct {
+	guard.Overview
+	Error string `json:"error"`
+}
+
 // answerRollout maps a command's outcome to a response: guard.ErrInvalid is
-// 400, guard.ErrConflict 409, other errors 500, success 200 with ov.
+// 400, guard.ErrConflict 409, guard.ErrNotPersisted 503 (with Retry-After
+// and the overview), other errors 500, success 200 with ov.
 func (s *Server) answerRollout(w http.ResponseWriter, r *http.Request, name string, ov guard.Overview, err error) {
+	if errors.Is(err, guard.ErrNotPersisted) {
+		s.log.Error().Err(err).Str("action", name).Str("who", r.RemoteAddr).Float64("weight", ov.Weight).
+			Str("state", ov.State).Msg("rollout command applied but not saved")
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(saveRetryHint.Seconds()))))
+		writeJSON(w, http.StatusServiceUnavailable, notSaved{normalizeOverview(ov), err.Error()})
+		return
+	}
 	if err != nil {
 		status := http.StatusInternalServerError
 		switch {
@@ -246,3 +236,7 @@ func (s *Server) answerRollout(w http.ResponseWriter, r *http.Request, name stri
 		Str("state", ov.State).Msg("rollout command applied")
 	writeJSON(w, http.StatusOK, normalizeOverview(ov))
 }
+
+// saveRetryHint is the Retry-After of a 503 for an unsaved change: about
+// when the guard's next retry has happened.
+const saveRetryHint = time.Second

@@ -12,66 +12,6 @@ import (
 	"github.com/canaryd/canaryd/guard"
 )
 
-func TestParsePercent(t *testing.T) {
-	tests := []struct {
-		in      string
-		want    uint32
-		wantErr error
-	}{
-		{"0", 0, nil},
-		{"-0", 0, nil},
-		{"0.0", 0, nil},
-		{"0e5", 0, nil},
-		{"0e999999999999999999", 0, nil},
-		{"5", 500, nil},
-		{"25", 2500, nil},
-		{"100", 10000, nil},
-		{"100.00", 10000, nil},
-		{"2.5", 250, nil},
-		{"12.34", 1234, nil},
-		{"12.340000", 1234, nil},
-		{"0.01", 1, nil},
-		{"2.5e1", 2500, nil},
-		{"1E2", 10000, nil},
-		{"1e+2", 10000, nil},
-		{"1234e-2", 1234, nil},
-		{"100000e-3", 10000, nil},
-		{"007", 700, nil},
-		{"0.001", 0, admin.ErrPercentPrecision},
-		{"12.345", 0, admin.ErrPercentPrecision},
-		{"1e-3", 0, admin.ErrPercentPrecision},
-		{"1e-999999999999", 0, admin.ErrPercentPrecision},
-		{"100.01", 0, admin.ErrPercentRange},
-		{"101", 0, admin.ErrPercentRange},
-		{"1e3", 0, admin.ErrPercentRange},
-		{"1e999999999999", 0, admin.ErrPercentRange},
-		{"4294967296", 0, admin.ErrPercentRange},
-		{"123456789012345678901234567890", 0, admin.ErrPercentRange},
-		{"1000.001", 0, admin.ErrPercentRange},
-		{"-1", 0, admin.ErrPercentRange},
-		{"-0.01", 0, admin.ErrPercentRange},
-		{"", 0, admin.ErrPercentSyntax},
-		{"-", 0, admin.ErrPercentSyntax},
-		{".5", 0, admin.ErrPercentSyntax},
-		{"5.", 0, admin.ErrPercentSyntax},
-		{"+5", 0, admin.ErrPercentSyntax},
-		{"5%", 0, admin.ErrPercentSyntax},
-		{"1e", 0, admin.ErrPercentSyntax},
-		{"1e+", 0, admin.ErrPercentSyntax},
-		{"NaN", 0, admin.ErrPercentSyntax},
-		{"Infinity", 0, admin.ErrPercentSyntax},
-		{"0x10", 0, admin.ErrPercentSyntax},
-		{" 5", 0, admin.ErrPercentSyntax},
-		{"1_0", 0, admin.ErrPercentSyntax},
-	}
-	for _, tt := range tests {
-		got, err := admin.ParsePercent(tt.in)
-		if got != tt.want || !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
-			t.Errorf("ParsePercent(%q) = %d, %v; want %d, %v", tt.in, got, err, tt.want, tt.wantErr)
-		}
-	}
-}
-
 func TestRolloutWeight(t *testing.T) {
 	tests := []struct {
 		body       string
@@ -83,7 +23,10 @@ func TestRolloutWeight(t *testing.T) {
 		{`{"weight": 12.34}`, 200, 1234},
 		{`{"weight": 0}`, 200, 0},
 		{`{"weight": 100}`, 200, 10000},
-		{`{"weight": 1e1}`, 200, 1000},
+		{`{"weight": 12.50}`, 200, 1250},
+		{`{"weight": 1e1}`, 400, 0}, // one grammar (split.ParsePercent): no exponents
+		{`{"weight": 2.5e1}`, 400, 0},
+		{`{"weight": -0}`, 400, 0},
 		{" \n{ \"weight\" : 5 }\n ", 200, 500},
 		{`{"weight": 100.001}`, 400, 0},
 		{`{"weight": 101}`, 400, 0},
@@ -133,7 +76,7 @@ func TestRolloutWeight(t *testing.T) {
 				}
 				return
 			}
-			want := []call{{"weight", tt.wantWeight, "192.0.2.10:4321"}}
+			want := []call{{Op: "weight", Weight: tt.wantWeight, Who: "192.0.2.10:4321"}}
 			if !reflect.DeepEqual(calls, want) {
 				t.Errorf("calls = %+v; want %+v", calls, want)
 			}
@@ -164,6 +107,9 @@ func TestRolloutCommands(t *testing.T) {
 		{"/rollout/pause", " { \n } ", nil, 200, "pause"},
 		{"/rollout/resume", "\n", nil, 200, "resume"},
 		{"/rollout/reset", "{}", nil, 200, "reset"},
+		{"/rollout/finish", "", nil, 200, "finish"},
+		{"/rollout/finish", `{"release": "v1"}`, nil, 400, ""},
+		{"/rollout/finish", "", conflict, 409, "finish"},
 		{"/rollout/promote", `{"step": 2}`, nil, 400, ""},
 		{"/rollout/promote", `null`, nil, 400, ""},
 		{"/rollout/promote", `[]`, nil, 400, ""},
@@ -216,7 +162,7 @@ func TestRolloutCommands(t *testing.T) {
 func TestRolloutNeedsToken(t *testing.T) {
 	ctl := newFakeController()
 	ts := newTestServer(t, ctl, admin.LimiterConfig{Burst: 100})
-	for _, p := range []string{"weight", "promote", "rollback", "pause", "resume", "reset"} {
+	for _, p := range []string{"weight", "promote", "rollback", "pause", "resume", "reset", "start", "finish"} {
 		for _, auth := range [][]string{nil, {"Bearer nope-nope-nope-nope"}} {
 			rec := ts.do(t, request{method: "POST", path: "/rollout/" + p, body: `{"weight": 5}`, auth: auth})
 			if rec.Code != http.StatusUnauthorized {
@@ -226,5 +172,82 @@ func TestRolloutNeedsToken(t *testing.T) {
 	}
 	if calls := ctl.Calls(); len(calls) != 0 {
 		t.Errorf("controller received %+v; want nothing", calls)
+	}
+}
+
+func TestRolloutStart(t *testing.T) {
+	tests := []struct {
+		body       string
+		wantStatus int
+		want       call // when 200
+	}{
+		{`{"release": "v1.0.1"}`, 200, call{Op: "start", Release: "v1.0.1"}},
+		{`{"release": "v1.0.1", "steps": "5@15m,25@30m,100@1h"}`, 200, call{Op: "start", Release: "v1.0.1", Steps: "5@15m0s,25@30m0s,100@1h0m0s"}},
+		{`{"steps": "0@10m, 5@15m", "release": "2026-05-01 build 7"}`, 200, call{Op: "start", Release: "2026-05-01 build 7", Steps: "0@10m0s,5@15m0s"}},
+		{`{"release": ""}`, 400, call{}},
+		{`{"release": "v1\nv2"}`, 400, call{}},
+		{`{"release": 5}`, 400, call{}},
+		{`{"release": null}`, 400, call{}},
+		{`{}`, 400, call{}},
+		{``, 400, call{}},
+		{`{"release": "v2", "steps": ""}`, 400, call{}},
+		{`{"release": "v2", "steps": "25@1m,5@1m"}`, 400, call{}},
+		{`{"release": "v2", "steps": "1e1@1m"}`, 400, call{}},
+		{`{"release": "v2", "steps": ["5@1m"]}`, 400, call{}},
+		{`{"release": "v2", "steps": 5}`, 400, call{}},
+		{`{"release": "v2", "weight": 5}`, 400, call{}},
+		{`{"release": "v2", "release": "v3"}`, 400, call{}},
+		{`{"release": "v2"} {}`, 400, call{}},
+		{`{"release": "` + strings.Repeat("v", 129) + `"}`, 400, call{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.body, func(t *testing.T) {
+			ctl := newFakeController()
+			ts := newTestServer(t, ctl, admin.LimiterConfig{})
+			rec := ts.do(t, request{method: "POST", path: "/rollout/start", body: tt.body, auth: authed()})
+			if rec.Code != tt.wantStatus {
+				t.Fatalf("POST /rollout/start %q = %d; want %d (body %q)", tt.body, rec.Code, tt.wantStatus, rec.Body)
+			}
+			calls := ctl.Calls()
+			if tt.wantStatus != http.StatusOK {
+				errorBody(t, rec)
+				if len(calls) != 0 {
+					t.Errorf("controller received %+v; want nothing", calls)
+				}
+				return
+			}
+			tt.want.Who = "192.0.2.10:4321"
+			if len(calls) != 1 || calls[0] != tt.want {
+				t.Errorf("calls = %+v; want %+v", calls, tt.want)
+			}
+		})
+	}
+}
+
+// TestRolloutNotPersisted: a command that is in force but not saved is a
+// 503 whose body is the new overview (persisted false) with the error.
+func TestRolloutNotPersisted(t *testing.T) {
+	for _, path := range []string{"/rollout/rollback", "/rollout/weight", "/rollout/start", "/rollout/finish"} {
+		ctl := newFakeController()
+		ctl.err = fmt.Errorf("%w: the change is in force but saving it failed: read-only file system", guard.ErrNotPersisted)
+		ts := newTestServer(t, ctl, admin.LimiterConfig{})
+		body := map[string]string{"/rollout/weight": `{"weight": 5}`, "/rollout/start": `{"release": "v9"}`}[path]
+		rec := ts.do(t, request{method: "POST", path: path, body: body, auth: authed()})
+		if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
+			t.Fatalf("POST %s = %d Retry-After %q; want 503 with Retry-After", path, rec.Code, rec.Header().Get("Retry-After"))
+		}
+		var got struct {
+			guard.Overview
+			Error string `json:"error"`
+		}
+		if err := decodeStrict(rec.Body.Bytes(), &got); err != nil {
+			t.Fatalf("decode %q: %v", rec.Body, err)
+		}
+		if got.Persisted || got.State != "progressing" || !strings.Contains(got.Error, "read-only file system") || !strings.Contains(got.Error, "in force") {
+			t.Errorf("POST %s body = %s; want the overview, persisted false, and the error", path, rec.Body)
+		}
+		if calls := ctl.Calls(); len(calls) != 1 {
+			t.Errorf("POST %s: calls %+v; want one", path, calls)
+		}
 	}
 }

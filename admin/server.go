@@ -120,6 +120,8 @@ func (s *Server) routes(gatherer prometheus.Gatherer, metrics authMetrics) *chi.
 		r.Post("/rollout/pause", s.rolloutCommand("pause", s.ctl.Pause))
 		r.Post("/rollout/resume", s.rolloutCommand("resume", s.ctl.Resume))
 		r.Post("/rollout/reset", s.rolloutCommand("reset", s.ctl.Reset))
+		r.Post("/rollout/start", s.start)
+		r.Post("/rollout/finish", s.rolloutCommand("finish", s.ctl.Finish))
 	})
 	return r
 }
@@ -159,9 +161,10 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // canaryCheck answers GET /canary_check with the guard's verdict, figures
-// and gates.
+// and gates, and canaryd's version.
 func (s *Server) canaryCheck(w http.ResponseWriter, _ *http.Request) {
 	c := s.ctl.Check()
+	c.Version = s.cfg.Version
 	c.Reasons = nonNil(c.Reasons)
 	c.Gates = nonNil(c.Gates)
 	writeJSON(w, http.StatusOK, c)

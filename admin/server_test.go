@@ -178,12 +178,14 @@ func TestMetricsServesGatherer(t *testing.T) {
 func TestJSONEndpoints(t *testing.T) {
 	ctl := newFakeController()
 	ts := newTestServer(t, ctl, admin.LimiterConfig{})
+	wantCheck := ctl.check
+	wantCheck.Version = "1.2.3-test" // admin.Config.Version
 	tests := []struct {
 		path string
 		want any
 		got  func() any
 	}{
-		{"/canary_check", ctl.check, func() any { return new(guard.Check) }},
+		{"/canary_check", wantCheck, func() any { return new(guard.Check) }},
 		{"/dashboard/canary_overview", ctl.overview, func() any { return new(guard.Overview) }},
 		{"/dashboard/health_summary", ctl.health, func() any { return new(guard.HealthSummary) }},
 		{"/dashboard/integrity_details", ctl.report, func() any { return new(integrity.Report) }},
@@ -223,7 +225,7 @@ func TestJSONFieldNames(t *testing.T) {
 		path string
 		keys []string
 	}{
-		{"/canary_check", []string{"canary_ok", "recommendation", "reasons", "weight", "state", "release", "window", "slo", "stable", "canary", "integrity", "gates"}},
+		{"/canary_check", []string{"canary_ok", "recommendation", "reasons", "weight", "state", "release", "window", "slo", "stable", "canary", "integrity", "gates", "version"}},
 		{"/dashboard/health_summary", []string{"overall_health", "stable", "canary"}},
 		{"/dashboard/canary_overview", []string{"rollback_required", "rollback_reason", "weight", "state", "plan", "history"}},
 		{"/dashboard/integrity_details", []string{"integrity_verified", "status", "summary", "files_checked", "failures"}},

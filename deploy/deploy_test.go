@@ -128,7 +128,7 @@ func TestDashboardCoversMetrics(t *testing.T) {
 	}
 	for _, want := range []string{
 		"canary_requests_total", "canary_request_duration_seconds_bucket", "canary_upstream_errors_total",
-		"canary_weight_ratio", "canary_rollback_required", "canary_rollbacks_total", "canary_integrity_verified",
+		"canary_weight_ratio", "canary_rollback_required", "canary_rollbacks_total", "canary_integrity_status",
 		"canary_health_checks_total", "canary_slo_error_rate_ratio", "canary_slo_p95_seconds",
 		"canary_overall_health", "canary_verdict", "canary_step",
 	} {

@@ -17,6 +17,23 @@ var (
 	// ErrConflict: the request is well formed but not possible in the
 	// current state, e.g. promote while rolled back (409).
 	ErrConflict = errors.New("not possible in the current state")
+	// ErrNotPersisted: the change was applied (the splitter already
+	// follows it) but the rollout state could not be saved; the guard
+	// retries the save until it succeeds. Until then a restart would resume
+	// the last saved state. Controls return it with the new Overview (503).
+	ErrNotPersisted = errors.New("the rollout state is not saved")
+)
+
+// Errors of New that name a configuration value; cmd maps them to the
+// variable (exit status 2).
+var (
+	// ErrStateFile means the state file's location cannot be used (its
+	// folder is missing or not writable, or the path is a folder). The
+	// error's message names the path.
+	ErrStateFile = errors.New("state file is not usable")
+	// ErrRelease means Config.Release is not a valid release id
+	// (ValidateRelease).
+	ErrRelease = errors.New("invalid release id")
 )
 
 // Step is one stage of the plan: a weight (hundredths of a percent) held for
@@ -45,10 +62,13 @@ type Router interface {
 
 // Config configures a Guard. Zero values mean the documented defaults.
 type Config struct {
-	// Release is the canary's id; a state file of another release is
-	// ignored and a fresh rollout starts.
+	// Release (CANARY_RELEASE) is started at boot if the rollout has never
+	// seen it; a release it has seen (the current one or an earlier one)
+	// changes nothing, and "" keeps the stored release.
 	Release string
-	// Weight is the fixed weight (hundredths of a percent) used without Steps.
+	// Weight is the fixed weight (hundredths of a percent) used without
+	// Steps. Weight and Steps are the configured plan: the plan of a fresh
+	// rollout, of CANARY_RELEASE and of a Start without steps.
 	Weight uint32
 	// Steps is the staged plan; empty means a fixed Weight.
 	Steps []Step
@@ -59,7 +79,10 @@ type Config struct {
 	Judge string
 	// EvalInterval is how often the guard judges. Zero means 1s.
 	EvalInterval time.Duration
-	// StateFile is where the rollout state is persisted. Required.
+	// Store keeps the rollout record. Nil means a FileStore at StateFile.
+	Store Store
+	// StateFile is where the rollout state is persisted when Store is nil
+	// (then it is required).
 	StateFile string
 	// IntegrityManifest enables release-file checks every IntegrityInterval
 	// (zero means 5m); IntegrityRoot defaults to the manifest's folder.
@@ -79,21 +102,24 @@ type Config struct {
 
 // Check is the body of GET /canary_check.
 type Check struct {
-	CanaryOK       bool          `json:"canary_ok"`
-	Recommendation string        `json:"recommendation"`
-	Reasons        []string      `json:"reasons"`
-	Weight         float64       `json:"weight"`
-	State          string        `json:"state"`
-	Release        string        `json:"release"`
-	Judge          string        `json:"judge"`
-	Window         string        `json:"window"`
-	SLO            SLOView       `json:"slo"`
-	Stable         BackendView   `json:"stable"`
-	Canary         BackendView   `json:"canary"`
-	Integrity      IntegrityView `json:"integrity"`
-	Gates          []judge.Gate  `json:"gates"`
-	Step           *StepView     `json:"step,omitempty"`
-	CheckedAt      time.Time     `json:"checked_at"`
+	CanaryOK       bool           `json:"canary_ok"`
+	Recommendation Recommendation `json:"recommendation"`
+	Reasons        []string       `json:"reasons"`
+	Weight         float64        `json:"weight"`
+	State          string         `json:"state"`
+	Release        string         `json:"release"`
+	Judge          string         `json:"judge"`
+	Window         string         `json:"window"`
+	SLO            SLOView        `json:"slo"`
+	Stable         BackendView    `json:"stable"`
+	Canary         BackendView    `json:"canary"`
+	Integrity      IntegrityView  `json:"integrity"`
+	Gates          []judge.Gate   `json:"gates"`
+	Step           *StepView      `json:"step,omitempty"`
+	CheckedAt      time.Time      `json:"checked_at"`
+	// Version is canaryd's version; the guard leaves it empty for admin to
+	// fill in.
+	Version string `json:"version"`
 }
 
 // SLOView shows the SLO in /canary_check.
@@ -144,46 +170,70 @@ type Transition struct {
 	Reason    string    `json:"reason"`
 	// Who is "plan", "guard", "startup" or the admin caller's address.
 	Who string `json:"who"`
+	// Release is the release the transition belongs to (the new one for a
+	// start); empty in entries written before releases were recorded.
+	Release string `json:"release"`
 }
 
 // Overview is the body of GET /dashboard/canary_overview and of every
 // /rollout/… answer.
 type Overview struct {
-	RollbackRequired bool         `json:"rollback_required"`
-	RollbackReason   string       `json:"rollback_reason"`
-	Weight           float64      `json:"weight"`
-	State            string       `json:"state"`
-	Recommendation   string       `json:"recommendation"`
-	Release          string       `json:"release"`
-	Step             int          `json:"step"`
-	Plan             []StepView   `json:"plan"`
-	History          []Transition `json:"history"`
+	RollbackRequired bool           `json:"rollback_required"`
+	RollbackReason   Recommendation `json:"rollback_reason"`
+	Weight           float64        `json:"weight"`
+	State            string         `json:"state"`
+	Recommendation   Recommendation `json:"recommendation"`
+	Release          string         `json:"release"`
+	Step             int            `json:"step"`
+	Plan             []StepView     `json:"plan"`
+	History          []Transition   `json:"history"`
 	// Rollback, when rolled back, holds the figures behind the decision.
 	Rollback *RollbackRecord `json:"rollback,omitempty"`
+	// Persisted is false while the state shown is applied but not yet
+	// saved (see ErrNotPersisted): a restart now would resume an older
+	// state.
+	Persisted bool `json:"persisted"`
 }
 
 // RollbackRecord is why and on what evidence the canary was rolled back.
 type RollbackRecord struct {
-	At     time.Time    `json:"time"`
-	Reason string       `json:"reason"`
-	Who    string       `json:"who"`
-	Canary BackendView  `json:"canary"`
-	Gates  []judge.Gate `json:"gates"`
+	At     time.Time      `json:"time"`
+	Reason Recommendation `json:"reason"`
+	Who    string         `json:"who"`
+	Canary BackendView    `json:"canary"`
+	Gates  []judge.Gate   `json:"gates"`
 }
 
 // HealthSummary is the body of GET /dashboard/health_summary.
 type HealthSummary struct {
 	// OverallHealth is "healthy", "degraded" or "unhealthy".
-	OverallHealth  string        `json:"overall_health"`
-	Reasons        []string      `json:"reasons"`
-	State          string        `json:"state"`
-	Recommendation string        `json:"recommendation"`
-	Stable         BackendHealth `json:"stable"`
-	Canary         BackendHealth `json:"canary"`
-	Integrity      IntegrityView `json:"integrity"`
-	// StateFileProblem is set when the state file could not be read at
+	OverallHealth  string         `json:"overall_health"`
+	Reasons        []string       `json:"reasons"`
+	State          string         `json:"state"`
+	Recommendation Recommendation `json:"recommendation"`
+	Stable         BackendHealth  `json:"stable"`
+	Canary         BackendHealth  `json:"canary"`
+	Integrity      IntegrityView  `json:"integrity"`
+	// StateFileProblem is set when the stored state could not be read at
 	// start (it was kept aside and the rollout started at weight 0, held).
 	StateFileProblem string `json:"state_file_problem,omitempty"`
+	// StateStore says where the rollout state is kept and whether the
+	// state in force is saved there.
+	StateStore StoreView `json:"state_store"`
+}
+
+// StoreView is the state store's condition in the health summary.
+type StoreView struct {
+	// Kind is the store: "file" (CANARY_STATE_FILE) or "etcd".
+	Kind string `json:"kind"`
+	// Persisted is false while the state in force is not saved.
+	Persisted bool `json:"persisted"`
+	// Error is the last failed save's error, UnsavedSince when the first
+	// unsaved change was made and FailedSaves how many saves failed in a
+	// row; all empty while Persisted.
+	Error        string    `json:"error,omitempty"`
+	UnsavedSince time.Time `json:"unsaved_since,omitzero"`
+	FailedSaves  uint64    `json:"failed_saves,omitempty"`
 }
 
 // BackendHealth is one backend's traffic and health-check figures.
@@ -201,6 +251,3 @@ type HealthChecks struct {
 	FailureRate float64 `json:"failure_rate"`
 	LastError   string  `json:"last_error,omitempty"`
 }
-
-// Ensure the integrity package is part of the contract (Integrity returns it).
-var _ = integrity.Disabled

@@ -7,107 +7,140 @@ import (
 	"github.com/canaryd/canaryd/guard/integrity"
 )
 
+// The controls are the operators' commands (POST /rollout/…). Each applies
+// its transition at once (the splitter follows before the method returns),
+// then saves it and answers with the new Overview. The errors wrap
+// ErrInvalid (a malformed command: nothing changed), ErrConflict (not
+// possible in the current state: nothing changed) or ErrNotPersisted (the
+// change is in force but not saved yet). who is the caller, as the history
+// shows it.
+
 // SetWeight sets the weight by hand (hundredths of a percent, 0..10000) and
 // pauses the plan. It is ErrInvalid above 10000 and ErrConflict while rolled
-// back (reset first).
+// back (reset first) or finished (start a release first).
 func (g *Guard) SetWeight(w uint32, who string) (Overview, error) {
-	if w > fullWeight {
-		return g.Overview(), fmt.Errorf("%w: weight %s%% is above 100", ErrInvalid, formatPercent(w))
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.state == StateRolledBack {
-		return g.overviewLocked(), fmt.Errorf("%w: the canary is rolled back; reset before setting a weight", ErrConflict)
-	}
-	g.transition(StatePaused, g.step, w, "weight set by hand to "+formatPercent(w)+"%", who)
-	return g.overviewLocked(), nil
+	return g.command(Event{Kind: EventSetWeight, Weight: w, Who: who})
 }
 
 // Promote advances to the next step, or to 100% (complete) from the last step
-// or without a plan. It is ErrConflict when rolled back, held or complete.
+// or without a plan. It is ErrConflict when rolled back, held, complete or
+// finished.
 func (g *Guard) Promote(who string) (Overview, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	switch g.state {
-	case StateRolledBack, StateHeld, StateComplete:
-		return g.overviewLocked(), fmt.Errorf("%w: cannot promote while %s", ErrConflict, g.state)
-	}
-	if next := g.step + 1; len(g.cfg.Steps) > 0 && next < len(g.cfg.Steps) {
-		g.transition(StateProgressing, next, g.cfg.Steps[next].Weight, fmt.Sprintf("promoted to step %d", next+1), who)
-	} else {
-		g.transition(StateComplete, g.step, fullWeight, "promoted to 100%", who)
-	}
-	return g.overviewLocked(), nil
+	return g.command(Event{Kind: EventPromote, Who: who})
 }
 
 // Rollback sets the weight to 0 and blocks the canary with reason
-// rollback_manual. It is idempotent: when already rolled back (for any
-// reason) it changes nothing and returns the current overview without error.
+// rollback_manual, keeping the last evaluation's figures as evidence. It is
+// idempotent: when the canary gets no traffic already (rolled back for any
+// reason, or finished) it changes nothing and returns no error (unless the
+// state in force is still unsaved: ErrNotPersisted).
 func (g *Guard) Rollback(who string) (Overview, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.state != StateRolledBack {
-		g.rollbackLocked(recRollbackManual, who, g.last.Gates)
-	}
-	return g.overviewLocked(), nil
+	return g.command(Event{Kind: EventRollback, Who: who})
 }
 
 // Pause holds a progressing plan at its current step; otherwise ErrConflict.
 func (g *Guard) Pause(who string) (Overview, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.state != StateProgressing {
-		return g.overviewLocked(), fmt.Errorf("%w: only a progressing plan can be paused (state is %s)", ErrConflict, g.state)
-	}
-	g.transition(StatePaused, g.step, g.weight, "paused", who)
-	return g.overviewLocked(), nil
+	return g.command(Event{Kind: EventPause, Who: who})
 }
 
 // Resume continues a paused plan at its current step (held: at step 0;
 // without a plan: the fixed weight); the step's observation starts again.
 // Any other state is ErrConflict.
 func (g *Guard) Resume(who string) (Overview, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	step := g.step
-	switch g.state {
-	case StatePaused:
-	case StateHeld:
-		step = 0
-	default:
-		return g.overviewLocked(), fmt.Errorf("%w: only a paused or held rollout can be resumed (state is %s)", ErrConflict, g.state)
-	}
-	if len(g.cfg.Steps) == 0 {
-		g.transition(StateFixed, 0, g.cfg.Weight, "resumed", who)
-	} else {
-		g.transition(StateProgressing, step, g.cfg.Steps[step].Weight, "resumed", who)
-	}
-	return g.overviewLocked(), nil
+	return g.command(Event{Kind: EventResume, Who: who})
 }
 
-// Reset clears a rollback and starts the plan again from its first step (or
-// the fixed weight), from any state. With an integrity manifest the release
-// is verified again first; a release that still fails is ErrConflict.
+// Reset clears a rollback and starts the plan of the current release again
+// from its first step (or the fixed weight), from any state but finished
+// (ErrConflict: start a release). With an integrity manifest the release is
+// verified again first; a release that still fails is ErrConflict.
 func (g *Guard) Reset(who string) (Overview, error) {
-	if g.cfg.IntegrityManifest != "" {
-		rep := g.verify(context.Background())
-		if rep.Status == integrity.StatusFailed {
-			g.mu.Lock()
-			defer g.mu.Unlock()
-			g.applyIntegrityLocked(rep)
-			g.updateMetricsLocked()
-			return g.overviewLocked(), fmt.Errorf("%w: the release still fails its integrity check: %s", ErrConflict, rep.Summary)
+	if ov, err := g.verifyBefore("reset"); err != nil {
+		return ov, err
+	}
+	return g.command(Event{Kind: EventReset, Who: who})
+}
+
+// Start starts release afresh from any state: the rollback cleared, the
+// judge restarted, the first step of steps (nil: the configured plan, or
+// its fixed weight). The current release is ErrConflict (use Reset); an
+// invalid release id or plan is ErrInvalid. With an integrity manifest the
+// release's files are verified first; failing files are ErrConflict.
+func (g *Guard) Start(release string, steps []Step, who string) (Overview, error) {
+	if err := ValidateRelease(release); err != nil {
+		return g.Overview(), fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if steps != nil {
+		if err := validateSteps(steps); err != nil {
+			return g.Overview(), fmt.Errorf("%w: steps: %w", ErrInvalid, err)
 		}
-		g.mu.Lock()
-		g.applyIntegrityLocked(rep)
-		g.mu.Unlock()
 	}
+	if ov, err := g.verifyBefore("start"); err != nil {
+		return ov, err
+	}
+	return g.command(Event{Kind: EventStart, Release: release, Steps: steps, Who: who})
+}
+
+// Finish ends the current release from any state: weight 0, state finished,
+// the canary blocked until the next Start. Finishing a finished release
+// changes nothing.
+func (g *Guard) Finish(who string) (Overview, error) {
+	return g.command(Event{Kind: EventFinish, Who: who})
+}
+
+// verifyBefore re-verifies the release's files (with a manifest) before a
+// command that lets the canary have traffic again; failing files roll the
+// canary back and refuse the command.
+func (g *Guard) verifyBefore(what string) (Overview, error) {
+	if g.cfg.IntegrityManifest == "" {
+		return Overview{}, nil
+	}
+	rep := g.verify(context.Background())
+	g.applyIntegrity(rep)
+	g.flush(false)
+	if rep.Status == integrity.StatusFailed {
+		return g.Overview(), fmt.Errorf("%w: cannot %s: the release fails its integrity check: %s", ErrConflict, what, rep.Summary)
+	}
+	return Overview{}, nil
+}
+
+// command applies an operator's event, saves it and answers.
+func (g *Guard) command(ev Event) (Overview, error) {
+	stableH, canaryH := g.src.Health()
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if len(g.cfg.Steps) > 0 {
-		g.transition(StateProgressing, 0, g.cfg.Steps[0].Weight, reasonReset, who)
-	} else {
-		g.transition(StateFixed, 0, g.cfg.Weight, reasonReset, who)
+	ev.At = g.now()
+	if ev.Kind == EventRollback {
+		ev.Gates, ev.Canary = g.last.Gates, g.canaryView
 	}
-	return g.overviewLocked(), nil
+	next, eff, err := Next(g.rec, ev, g.rules)
+	if err != nil {
+		f := g.factsLocked(stableH, canaryH)
+		g.mu.Unlock()
+		return f.overview(), err
+	}
+	id := g.applyLocked(ev, next, eff)
+	if id != 0 {
+		g.awaiting[id] = nil
+	}
+	g.mu.Unlock()
+
+	g.flush(false)
+
+	g.mu.Lock()
+	dropped := g.awaiting[id]
+	delete(g.awaiting, id)
+	f := g.factsLocked(stableH, canaryH)
+	g.mu.Unlock()
+	switch {
+	case dropped != nil:
+		return f.overview(), dropped
+	case !f.persisted:
+		cause := "a save is under way"
+		if f.save.err != nil {
+			cause = f.save.err.Error()
+		}
+		return f.overview(), fmt.Errorf("%w: the change is in force (the canary's traffic already follows it) but saving it failed: %s; canaryd retries the save until it succeeds, and until then a restart would resume an older state",
+			ErrNotPersisted, cause)
+	}
+	return f.overview(), nil
 }

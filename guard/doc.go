@@ -1,67 +1,150 @@
 // Package guard judges the canary from the proxy's snapshots, runs the
-// rollout state machine (steps, promote, pause, rollback), persists its state
-// and checks the release's integrity.
+// rollout state machine (steps, promote, pause, rollback, releases), keeps
+// the rollout in a Store and checks the release's integrity.
 //
 // The guard never runs on the request path: the proxy reads only the
 // splitter's atomics, which the guard sets through its Router. Run wakes every
 // EvalInterval, and at once after a canary error; each wake takes a
 // snapshot, asks the judge, and acts on the verdict.
 //
+// # The machine
+//
+// The rollout is a Record (release, state, step, weight, plan, earned
+// observation, rollback record, history, releases seen). Next is the whole
+// state machine: a pure function from (record, event) to (record, effects),
+// where the events are the boot, the judge's verdicts, a failed integrity
+// check and the operators' commands. The effects (route the splitter, restart
+// the judge, count a rollback, log the transition, save) are carried out in
+// one place, Guard.applyLocked; whether the judge restarts is part of each
+// transition below, never inferred from its reason or caller.
+//
 // # States
 //
-//	fixed        no plan: the weight is Config.Weight; the judge may still roll back
+//	fixed        no plan: the weight is the plan's fixed weight; the judge may still roll back
 //	progressing  the plan runs at step i, weight Steps[i].Weight
 //	paused       the plan is held at its step; also the state after a manual weight
 //	rolled_back  weight 0 and the canary blocked (Router.SetRolledBack(true)); sticky
 //	complete     the plan finished: weight 100%
-//	held         the state file was unreadable at start: weight 0, canary blocked,
-//	             waiting for an operator's reset, resume or weight
+//	held         the stored state was unreadable at start: weight 0, canary blocked,
+//	             waiting for an operator's reset, resume, weight, start or finish
+//	finished     the release was ended (Finish): weight 0, canary blocked until the next Start
+//
+// The canary is blocked (no request, not even forced by an override header)
+// in rolled_back, held and finished.
 //
 // # Transitions
 //
-//	from                  event                                      to           who
-//	(start)               no state file, or another Config.Release   progressing  startup   (step 0; fixed without a plan)
-//	(start)               state file of this release                 as stored    startup   (a step keeps its earned observation)
-//	(start)               state file unreadable or corrupt           held         startup   (file kept aside as <file>.corrupt-<unix>)
-//	progressing           judge said proceed for Steps[i].Observe    progressing  plan      (step i+1)
-//	progressing           ... and i is the last step                 complete     plan
-//	any but rolled_back   judge verdict rollback_*                   rolled_back  guard
-//	any but rolled_back   integrity report FAILED                    rolled_back  guard     (rollback_integrity)
-//	any but rolled_back   Rollback                                   rolled_back  admin     (rollback_manual; no-op when rolled back)
-//	any but rolled_back   SetWeight(w)                               paused       admin     (weight w)
-//	progressing, paused   Promote                                    progressing  admin     (step i+1)
-//	fixed, progressing,   Promote at the last step or without plan   complete     admin
-//	paused
-//	progressing           Pause                                      paused       admin
-//	paused, held          Resume                                     progressing  admin     (current step; held: step 0; fixed without a plan)
-//	any                   Reset                                      progressing  admin     (step 0, rollback cleared; fixed without a plan)
+// "restart" says whether the judge's evidence starts afresh; it never does
+// for a state that blocks the canary. Who is "startup", "plan", "guard" or the
+// admin caller's address.
 //
-// Every other (state, control) pair is ErrConflict. One method performs every
-// transition: it steers the router, appends to the bounded history, logs one
-// event, updates the metrics and writes the state file atomically.
+//	from                      event                                 to           who      restart
+//	(boot) nothing stored     boot                                  progressing  startup  yes      step 0 of the configured plan; fixed without one
+//	(boot) unreadable         boot                                  held         startup  -        the value kept aside (Store.Quarantine)
+//	(boot) any                boot, CANARY_RELEASE never seen       progressing  startup  yes      that release, configured plan, rollback cleared
+//	(boot) any                boot, CANARY_RELEASE seen or empty    as stored    startup  yes      a configured plan follows the configuration (step
+//	                                                                                               clamped), a Custom one stays; a step keeps the
+//	                                                                                               observation earned up to the last save
+//	progressing               proceed for Steps[i].Observe          progressing  plan     yes      step i+1
+//	progressing               ... and i is the last step            complete     plan     if 100% is new
+//	fixed, progressing,       judge verdict rollback_*              rolled_back  guard    -        the gates and figures kept as evidence
+//	paused, complete
+//	any but rolled_back,      integrity check FAILED                rolled_back  guard    -        rollback_integrity
+//	finished
+//	any but rolled_back,      Rollback                              rolled_back  admin    -        rollback_manual; a no-op when rolled back or finished
+//	finished
+//	any but rolled_back,      SetWeight(w)                          paused       admin    if w > 0 and new, or from held
+//	finished
+//	fixed, progressing,       Promote                               progressing  admin    yes      step i+1
+//	paused
+//	fixed, progressing,       Promote at the last step / no plan    complete     admin    if 100% is new
+//	paused
+//	progressing               Pause                                 paused       admin    no
+//	paused, held              Resume                                progressing  admin    if the weight is new, or from held
+//	                                                                                               (held: step 0; fixed without a plan)
+//	any but finished          Reset                                 progressing  admin    yes      step 0 of the release's plan, rollback cleared
+//	                                                                                               (fixed without a plan); integrity verified first
+//	any                       Start(release, steps)                 progressing  admin    yes      a release other than the current one; steps or the
+//	                                                                                               configured plan; rollback cleared; integrity verified first
+//	any but finished          Finish                                finished     admin    -        weight 0; a no-op when finished
+//
+// Every other (state, command) pair is ErrConflict (starting the current
+// release too: reset it), and a malformed command ErrInvalid; neither
+// changes anything.
 //
 // A step advances only after the judge said proceed continuously for the
-// step's observe time: any other verdict restarts that clock. The one
-// exception is a restart of canaryd: the observation a step had earned is
-// stored, and the judge's hold while it gathers data again (its evidence does
-// not survive the process) does not erase that credit; the first failing or
-// later holding verdict after a proceed does.
+// step's observe time while the canary was observable (it gets requests and
+// passes its health checks): any other verdict restarts that clock. The one
+// exception is a restart of canaryd: the observation a step had earned (up to
+// the last save; saves happen at every transition and every 5 s) survives,
+// and the judge's hold while it gathers evidence again does not erase it; the
+// first failing or later holding verdict after a proceed does.
+//
+// # Releases
+//
+// A record remembers the releases it has seen (the last 100). CANARY_RELEASE
+// (Config.Release) starts a release at boot only if it was never seen, so a
+// replica restarting with a stale value never drags the rollout back; an
+// empty value keeps the stored release. Start starts any other release
+// (earlier ones included) at once; Finish ends the current one. A plan given
+// to Start (Custom) stays the release's plan across restarts; otherwise a
+// release follows the configured plan (CANARY_STEPS, or CANARY_WEIGHT without
+// steps), and a restart with another configured plan adopts it, clamping the
+// step.
+//
+// # Store
+//
+// The record lives in a Store: a FileStore (CANARY_STATE_FILE) for one
+// canaryd, or a shared store for a fleet. Every change is applied in memory
+// at once (the splitter follows it before anything is written: a rollback is
+// never delayed by the disk) and then saved with a compare-and-swap on the
+// revision it was computed from. A save that loses the race loads the newer
+// record, adopts it (Adopt) and computes the unsaved changes again on it
+// (Rebase), where a change that is no longer possible is dropped and its
+// command answered ErrConflict; a rollback is never undone that way. Changes
+// other writers store reach a guard through Store.Watch.
+//
+// A save that fails keeps the change in force and is retried in Run's loop
+// with backoff (100 ms doubling to 5 s) until it succeeds; meanwhile the
+// commands answer ErrNotPersisted with the new Overview (whose Persisted is
+// false), canary_state_persisted is 0, canary_state_persist_failures_total
+// counts the failures and the health summary is degraded, naming the problem
+// (state_store). If Run ends with a transition still unsaved, it returns an
+// error wrapping ErrNotPersisted that says what is lost.
+//
+// # Views
+//
+// Check, Overview and Health render from one snapshot of the guard's facts,
+// taken under its lock, with fresh health-check figures; they never write.
+// The metrics are set from the same facts as of the last evaluation,
+// transition or save.
 //
 // # Recommendation
 //
 // rolled_back gives its reason (rollback_error_rate, rollback_latency,
-// rollback_integrity, rollback_manual); complete gives complete; paused and
-// held give hold; otherwise the judge's last verdict (proceed or hold).
-// canary_ok is false exactly when the recommendation starts with rollback_.
+// rollback_integrity, rollback_manual); complete gives complete; paused,
+// held and finished give hold; otherwise the judge's last verdict (proceed
+// or hold; hold while the canary fails its health checks). canary_ok is false
+// exactly when Recommendation.IsRollback.
+//
+// # Health
+//
+// overall_health is unhealthy only when users are hurt: stable fails its
+// health checks, or they fail more than 5% of the time over the window. A
+// rolled-back canary (stable serves everyone), a held or paused rollout, a
+// canary failing its checks, too little canary data, a gate within 20% of its
+// threshold or an unsaved state are degraded.
 //
 // # Metrics
 //
 // canary_weight_ratio (0..1), canary_rollback_required (0/1),
-// canary_rollbacks_total{reason}, canary_integrity_verified (1 when the last
-// report is VERIFIED or integrity is DISABLED, 0 when FAILED),
-// canary_slo_error_rate_ratio and canary_slo_p95_seconds (the configured
-// objectives, so dashboards and alert rules can draw and compare against
-// them), canary_overall_health{status}, canary_verdict{verdict} (1 on the
-// current recommendation) and canary_step (the plan's step index, -1 without
-// a plan).
+// canary_rollbacks_total{reason} (rollbacks this process decided),
+// canary_integrity_verified (1 VERIFIED, 0 FAILED, absent while integrity is
+// DISABLED, so that it agrees with the API), canary_integrity_status{status}
+// (1 on verified, failed or disabled), canary_slo_error_rate_ratio and
+// canary_slo_p95_seconds (the configured objectives, so dashboards and alert
+// rules can draw and compare against them), canary_overall_health{status},
+// canary_verdict{verdict} (1 on the current recommendation), canary_step (the
+// plan's step index, -1 without a plan), canary_state_persisted (0/1) and
+// canary_state_persist_failures_total.
 package guard

@@ -2,6 +2,7 @@ package guard_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -161,10 +162,49 @@ func (v *fakeVerifier) set(ok bool) {
 	}
 }
 
+// faultyStore is a real FileStore whose saves fail while broken is set, as
+// on a read-only or full disk (the end-to-end tests break a real disk).
+type faultyStore struct {
+	*guard.FileStore
+	mu     sync.Mutex
+	broken bool
+	saves  int // attempts, failed or not
+}
+
+func (s *faultyStore) Save(ctx context.Context, rec guard.Record, prev guard.Revision) (guard.Revision, error) {
+	s.mu.Lock()
+	s.saves++
+	broken := s.broken
+	s.mu.Unlock()
+	if broken {
+		return 0, errors.New("write state.json.tmp-1: no space left on device")
+	}
+	return s.FileStore.Save(ctx, rec, prev)
+}
+
+func (s *faultyStore) setBroken(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.broken = on
+}
+
+func (s *faultyStore) failing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.broken
+}
+
+func (s *faultyStore) attempts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.saves
+}
+
 // harness is one guard with its fakes.
 type harness struct {
 	t      testing.TB
 	g      *guard.Guard
+	store  *faultyStore
 	cfg    guard.Config
 	src    *fakeSource
 	router *fakeRouter
@@ -198,6 +238,14 @@ func newHarness(t testing.TB, cfg guard.Config, clock *fakeClock) *harness {
 		h.cfg.JudgeImpl = h.judge
 	} else {
 		h.judge = cfg.JudgeImpl.(*fakeJudge)
+	}
+	if cfg.Store == nil {
+		fs, err := guard.NewFileStore(cfg.StateFile, cfg.Now)
+		if err != nil {
+			t.Fatalf("NewFileStore: %v", err)
+		}
+		h.store = &faultyStore{FileStore: fs}
+		h.cfg.Store = h.store
 	}
 	g, err := guard.New(h.cfg, h.src, h.router, zerolog.Nop(), h.reg)
 	if err != nil {
@@ -233,11 +281,17 @@ func (h *harness) stop() error {
 }
 
 // waitJudged waits until the judge has been called at least n times in all,
-// then for that evaluation to finish (the guard's lock).
+// then for that evaluation to be applied (the judge is called under the
+// guard's lock, which Overview takes) and saved (Overview says persisted),
+// unless the harness's store is failing on purpose.
 func (h *harness) waitJudged(n int) {
 	h.t.Helper()
 	waitFor(h.t, func() bool { c, _ := h.judge.counts(); return c >= n })
-	h.g.Overview()
+	if h.store != nil && h.store.failing() {
+		h.g.Overview()
+		return
+	}
+	waitFor(h.t, func() bool { return h.g.Overview().Persisted })
 }
 
 // wake sends one canary-error wake-up and waits for its evaluation.

@@ -2,6 +2,8 @@ package guard
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -14,15 +16,8 @@ import (
 	"github.com/canaryd/canaryd/guard/integrity"
 	"github.com/canaryd/canaryd/guard/judge"
 	"github.com/canaryd/canaryd/proxy"
+	"github.com/canaryd/canaryd/split"
 )
-
-// ErrStateFile means the state file's location cannot be used (its folder is
-// missing or not writable, or the path is a folder). The error's message
-// names the path; cmd maps it to exit status 2 naming CANARY_STATE_FILE.
-var ErrStateFile = errors.New("state file is not usable")
-
-// historyLimit bounds the history kept in memory and in the state file.
-const historyLimit = 200
 
 // Defaults for zero Config values.
 const (
@@ -31,13 +26,36 @@ const (
 	defaultWindow            = 5 * time.Minute
 )
 
+// Saving.
+const (
+	// progressSaveEvery is how often a running step's earned observation
+	// is saved between transitions, so a kill -9 loses at most this much.
+	progressSaveEvery = 5 * time.Second
+	// saveRetryMin and saveRetryMax bound the backoff between retries of
+	// a failed save.
+	saveRetryMin = 100 * time.Millisecond
+	saveRetryMax = 5 * time.Second
+	// storeTimeout bounds one store operation.
+	storeTimeout = 10 * time.Second
+	// maxPending bounds the unsaved changes kept for a replay (Rebase).
+	maxPending = historyLimit
+	// maxRebases bounds how often one save recomputes its change on a newer
+	// record before it counts as failed (and is retried later).
+	maxRebases = 5
+)
+
 // Validate reports the first problem with c as one sentence.
 func (c Config) Validate() error {
-	if c.StateFile == "" {
+	if c.Store == nil && c.StateFile == "" {
 		return errors.New("state file path is required")
 	}
-	if c.Weight > fullWeight {
-		return fmt.Errorf("weight %s%% is above 100", formatPercent(c.Weight))
+	if c.Release != "" {
+		if err := ValidateRelease(c.Release); err != nil {
+			return fmt.Errorf("%w: %w", ErrRelease, err)
+		}
+	}
+	if c.Weight > split.MaxWeight {
+		return fmt.Errorf("weight %s%% is above 100", split.FormatPercent(c.Weight))
 	}
 	if err := validateSteps(c.Steps); err != nil {
 		return fmt.Errorf("plan: %w", err)
@@ -61,8 +79,14 @@ func (c Config) Validate() error {
 // Guard judges the canary and runs the rollout. Create it with New. Its
 // methods are safe for concurrent use; the controls and views are called by
 // admin while Run judges.
+//
+// The rollout in force lives in memory (rec) and is what the splitter
+// follows; every change is applied there at once and then saved to the
+// store. A change that cannot be saved stays in force and is saved later
+// (see ErrNotPersisted).
 type Guard struct {
 	cfg    Config
+	rules  Rules
 	src    Source
 	router Router
 	log    zerolog.Logger
@@ -70,25 +94,47 @@ type Guard struct {
 	now    func() time.Time
 	verify func(context.Context) integrity.Report
 	m      *metrics
+	store  Store
+	// id tells this guard's writes apart from other writers' (Record.Writer).
+	id string
+	// kick wakes Run to schedule the retry of a save that failed elsewhere.
+	kick chan struct{}
+
+	// saveMu serialises the store's I/O (saves, loads, quarantines). It is
+	// taken before mu, and never while mu is held: mu is never held during
+	// I/O, so neither the splitter's steering nor the views wait for a slow
+	// disk or store.
+	saveMu sync.Mutex
 
 	// mu protects every field below, and serialises calls into judge.
-	mu     sync.Mutex
-	state  State
-	step   int    // index into cfg.Steps; 0 without a plan
-	weight uint32 // hundredths of a percent, as last given to the router
-	// stepStartedAt is when the current step (or state) began. healthySince
-	// is when the current run of proceed verdicts began (zero: none). credit
-	// is observation earned before a restart; restored marks that the judge
-	// has not said proceed since that restart.
-	stepStartedAt time.Time
-	healthySince  time.Time
-	credit        time.Duration
-	restored      bool
-	rollback      *RollbackRecord
-	history       []Transition
+	mu sync.Mutex
+	// rec is the rollout in force. Records are values whose slices are
+	// never modified in place (Next clones them), so a copy can be read
+	// without mu.
+	rec Record
+	// rev is the store's revision that the next save is conditioned on:
+	// the record rec was last saved as or adopted from.
+	rev Revision
+	// seq counts changes that must be saved; savedSeq is the last one
+	// saved. Changes to the observation alone do not count.
+	seq, savedSeq uint64
+	// pending are the changes made since rev, replayed on a newer record
+	// when the store changed under them (Rebase).
+	pending []pendingChange
+	// awaiting holds, for each command waiting for its save, the error
+	// that dropped it during a rebase (nil while it stands).
+	awaiting map[uint64]error
+	nextID   uint64
+	writes   uint64
+	save     saveStatus
 
-	// Results of the last evaluation, served by the views.
-	evaluated    bool
+	// The last evaluation's findings.
+	evaluation
+}
+
+// evaluation is what the guard last found: the judge's result, the
+// window's figures, the health checks and the release's integrity.
+type evaluation struct {
 	last         judge.Result
 	lastAt       time.Time
 	stableView   BackendView
@@ -96,17 +142,39 @@ type Guard struct {
 	stableHealth proxy.HealthStats
 	canaryHealth proxy.HealthStats
 	integ        integrity.Report
-
-	stateFileProblem string
-	persistErr       error
-	persistedAt      time.Time // when the state file was last written
 }
 
-// New validates cfg, restores the persisted state (or starts fresh), applies
-// the resulting weight to router and registers the guard's collectors with
-// reg (nil: not registered). A state file location that cannot be written is
-// an error wrapping ErrStateFile. With an IntegrityManifest the release is
-// verified before New returns, and a failing release starts rolled back.
+// pendingChange is an applied change that is not saved yet.
+type pendingChange struct {
+	id    uint64
+	seq   uint64
+	ev    Event
+	basis Record
+}
+
+// saveStatus is how saving goes.
+type saveStatus struct {
+	// err is the last failed save's error; nil after a success.
+	err error
+	// failures counts saves that failed in a row; retryAt is when the next
+	// retry is due (on the real clock: Run's timer fires it).
+	failures uint64
+	retryAt  time.Time
+	// unsavedSince is when the oldest unsaved change (or the first failure)
+	// happened; zero while everything is saved.
+	unsavedSince time.Time
+	// lastAttempt is when the last save began.
+	lastAttempt time.Time
+}
+
+// New validates cfg, opens the store (a FileStore at cfg.StateFile unless
+// cfg.Store is set), restores the stored rollout (or starts fresh), applies
+// it to router and registers the guard's collectors with reg (nil: not
+// registered). A state file location that cannot be written is an error
+// wrapping ErrStateFile, an invalid cfg.Release one wrapping ErrRelease.
+// With an IntegrityManifest the release is verified before New returns, and
+// a failing release starts rolled back. A first save that fails does not
+// stop New: Run retries it.
 func New(cfg Config, src Source, router Router, log zerolog.Logger, reg prometheus.Registerer) (*Guard, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("guard: %w", err)
@@ -127,23 +195,37 @@ func New(cfg Config, src Source, router Router, log zerolog.Logger, reg promethe
 		cfg.IntegrityRoot = filepath.Dir(cfg.IntegrityManifest)
 	}
 	cfg.Steps = append([]Step(nil), cfg.Steps...)
-	if err := checkWritable(cfg.StateFile); err != nil {
-		return nil, err
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
 	}
-	removeStaleTemps(cfg.StateFile)
+	store := cfg.Store
+	if store == nil {
+		fs, err := NewFileStore(cfg.StateFile, now)
+		if err != nil {
+			return nil, err
+		}
+		store = fs
+	}
+	id := make([]byte, 6)
+	rand.Read(id)
 	g := &Guard{
-		cfg:    cfg,
-		src:    src,
-		router: router,
-		log:    log.With().Str("component", "guard").Logger(),
-		judge:  cfg.JudgeImpl,
-		now:    cfg.Now,
-		verify: cfg.VerifyIntegrity,
-		integ:  integrity.Disabled(),
-		last:   judge.Result{Verdict: judge.Hold, Reasons: []string{"not judged yet"}},
-	}
-	if g.now == nil {
-		g.now = time.Now
+		cfg:      cfg,
+		rules:    Rules{Plan: Plan{Steps: cfg.Steps, Weight: cfg.Weight}},
+		src:      src,
+		router:   router,
+		log:      log.With().Str("component", "guard").Logger(),
+		judge:    cfg.JudgeImpl,
+		now:      now,
+		verify:   cfg.VerifyIntegrity,
+		store:    store,
+		id:       hex.EncodeToString(id),
+		kick:     make(chan struct{}, 1),
+		awaiting: map[uint64]error{},
+		evaluation: evaluation{
+			integ: integrity.Disabled(),
+			last:  judge.Result{Verdict: judge.Hold, Reasons: []string{"not judged yet"}},
+		},
 	}
 	if g.judge == nil {
 		if cfg.Judge == "window" {
@@ -166,42 +248,109 @@ func New(cfg Config, src Source, router Router, log zerolog.Logger, reg promethe
 	}
 	g.stableHealth, g.canaryHealth = src.Health()
 
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.restoreLocked()
-	g.applyIntegrityLocked(g.integ)
-	g.updateMetricsLocked()
+	g.boot()
+	g.applyIntegrity(g.integ)
+	g.flush(false)
 	return g, nil
 }
 
+// boot loads the stored record and decides the rollout (EventBoot).
+func (g *Guard) boot() {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	ev := Event{Kind: EventBoot, At: g.now(), Who: whoStartup, Release: g.cfg.Release}
+	rec, rev, err := g.store.Load(ctx)
+	switch {
+	case err == nil:
+		ev.Stored = true
+	case errors.Is(err, ErrNoRecord):
+	case errors.Is(err, ErrCorruptRecord):
+		kept := ""
+		if where, qerr := g.store.Quarantine(ctx); qerr != nil {
+			kept = fmt.Sprintf("could not be kept aside (%v)", qerr)
+		} else {
+			kept, rev = "was kept aside as "+where, 0
+		}
+		ev.Problem = fmt.Sprintf("the stored rollout state could not be read (%v) and %s; the canary is held at weight 0 until an operator resets, resumes or sets a weight", err, kept)
+		g.log.Error().AnErr("cause", err).Str("kept", kept).Str("store", g.store.Kind()).
+			Msg("STORED STATE UNREADABLE: canary held at weight 0 until an operator acts")
+	default:
+		ev.Problem = fmt.Sprintf("the stored rollout state could not be read (%v); the canary is held at weight 0 until an operator resets, resumes or sets a weight", err)
+		g.log.Error().Err(err).Str("store", g.store.Kind()).Msg("STORED STATE UNREADABLE: canary held at weight 0 until an operator acts")
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.rec, g.rev = rec, rev
+	next, eff, _ := Next(rec, ev, g.rules)
+	g.applyLocked(ev, next, eff)
+}
+
 // Run judges every EvalInterval (and at once after a canary error), drives the
-// plan and re-verifies integrity until ctx ends; it persists the state before
-// it returns. It returns nil when ctx ends, or the final persist's error.
+// plan, re-verifies integrity, retries failed saves and applies changes
+// other writers store, until ctx ends; then it saves the state a last time.
+// It returns nil, or an error wrapping ErrNotPersisted when a change in
+// force could not be saved.
 func (g *Guard) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	if g.cfg.IntegrityManifest != "" {
 		wg.Go(func() { g.integrityLoop(ctx) })
 	}
+	changes := g.store.Watch(ctx)
 	tick := time.NewTicker(g.cfg.EvalInterval)
 	defer tick.Stop()
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
 	errs := g.src.CanaryErrors()
 	g.evaluate()
 	for {
+		g.scheduleRetry(retry)
 		select {
 		case <-ctx.Done():
 			wg.Wait()
-			g.mu.Lock()
-			defer g.mu.Unlock()
-			if err := g.persistLocked(); err != nil {
-				return fmt.Errorf("guard: final save: %w", err)
-			}
-			return nil
+			return g.finalSave()
 		case <-tick.C:
 			g.evaluate()
 		case <-errs:
 			g.evaluate()
+		case _, ok := <-changes:
+			if !ok {
+				changes = nil
+				continue
+			}
+			g.sync()
+		case <-g.kick:
+		case <-retry.C:
+			g.flush(false)
 		}
 	}
+}
+
+// scheduleRetry sets t to fire when a failed save is due to be retried.
+func (g *Guard) scheduleRetry(t *time.Timer) {
+	g.mu.Lock()
+	failing, at := g.save.err != nil, g.save.retryAt
+	g.mu.Unlock()
+	if !failing {
+		t.Stop()
+		return
+	}
+	t.Reset(max(time.Until(at), 0))
+}
+
+// finalSave saves the state a last time when Run ends.
+func (g *Guard) finalSave() error {
+	g.flush(true)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.seq == g.savedSeq {
+		if g.save.err != nil {
+			g.log.Warn().Err(g.save.err).Msg("the earned observation of the current step could not be saved at shutdown")
+		}
+		return nil
+	}
+	r := g.rec
+	return fmt.Errorf("%w at shutdown: the rollout in force (%s at %s%%, release %q) is lost, a restart resumes the last saved state instead (%v)",
+		ErrNotPersisted, r.State, split.FormatPercent(r.Weight), r.Release, g.save.err)
 }
 
 // integrityLoop re-verifies the release every IntegrityInterval.
@@ -217,10 +366,8 @@ func (g *Guard) integrityLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return // a cancelled verification proves nothing
 			}
-			g.mu.Lock()
-			g.applyIntegrityLocked(rep)
-			g.updateMetricsLocked()
-			g.mu.Unlock()
+			g.applyIntegrity(rep)
+			g.flush(false)
 		}
 	}
 }
@@ -231,113 +378,60 @@ func (g *Guard) integrityLoop(ctx context.Context) {
 func (g *Guard) evaluate() {
 	snap := g.src.Snapshot()
 	stableH, canaryH := g.src.Health()
+	save, ok := g.judgeSnapshot(&snap, stableH, canaryH)
+	switch {
+	case !ok:
+	case save == SaveNow:
+		g.flush(false)
+	case save == SaveProgress:
+		g.mu.Lock()
+		due := g.now().Sub(g.save.lastAttempt) >= progressSaveEvery
+		g.mu.Unlock()
+		if due {
+			g.flush(true)
+		}
+	}
+}
+
+// judgeSnapshot asks the judge about snap and applies its verdict.
+func (g *Guard) judgeSnapshot(snap *proxy.Snapshot, stableH, canaryH proxy.HealthStats) (save Save, ok bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	defer func() {
 		if r := recover(); r != nil {
 			g.log.Error().Interface("panic", r).Msg("evaluation failed")
+			ok = false
 		}
 	}()
-	res := g.judge.Judge(snap)
+	res := g.judge.Judge(*snap)
 	if res.Reasons == nil {
 		res.Reasons = []string{}
 	}
-	now := g.now()
-	prev := g.recommendationLocked()
-	g.last, g.lastAt, g.evaluated = res, now, true
+	before := g.factsLocked(g.stableHealth, g.canaryHealth)
+	prev := recommendation(&before)
+	g.last, g.lastAt = res, g.now()
 	g.stableView, g.canaryView = backendView(&snap.Stable), backendView(&snap.Canary)
 	g.stableHealth, g.canaryHealth = stableH, canaryH
 
-	if res.Verdict.IsRollback() && g.state != StateRolledBack {
-		g.rollbackLocked(string(res.Verdict), whoGuard, res.Gates)
-	} else if g.state == StateProgressing {
-		v := res.Verdict
-		if !g.canaryObservableLocked(&snap) {
-			// A step is observed under traffic: a canary that fails its
-			// health checks (and so gets none) or has had no request for
-			// a whole window proves nothing, however good its past.
-			v = judge.Hold
-		}
-		g.observeLocked(v, now)
-		if now.Sub(g.persistedAt) >= progressPersistEvery {
-			// Save the earned observation time now and then, so a kill -9
-			// loses at most this much of it.
-			if err := g.persistLocked(); err != nil {
-				g.log.Error().Err(err).Str("state_file", g.cfg.StateFile).Msg("cannot save the rollout state")
-			}
-		}
+	ev := Event{
+		Kind: EventJudged, At: g.lastAt, Who: whoGuard,
+		Verdict: res.Verdict, Gates: res.Gates, Canary: g.canaryView,
+		Observable: !(canaryH.Enabled && !canaryH.Healthy) && snap.Canary.Requests > 0,
 	}
-	if rec := g.recommendationLocked(); rec != prev {
-		g.log.Info().Str("recommendation", rec).Str("previous", prev).Str("verdict", string(res.Verdict)).
-			Strs("reasons", res.Reasons).Str("state", g.state.String()).Msg("verdict changed")
+	next, eff, _ := Next(g.rec, ev, g.rules)
+	g.applyLocked(ev, next, eff)
+	after := g.factsLocked(stableH, canaryH)
+	if rec := recommendation(&after); rec != prev {
+		g.log.Info().Str("recommendation", string(rec)).Str("previous", string(prev)).Str("verdict", string(res.Verdict)).
+			Strs("reasons", res.Reasons).Str("state", g.rec.State.String()).Msg("verdict changed")
 	}
-	g.updateMetricsLocked()
+	return eff.Save, true
 }
 
-// progressPersistEvery is how often a running step's earned observation
-// time is saved between transitions.
-const progressPersistEvery = 5 * time.Second
-
-// canaryObservableLocked reports whether the canary is being observed: it
-// passes its health checks (when enabled) and had requests in the window.
-func (g *Guard) canaryObservableLocked(snap *proxy.Snapshot) bool {
-	if h := g.canaryHealth; h.Enabled && !h.Healthy {
-		return false
-	}
-	return snap.Canary.Requests > 0
-}
-
-// observeLocked advances the plan when the current step has been observed
-// healthy for long enough.
-func (g *Guard) observeLocked(v judge.Verdict, now time.Time) {
-	st := g.cfg.Steps[g.step]
-	switch {
-	case v == judge.Proceed:
-		if g.healthySince.IsZero() {
-			g.healthySince = now
-			g.restored = false
-		}
-		if g.observedLocked(now) < st.Observe {
-			return
-		}
-		reason := fmt.Sprintf("step %d (%s%%) observed healthy for %s", g.step+1, formatPercent(st.Weight), st.Observe)
-		if g.step+1 < len(g.cfg.Steps) {
-			g.transition(StateProgressing, g.step+1, g.cfg.Steps[g.step+1].Weight, reason, whoPlan)
-		} else {
-			g.transition(StateComplete, g.step, fullWeight, reason+"; plan complete", whoPlan)
-		}
-	case v == judge.Hold && g.restored:
-		// The judge is gathering evidence again after a restart: keep the
-		// observation the step had earned, but do not add to it.
-		g.healthySince = time.Time{}
-	default:
-		g.healthySince, g.credit, g.restored = time.Time{}, 0, false
-	}
-}
-
-// observedLocked is how long the current step has been observed healthy.
-func (g *Guard) observedLocked(now time.Time) time.Duration {
-	d := g.credit
-	if !g.healthySince.IsZero() {
-		d += now.Sub(g.healthySince)
-	}
-	return d
-}
-
-// rollbackLocked moves to rolled_back for reason, recording the evidence.
-func (g *Guard) rollbackLocked(reason, who string, gates []judge.Gate) {
-	g.rollback = &RollbackRecord{
-		At:     g.now(),
-		Reason: reason,
-		Who:    who,
-		Canary: g.canaryView,
-		Gates:  append([]judge.Gate{}, gates...),
-	}
-	g.transition(StateRolledBack, g.step, 0, reason, who)
-}
-
-// applyIntegrityLocked stores an integrity report and rolls back on FAILED.
-func (g *Guard) applyIntegrityLocked(rep integrity.Report) {
+// applyIntegrity stores an integrity report and rolls back on FAILED.
+func (g *Guard) applyIntegrity(rep integrity.Report) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	prev := g.integ.Status
 	g.integ = rep
 	if rep.Status != prev {
@@ -348,102 +442,284 @@ func (g *Guard) applyIntegrityLocked(rep integrity.Report) {
 		ev.Str("status", rep.Status).Str("previous", prev).Str("summary", rep.Summary).
 			Int("failures", len(rep.Failures)).Msg("integrity status changed")
 	}
-	if rep.Status == integrity.StatusFailed && g.state != StateRolledBack {
-		g.rollbackLocked(recRollbackIntegrity, whoGuard, []judge.Gate{integrityGate(rep)})
+	if rep.Status == integrity.StatusFailed {
+		ev := Event{Kind: EventIntegrityFailed, At: g.now(), Who: whoGuard, Gates: []judge.Gate{integrityGate(rep)}, Canary: g.canaryView}
+		next, eff, _ := Next(g.rec, ev, g.rules)
+		g.applyLocked(ev, next, eff)
 	}
+	g.updateMetricsLocked()
 }
 
-// transition is the one place the rollout changes state: it steers the
-// router, restarts the judge's evidence when the canary's traffic changes,
-// appends to the history, logs, updates the metrics and persists.
-func (g *Guard) transition(to State, step int, weight uint32, reason, who string) {
-	now := g.now()
-	from, fromWeight, fromStep := g.state, g.weight, g.step
-	g.state, g.step, g.weight = to, step, weight
-
-	if to.blocksCanary() {
-		g.router.SetRolledBack(true)
-		g.router.SetWeight(weight)
-	} else {
-		g.router.SetWeight(weight)
-		g.router.SetRolledBack(false)
+// applyLocked makes next the rollout in force and carries out eff: the one
+// place where the rollout's effects happen. ev is the event that made next
+// (kept for a replay if the save loses a race); the caller saves.
+func (g *Guard) applyLocked(ev Event, next Record, eff Effects) uint64 {
+	basis := g.rec
+	g.rec = next
+	if eff.Route {
+		// Block before lowering, raise before unblocking: no request sees
+		// an unblocked canary at a weight it should not have.
+		if next.State.BlocksCanary() {
+			g.router.SetRolledBack(true)
+			g.router.SetWeight(next.Weight)
+		} else {
+			g.router.SetWeight(next.Weight)
+			g.router.SetRolledBack(false)
+		}
 	}
-	if to != StateRolledBack {
-		g.rollback = nil
-	}
-	if from == StateHeld && to != StateHeld {
-		g.stateFileProblem = "" // an operator has decided
-	}
-	changed := from != to || fromWeight != weight || fromStep != step
-	if changed {
-		g.stepStartedAt = now
-		g.healthySince, g.credit, g.restored = time.Time{}, 0, false
-	}
-	// The judge's evidence is about the canary at one weight: a pause keeps
-	// it, a new weight or step, a reset or a lifted block starts afresh.
-	trafficChanged := fromWeight != weight || fromStep != step
-	fresh := reason == reasonReset || from.blocksCanary() || who == whoStartup
-	if !to.blocksCanary() && (fresh || (weight > 0 && trafficChanged)) {
+	if eff.RestartJudge {
 		g.judge.Restart(g.src.Snapshot())
 	}
-	if from != StateRolledBack && to == StateRolledBack {
-		g.m.rollbacks.WithLabelValues(reason).Inc()
+	if eff.RolledBack != "" {
+		g.m.rollbacks.WithLabelValues(string(eff.RolledBack)).Inc()
 	}
-
-	g.history = append(g.history, Transition{
-		At:        now,
-		From:      percent(fromWeight),
-		To:        percent(weight),
-		FromState: from.String(),
-		ToState:   to.String(),
-		Reason:    reason,
-		Who:       who,
-	})
-	if n := len(g.history) - historyLimit; n > 0 {
-		g.history = append([]Transition(nil), g.history[n:]...)
+	if tr := eff.Transition; tr != nil {
+		g.logTransition(*tr, next, "rollout transition")
 	}
+	var id uint64
+	if eff.Save == SaveNow {
+		g.seq++
+		if g.seq == g.savedSeq+1 && g.save.unsavedSince.IsZero() {
+			g.save.unsavedSince = ev.At
+		}
+		g.nextID++
+		id = g.nextID
+		g.pending = append(g.pending, pendingChange{id: id, seq: g.seq, ev: ev, basis: basis})
+		if n := len(g.pending) - maxPending; n > 0 {
+			// A store down for long: the oldest changes stay in the record in
+			// force, but are no longer replayed one by one after a conflict.
+			g.pending = append([]pendingChange(nil), g.pending[n:]...)
+		}
+	}
+	g.updateMetricsLocked()
+	return id
+}
 
+// logTransition logs one history entry as a structured event.
+func (g *Guard) logTransition(tr Transition, r Record, msg string) {
 	ev := g.log.Info()
-	if to == StateRolledBack || to == StateHeld {
+	if tr.ToState == StateRolledBack.String() || tr.ToState == StateHeld.String() {
 		ev = g.log.Warn()
 	}
-	ev = ev.Str("from_state", from.String()).Str("to_state", to.String()).
-		Float64("from_weight", percent(fromWeight)).Float64("to_weight", percent(weight)).
-		Str("reason", reason).Str("who", who).Str("release", g.cfg.Release)
-	if len(g.cfg.Steps) > 0 {
-		ev = ev.Int("step", step)
+	ev = ev.Str("from_state", tr.FromState).Str("to_state", tr.ToState).
+		Float64("from_weight", tr.From).Float64("to_weight", tr.To).
+		Str("reason", tr.Reason).Str("who", tr.Who).Str("release", r.Release)
+	if len(r.Plan.Steps) > 0 {
+		ev = ev.Int("step", r.Step)
 	}
-	ev.Msg("rollout transition")
+	ev.Msg(msg)
+}
 
+// flush saves the rollout in force if a change waits to be saved, a failed
+// save waits for its retry, or force (to refresh the earned observation). A
+// save that lost the compare-and-swap is computed again on the newer record
+// (rebase) and tried again. It returns the error of a save that failed; the
+// failure is recorded and Run retries.
+func (g *Guard) flush(force bool) error {
+	g.saveMu.Lock()
+	defer g.saveMu.Unlock()
+	for range maxRebases {
+		g.mu.Lock()
+		if !force && g.seq == g.savedSeq && g.save.err == nil {
+			g.mu.Unlock()
+			return nil
+		}
+		force = false
+		rec, prev, seq := g.rec, g.rev, g.seq
+		rec.SavedAt = g.now()
+		g.writes++
+		rec.Writer = fmt.Sprintf("%s/%d", g.id, g.writes)
+		g.save.lastAttempt = rec.SavedAt
+		g.mu.Unlock()
+
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		rev, err := g.store.Save(ctx, rec, prev)
+		cancel()
+		switch {
+		case err == nil:
+			g.saved(rec, rev, seq)
+		case errors.Is(err, ErrRevisionConflict) || errors.Is(err, ErrCorruptRecord):
+			g.log.Info().Err(err).Msg("the stored rollout changed meanwhile; computing the change again on the newer state")
+			if err := g.rebase(rec, seq); err != nil {
+				g.failed(err)
+				return err
+			}
+		default:
+			g.failed(err)
+			return err
+		}
+		force = false
+	}
+	g.mu.Lock()
+	done := g.seq == g.savedSeq
+	g.mu.Unlock()
+	if done {
+		return nil
+	}
+	err := errors.New("the stored rollout kept changing while saving; will retry")
+	g.failed(err)
+	return err
+}
+
+// saved records that rec, made of the changes up to seq, is stored as rev.
+func (g *Guard) saved(rec Record, rev Revision, seq uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.savedLocked(rec, rev, seq)
+}
+
+func (g *Guard) savedLocked(rec Record, rev Revision, seq uint64) {
+	g.rev, g.savedSeq = rev, seq
+	if g.seq == seq {
+		// rec is the record in force, as stored.
+		g.rec.SavedAt, g.rec.Writer = rec.SavedAt, rec.Writer
+	}
+	kept := g.pending[:0]
+	for _, p := range g.pending {
+		if p.seq > seq {
+			kept = append(kept, p)
+		}
+	}
+	g.pending = kept
+	if g.save.err != nil {
+		g.log.Info().Int("failed_saves", int(g.save.failures)).Dur("unsaved_for", g.now().Sub(g.save.unsavedSince)).
+			Msg("rollout state saved again")
+	}
+	g.save.err, g.save.failures = nil, 0
+	if g.seq == g.savedSeq {
+		g.save.unsavedSince = time.Time{}
+	}
 	g.updateMetricsLocked()
-	if err := g.persistLocked(); err != nil {
-		g.log.Error().Err(err).Str("path", g.cfg.StateFile).Msg("cannot save the rollout state")
+}
+
+// failed records a failed save and schedules its retry.
+func (g *Guard) failed(err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.now()
+	g.save.err = err
+	g.save.failures++
+	if g.save.unsavedSince.IsZero() {
+		g.save.unsavedSince = now
+	}
+	backoff := min(saveRetryMin<<min(g.save.failures-1, 16), saveRetryMax)
+	// The retry runs on Run's timer, so on the real clock (whatever Now is).
+	g.save.retryAt = time.Now().Add(backoff)
+	g.m.persistFailures.Inc()
+	g.updateMetricsLocked()
+	if n := g.save.failures; n <= 3 || n%60 == 0 {
+		// The first failures, then one line about every 5 minutes.
+		g.log.Error().Err(err).Str("store", g.store.Kind()).Uint64("failed_saves", n).
+			Dur("retry_in", backoff).Str("state", g.rec.State.String()).Float64("weight", split.Percent(g.rec.Weight)).
+			Msg("cannot save the rollout state: the change is in force but not saved; retrying")
+	}
+	select {
+	case g.kick <- struct{}{}:
+	default:
 	}
 }
 
-// reasonReset is the reason of a Reset transition.
-const reasonReset = "reset"
-
-// recommendationLocked is DESIGN §4's recommendation for the current state.
-func (g *Guard) recommendationLocked() string {
-	switch g.state {
-	case StateRolledBack:
-		if g.rollback != nil && g.rollback.Reason != "" {
-			return g.rollback.Reason
+// rebase loads the newer stored record after a save of attempt (made of the
+// changes up to seq) lost the compare-and-swap, and computes the unsaved
+// changes again on it.
+func (g *Guard) rebase(attempt Record, seq uint64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	stored, rev, err := g.store.Load(ctx)
+	switch {
+	case errors.Is(err, ErrNoRecord):
+		// Deleted by hand: the next save writes it again.
+		g.mu.Lock()
+		g.rev = 0
+		g.mu.Unlock()
+		return nil
+	case errors.Is(err, ErrCorruptRecord):
+		where, qerr := g.store.Quarantine(ctx)
+		if qerr != nil {
+			return fmt.Errorf("%w (and it cannot be kept aside: %w)", err, qerr)
 		}
-		return recRollbackManual
-	case StateComplete:
-		return recComplete
-	case StatePaused, StateHeld:
-		return recHold
+		g.log.Error().AnErr("cause", err).Str("kept_as", where).Msg("the stored rollout state was unreadable; it was kept aside and is replaced by the state in force")
+		g.mu.Lock()
+		g.rev = 0
+		g.mu.Unlock()
+		return nil
+	case err != nil:
+		return err
 	}
-	if h := g.canaryHealth; h.Enabled && !h.Healthy {
-		return recHold // it gets no traffic until it recovers
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if stored.Writer == attempt.Writer {
+		// A save that reported an error had landed after all.
+		g.savedLocked(attempt, rev, seq)
+		return nil
 	}
-	if g.last.Verdict == judge.Proceed {
-		return recProceed
+	g.rebaseLocked(stored, rev)
+	return nil
+}
+
+// sync applies a change another writer stored (Watch).
+func (g *Guard) sync() {
+	g.saveMu.Lock()
+	defer g.saveMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	stored, rev, err := g.store.Load(ctx)
+	cancel()
+	if err != nil {
+		if !errors.Is(err, ErrNoRecord) {
+			g.log.Warn().Err(err).Msg("cannot read the stored rollout after a change notice; the next save will reconcile")
+		}
+		return
 	}
-	return recHold
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if rev == g.rev {
+		return // our own save
+	}
+	g.rebaseLocked(stored, rev)
+}
+
+// rebaseLocked makes stored (at rev) the rollout in force, with the unsaved
+// changes computed again on it; a change that is no longer possible is
+// dropped (and its command answered with the reason).
+func (g *Guard) rebaseLocked(stored Record, rev Revision) {
+	old := g.rec
+	cur := stored
+	var kept []pendingChange
+	for _, p := range g.pending {
+		if p.ev.Kind == EventJudged && !p.ev.Verdict.IsRollback() {
+			continue // a plan step is judged again on the newer state
+		}
+		next, _, err := Rebase(p.basis, cur, p.ev, g.rules)
+		if err != nil {
+			g.log.Warn().Err(err).Str("event", p.ev.Kind.String()).Str("who", p.ev.Who).
+				Msg("a change was not applied: the stored rollout changed meanwhile")
+			if _, ok := g.awaiting[p.id]; ok {
+				g.awaiting[p.id] = err
+			}
+			continue
+		}
+		p.basis = cur
+		cur = next
+		kept = append(kept, p)
+	}
+	g.rev = rev
+	g.pending = kept
+	eff := Adopt(old, cur)
+	if eff.Transition != nil && len(kept) == 0 {
+		g.logTransition(*eff.Transition, cur, "rollout changed by another writer")
+	}
+	eff.Transition = nil
+	g.applyLocked(Event{}, cur, eff)
+	if len(kept) == 0 {
+		g.savedSeq = g.seq
+		g.save.unsavedSince = time.Time{}
+	} else {
+		g.seq++
+		for i := range g.pending {
+			g.pending[i].seq = g.seq
+		}
+	}
+	g.updateMetricsLocked()
 }
 
 // backendView summarises one backend's window figures. Quantiles are only

@@ -148,8 +148,9 @@ func TestRollbackIsSticky(t *testing.T) {
 	if len(c.Reasons) == 0 || !strings.Contains(c.Reasons[0], "rolled back") {
 		t.Errorf("reasons = %q; want a rolled-back note first", c.Reasons)
 	}
-	if hs := h.g.Health(); hs.OverallHealth != "unhealthy" {
-		t.Errorf("health = %s; want unhealthy", hs.OverallHealth)
+	// Issue 16: a rolled-back canary with a healthy stable hurts no user.
+	if hs := h.g.Health(); hs.OverallHealth != "degraded" {
+		t.Errorf("health = %s; want degraded", hs.OverallHealth)
 	}
 	h.must(h.g.Reset("10.0.0.1:5555"))
 	if w, blocked := h.router.get(); w != 500 || blocked {
@@ -333,9 +334,12 @@ func TestHealthAndReady(t *testing.T) {
 		{"gate near threshold", ok, ok, judge.Proceed, []judge.Gate{{Name: "p95_latency", Value: 450, Threshold: 500, Unit: "ms", Verdict: "pass"}}, "degraded", true},
 		{"gate well below", ok, ok, judge.Proceed, []judge.Gate{{Name: "p95_latency", Value: 100, Threshold: 500, Unit: "ms", Verdict: "pass"}}, "healthy", true},
 		{"stable down", proxy.HealthStats{Enabled: true, Healthy: false, Checks: 100, Failures: 3, LastError: "connection refused"}, ok, judge.Proceed, nil, "unhealthy", false},
-		{"canary flaky", ok, proxy.HealthStats{Enabled: true, Healthy: true, Checks: 100, Failures: 6}, judge.Proceed, nil, "unhealthy", true},
+		{"canary flaky", ok, proxy.HealthStats{Enabled: true, Healthy: true, Checks: 100, Failures: 6}, judge.Proceed, nil, "degraded", true},
+		{"stable flaky", proxy.HealthStats{Enabled: true, Healthy: true, Checks: 100, Failures: 6}, ok, judge.Proceed, nil, "unhealthy", true},
+		{"canary down", ok, proxy.HealthStats{Enabled: true, Healthy: false, Checks: 100, Failures: 3}, judge.Proceed, nil, "degraded", true},
 		{"stable 5% exactly", proxy.HealthStats{Enabled: true, Healthy: true, Checks: 100, Failures: 5}, ok, judge.Proceed, nil, "healthy", true},
-		{"judge rolls back", ok, ok, judge.RollbackErrorRate, nil, "unhealthy", true},
+		{"judge rolls back", ok, ok, judge.RollbackErrorRate, nil, "degraded", true},
+		{"rolled back and stable down", proxy.HealthStats{Enabled: true, Healthy: false, Checks: 100, Failures: 3}, ok, judge.RollbackErrorRate, nil, "unhealthy", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

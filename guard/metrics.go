@@ -2,33 +2,34 @@ package guard
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/canaryd/canaryd/guard/integrity"
 	"github.com/canaryd/canaryd/guard/judge"
+	"github.com/canaryd/canaryd/split"
 )
 
-// Overall health values.
-const (
-	healthHealthy   = "healthy"
-	healthDegraded  = "degraded"
-	healthUnhealthy = "unhealthy"
-)
-
-// metrics are the guard's collectors, set after every evaluation and
-// transition (never read back for decisions).
+// metrics are the guard's collectors, set from the facts after every
+// evaluation, transition and save (never read back for decisions).
 type metrics struct {
 	weight            prometheus.Gauge
 	rollbackRequired  prometheus.Gauge
 	rollbacks         *prometheus.CounterVec
-	integrityVerified prometheus.Gauge
+	integrityVerified *prometheus.GaugeVec // no labels: absent while integrity is disabled
+	integrityStatus   *prometheus.GaugeVec
 	sloErrorRate      prometheus.Gauge
 	sloP95            prometheus.Gauge
 	overall           *prometheus.GaugeVec
 	verdict           *prometheus.GaugeVec
 	step              prometheus.Gauge
+	persisted         prometheus.Gauge
+	persistFailures   prometheus.Counter
 }
+
+// integrityStatuses are the values of canary_integrity_status{status}.
+var integrityStatuses = []string{integrity.StatusVerified, integrity.StatusFailed, integrity.StatusDisabled}
 
 // newMetrics builds the collectors and registers them with reg (nil: not
 // registered).
@@ -41,11 +42,14 @@ func newMetrics(reg prometheus.Registerer, slo judge.SLO) (*metrics, error) {
 			Name: "canary_rollback_required", Help: "1 while the canary is rolled back, else 0.",
 		}),
 		rollbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "canary_rollbacks_total", Help: "Rollbacks since start, by reason.",
+			Name: "canary_rollbacks_total", Help: "Rollbacks this process decided, by reason.",
 		}, []string{"reason"}),
-		integrityVerified: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "canary_integrity_verified", Help: "0 when the last release-file check FAILED; 1 when VERIFIED or DISABLED.",
-		}),
+		integrityVerified: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "canary_integrity_verified", Help: "1 when the last release-file check VERIFIED, 0 when it FAILED; absent while integrity checking is DISABLED.",
+		}, nil),
+		integrityStatus: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "canary_integrity_status", Help: "1 on the release-file check's current status (verified, failed, disabled), 0 on the others.",
+		}, []string{"status"}),
 		sloErrorRate: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "canary_slo_error_rate_ratio", Help: "Configured maximum canary error rate (objective).",
 		}),
@@ -61,17 +65,23 @@ func newMetrics(reg prometheus.Registerer, slo judge.SLO) (*metrics, error) {
 		step: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "canary_step", Help: "Index of the plan's current step (0-based), -1 without a plan.",
 		}),
+		persisted: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "canary_state_persisted", Help: "1 while the rollout state in force is saved in the state store, 0 while a change waits to be saved.",
+		}),
+		persistFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "canary_state_persist_failures_total", Help: "Saves of the rollout state that failed (each is retried until one succeeds).",
+		}),
 	}
-	for _, r := range rollbackReasons() {
-		m.rollbacks.WithLabelValues(r)
+	for _, r := range RollbackReasons() {
+		m.rollbacks.WithLabelValues(string(r))
 	}
 	m.sloErrorRate.Set(slo.ErrorRate)
 	m.sloP95.Set(slo.P95.Seconds())
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.weight, m.rollbackRequired, m.rollbacks, m.integrityVerified,
-		m.sloErrorRate, m.sloP95, m.overall, m.verdict, m.step} {
+	for _, c := range []prometheus.Collector{m.weight, m.rollbackRequired, m.rollbacks, m.integrityVerified, m.integrityStatus,
+		m.sloErrorRate, m.sloP95, m.overall, m.verdict, m.step, m.persisted, m.persistFailures} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
@@ -79,28 +89,42 @@ func newMetrics(reg prometheus.Registerer, slo judge.SLO) (*metrics, error) {
 	return m, nil
 }
 
-// updateMetricsLocked sets the gauges from the current state.
+// updateMetricsLocked sets the gauges from the facts as of the last
+// evaluation.
 func (g *Guard) updateMetricsLocked() {
-	m := g.m
-	if m == nil {
-		return // during New, before the collectors exist
+	if g.m != nil {
+		f := g.factsLocked(g.stableHealth, g.canaryHealth)
+		g.m.update(&f)
 	}
-	m.weight.Set(float64(g.weight) / fullWeight)
-	m.rollbackRequired.Set(b2f(g.state == StateRolledBack))
-	m.integrityVerified.Set(b2f(g.integ.Status != integrity.StatusFailed))
-	status, _ := g.healthLocked()
+}
+
+// update sets the gauges from f.
+func (m *metrics) update(f *facts) {
+	m.weight.Set(float64(f.rec.Weight) / split.MaxWeight)
+	m.rollbackRequired.Set(b2f(f.rec.State == StateRolledBack))
+	switch f.integ.Status {
+	case integrity.StatusDisabled, "":
+		m.integrityVerified.Reset()
+	default:
+		m.integrityVerified.WithLabelValues().Set(b2f(f.integ.Status == integrity.StatusVerified))
+	}
+	for _, s := range integrityStatuses {
+		m.integrityStatus.WithLabelValues(strings.ToLower(s)).Set(b2f(s == f.integ.Status))
+	}
+	status, _ := f.overallHealth()
 	for _, s := range []string{healthHealthy, healthDegraded, healthUnhealthy} {
 		m.overall.WithLabelValues(s).Set(b2f(s == status))
 	}
-	rec := g.recommendationLocked()
-	for _, v := range allRecommendations() {
-		m.verdict.WithLabelValues(v).Set(b2f(v == rec))
+	rec := recommendation(f)
+	for _, v := range Recommendations() {
+		m.verdict.WithLabelValues(string(v)).Set(b2f(v == rec))
 	}
-	if len(g.cfg.Steps) == 0 {
+	if len(f.rec.Plan.Steps) == 0 {
 		m.step.Set(-1)
 	} else {
-		m.step.Set(float64(g.step))
+		m.step.Set(float64(f.rec.Step))
 	}
+	m.persisted.Set(b2f(f.persisted))
 }
 
 // b2f is 1 for true, 0 for false.

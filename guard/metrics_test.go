@@ -32,27 +32,33 @@ func TestMetrics(t *testing.T) {
 	for _, mf := range mfs {
 		series[mf.GetName()] = len(mf.GetMetric())
 	}
-	if series["canary_verdict"] != 7 || series["canary_rollbacks_total"] != 4 || series["canary_overall_health"] != 3 {
-		t.Errorf("series per family = %v; want 7 verdicts, 4 rollback reasons, 3 health statuses", series)
+	if series["canary_verdict"] != 7 || series["canary_rollbacks_total"] != 4 || series["canary_overall_health"] != 3 ||
+		series["canary_integrity_status"] != 3 || series["canary_integrity_verified"] != 0 {
+		t.Errorf("series per family = %v; want 7 verdicts, 4 rollback reasons, 3 health and 3 integrity statuses, no integrity_verified while disabled", series)
 	}
 
 	h.must(h.g.Promote("admin"))
 	h.judge.set(judge.RollbackLatency)
 	h.wake()
 
+	// Issue 16: the rolled-back canary is degraded (stable is healthy), and
+	// with integrity off canary_integrity_verified is absent (the API says
+	// DISABLED, not verified) while canary_integrity_status says disabled.
 	want := `
-# HELP canary_integrity_verified 0 when the last release-file check FAILED; 1 when VERIFIED or DISABLED.
-# TYPE canary_integrity_verified gauge
-canary_integrity_verified 1
+# HELP canary_integrity_status 1 on the release-file check's current status (verified, failed, disabled), 0 on the others.
+# TYPE canary_integrity_status gauge
+canary_integrity_status{status="disabled"} 1
+canary_integrity_status{status="failed"} 0
+canary_integrity_status{status="verified"} 0
 # HELP canary_overall_health 1 on the current overall health status, 0 on the others.
 # TYPE canary_overall_health gauge
-canary_overall_health{status="degraded"} 0
+canary_overall_health{status="degraded"} 1
 canary_overall_health{status="healthy"} 0
-canary_overall_health{status="unhealthy"} 1
+canary_overall_health{status="unhealthy"} 0
 # HELP canary_rollback_required 1 while the canary is rolled back, else 0.
 # TYPE canary_rollback_required gauge
 canary_rollback_required 1
-# HELP canary_rollbacks_total Rollbacks since start, by reason.
+# HELP canary_rollbacks_total Rollbacks this process decided, by reason.
 # TYPE canary_rollbacks_total counter
 canary_rollbacks_total{reason="rollback_error_rate"} 0
 canary_rollbacks_total{reason="rollback_integrity"} 0
@@ -64,6 +70,12 @@ canary_slo_error_rate_ratio 0.01
 # HELP canary_slo_p95_seconds Configured maximum canary p95 latency (objective).
 # TYPE canary_slo_p95_seconds gauge
 canary_slo_p95_seconds 0.5
+# HELP canary_state_persist_failures_total Saves of the rollout state that failed (each is retried until one succeeds).
+# TYPE canary_state_persist_failures_total counter
+canary_state_persist_failures_total 0
+# HELP canary_state_persisted 1 while the rollout state in force is saved in the state store, 0 while a change waits to be saved.
+# TYPE canary_state_persisted gauge
+canary_state_persisted 1
 # HELP canary_step Index of the plan's current step (0-based), -1 without a plan.
 # TYPE canary_step gauge
 canary_step 1

@@ -95,7 +95,7 @@ func TestRestartStates(t *testing.T) {
 			h2 := newHarness(t, cfg, clock)
 			o := h2.g.Overview()
 			w, blocked := h2.router.get()
-			if o.State != tt.wantState || w != tt.wantW || blocked != tt.wantBlocked || o.Recommendation != tt.wantRec {
+			if o.State != tt.wantState || w != tt.wantW || blocked != tt.wantBlocked || string(o.Recommendation) != tt.wantRec {
 				t.Errorf("after restart: state %s router %d blocked %v rec %s; want %s %d %v %s", o.State, w, blocked, o.Recommendation, tt.wantState, tt.wantW, tt.wantBlocked, tt.wantRec)
 			}
 			// The judge saying proceed changes nothing for a sticky rollback.

@@ -24,14 +24,17 @@ func TestParseSteps(t *testing.T) {
 		{"5@15m,,25@30m", nil, "step 2 of plan"},
 		{"5@15m,", nil, "step 2 of plan"},
 		{"5", nil, `step "5" is not weight@observe`},
-		{"0@1m", nil, `step "0@1m": weight must be above 0`},
+		{"0@1m", []guard.Step{{0, time.Minute}}, ""},
+		{"0@10m,5@15m", []guard.Step{{0, 10 * time.Minute}, {500, 15 * time.Minute}}, ""},
+		{"5@1m,0@1m", nil, `step "0@1m": weight must rise above the previous step's 5%`},
+		{"0@1m,0@2m", nil, "must rise"},
 		{"100.01@1m", nil, "above 100"},
 		{"150@1m", nil, "above 100"},
-		{"-5@1m", nil, "not a number"},
-		{"1e1@1m", nil, "not a number"},
-		{"NaN@1m", nil, "not a number"},
+		{"-5@1m", nil, "is not a percentage"},
+		{"1e1@1m", nil, "is not a percentage"}, // one grammar with CANARY_WEIGHT and the API
+		{"NaN@1m", nil, "is not a percentage"},
 		{"5.555@1m", nil, "more than two decimals"},
-		{"@1m", nil, "weight is missing"},
+		{"@1m", nil, "is not a percentage"},
 		{"5@", nil, "not a duration"},
 		{"5@fortnight", nil, "not a duration"},
 		{"5@0s", nil, "must be positive"},
@@ -70,7 +73,7 @@ func TestFormatStepsRoundTrip(t *testing.T) {
 // FuzzParseSteps: never panics; an accepted plan satisfies the invariants
 // and survives a FormatSteps round trip.
 func FuzzParseSteps(f *testing.F) {
-	for _, s := range []string{"5@15m,25@30m,100@1h", "0.5@1s", "", "5@15m,,25@30m", "50@1m,25@1m", "5.555@1m", "1e1@1m"} {
+	for _, s := range []string{"5@15m,25@30m,100@1h", "0.5@1s", "", "5@15m,,25@30m", "50@1m,25@1m", "5.555@1m", "1e1@1m", "0@10m,5@15m"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -88,7 +91,7 @@ func FuzzParseSteps(f *testing.F) {
 			t.Errorf("ParseSteps(%q) accepted a non-empty plan with no steps", s)
 		}
 		for i, st := range steps {
-			if st.Weight == 0 || st.Weight > 10000 || st.Observe <= 0 {
+			if (st.Weight == 0 && i > 0) || st.Weight > 10000 || st.Observe <= 0 {
 				t.Errorf("ParseSteps(%q)[%d] = %+v out of range", s, i, st)
 			}
 			if i > 0 && st.Weight <= steps[i-1].Weight {

@@ -2,107 +2,94 @@ package guard
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/canaryd/canaryd/guard/integrity"
 	"github.com/canaryd/canaryd/guard/judge"
 	"github.com/canaryd/canaryd/proxy"
+	"github.com/canaryd/canaryd/split"
 )
 
 // Health thresholds.
 const (
 	// maxHealthFailureRate is the health-check failure rate over the window
-	// above which a backend makes the service unhealthy.
+	// above which a backend's checks count as failing.
 	maxHealthFailureRate = 0.05
 	// nearThreshold is the fraction of a gate's threshold at which the
 	// service counts as degraded.
 	nearThreshold = 0.8
 )
 
+// Overall health values.
+const (
+	healthHealthy   = "healthy"
+	healthDegraded  = "degraded"
+	healthUnhealthy = "unhealthy"
+)
+
+// facts is one consistent snapshot of everything the views show, taken under
+// the guard's lock; the views are pure functions of it and never write.
+type facts struct {
+	now       time.Time
+	rec       Record
+	persisted bool
+	save      saveStatus
+	storeKind string
+	judgeName string
+	evaluation
+
+	slo    judge.SLO
+	window time.Duration
+}
+
+// factsLocked snapshots the guard with the given health figures (fresh ones
+// for the views, the evaluation's for the metrics).
+func (g *Guard) factsLocked(stableH, canaryH proxy.HealthStats) facts {
+	f := facts{
+		now:        g.now(),
+		rec:        g.rec,
+		persisted:  g.seq == g.savedSeq && g.save.err == nil,
+		save:       g.save,
+		storeKind:  g.store.Kind(),
+		judgeName:  g.judge.Name(),
+		evaluation: g.evaluation,
+		slo:        g.cfg.SLO,
+		window:     g.cfg.Window,
+	}
+	f.stableHealth, f.canaryHealth = stableH, canaryH
+	return f
+}
+
+// facts snapshots the guard for a view, with fresh health-check figures.
+func (g *Guard) facts() facts {
+	stableH, canaryH := g.src.Health()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.factsLocked(stableH, canaryH)
+}
+
 // Check returns the current verdict with its figures and gates, as of the
 // last evaluation.
 func (g *Guard) Check() Check {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	rec := g.recommendationLocked()
-	c := Check{
-		CanaryOK:       !strings.HasPrefix(rec, "rollback_"),
-		Recommendation: rec,
-		Reasons:        g.reasonsLocked(),
-		Weight:         percent(g.weight),
-		State:          g.state.String(),
-		Release:        g.cfg.Release,
-		Judge:          g.judge.Name(),
-		Window:         g.cfg.Window.String(),
-		SLO:            g.sloViewLocked(),
-		Stable:         g.stableView,
-		Canary:         g.canaryView,
-		Integrity:      integrityView(g.integ),
-		Gates:          g.gatesLocked(),
-		CheckedAt:      g.lastAt,
-	}
-	if c.CheckedAt.IsZero() {
-		c.CheckedAt = g.now()
-	}
-	if len(g.cfg.Steps) > 0 {
-		sv := g.planLocked(g.now())[g.step]
-		c.Step = &sv
-	}
-	return c
+	f := g.facts()
+	return f.check()
 }
 
 // Overview returns the rollout's state, plan and history.
 func (g *Guard) Overview() Overview {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.overviewLocked()
+	f := g.facts()
+	return f.overview()
 }
 
-func (g *Guard) overviewLocked() Overview {
-	o := Overview{
-		RollbackRequired: g.state == StateRolledBack,
-		Weight:           percent(g.weight),
-		State:            g.state.String(),
-		Recommendation:   g.recommendationLocked(),
-		Release:          g.cfg.Release,
-		Step:             -1,
-		Plan:             g.planLocked(g.now()),
-		History:          append([]Transition{}, g.history...),
-	}
-	if len(g.cfg.Steps) > 0 {
-		o.Step = g.step
-	}
-	if g.state == StateRolledBack && g.rollback != nil {
-		r := *g.rollback
-		r.Gates = append([]judge.Gate{}, r.Gates...)
-		o.Rollback = &r
-		o.RollbackReason = r.Reason
-	}
-	return o
-}
-
-// Health returns the health summary: unhealthy when rolled back, when stable
-// fails its health checks or a backend's checks fail more than 5% over the
-// window; degraded when the canary has too little data, a gate is at 80% of
-// its threshold or more, the rollout is held or the state cannot be saved;
-// healthy otherwise.
+// Health returns the health summary. It is unhealthy only when users are
+// hurt: stable fails its health checks (or they fail more than 5% of the
+// time over the window). It is degraded when the canary is rolled back,
+// held, paused, fails its health checks, has too little data, has a gate at
+// 80% of its threshold or more, or the state in force is not saved; healthy
+// otherwise.
 func (g *Guard) Health() HealthSummary {
-	stableH, canaryH := g.src.Health()
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.stableHealth, g.canaryHealth = stableH, canaryH
-	status, reasons := g.healthLocked()
-	return HealthSummary{
-		OverallHealth:    status,
-		Reasons:          reasons,
-		State:            g.state.String(),
-		Recommendation:   g.recommendationLocked(),
-		Stable:           BackendHealth{BackendView: g.stableView, Checks: healthChecks(stableH)},
-		Canary:           BackendHealth{BackendView: g.canaryView, Checks: healthChecks(canaryH)},
-		Integrity:        integrityView(g.integ),
-		StateFileProblem: g.stateFileProblem,
-	}
+	f := g.facts()
+	return f.health()
 }
 
 // Integrity returns the last integrity report.
@@ -128,42 +115,142 @@ func (g *Guard) Ready() (bool, string) {
 	return true, ""
 }
 
-// healthLocked computes the overall health from cached figures.
-func (g *Guard) healthLocked() (string, []string) {
-	var bad, weak []string
-	if g.state == StateRolledBack {
-		bad = append(bad, "canary rolled back: "+g.recommendationLocked())
+// recommendation is the answer of /canary_check for f.
+func recommendation(f *facts) Recommendation {
+	switch f.rec.State {
+	case StateRolledBack:
+		if rb := f.rec.Rollback; rb != nil && rb.Reason != "" {
+			return rb.Reason
+		}
+		return RecRollbackManual
+	case StateComplete:
+		return RecComplete
+	case StatePaused, StateHeld, StateFinished:
+		return RecHold
 	}
-	if h := g.stableHealth; h.Enabled && !h.Healthy {
-		bad = append(bad, "stable backend fails its health checks")
+	if h := f.canaryHealth; h.Enabled && !h.Healthy {
+		return RecHold // it gets no traffic until it recovers
 	}
-	for _, b := range []struct {
-		name string
-		h    proxy.HealthStats
-	}{{"stable", g.stableHealth}, {"canary", g.canaryHealth}} {
-		if b.h.Enabled && b.h.FailureRate() > maxHealthFailureRate {
-			bad = append(bad, fmt.Sprintf("%s health checks fail %.1f%% of the time (limit %.0f%%)", b.name, 100*b.h.FailureRate(), 100*maxHealthFailureRate))
+	if f.last.Verdict == judge.Proceed {
+		return RecProceed
+	}
+	return RecHold
+}
+
+func (f *facts) check() Check {
+	rec := recommendation(f)
+	c := Check{
+		CanaryOK:       !rec.IsRollback(),
+		Recommendation: rec,
+		Reasons:        f.reasons(),
+		Weight:         split.Percent(f.rec.Weight),
+		State:          f.rec.State.String(),
+		Release:        f.rec.Release,
+		Judge:          f.judgeName,
+		Window:         f.window.String(),
+		SLO:            f.sloView(),
+		Stable:         f.stableView,
+		Canary:         f.canaryView,
+		Integrity:      integrityView(f.integ),
+		Gates:          f.gates(),
+		CheckedAt:      f.lastAt,
+	}
+	if c.CheckedAt.IsZero() {
+		c.CheckedAt = f.now
+	}
+	if len(f.rec.Plan.Steps) > 0 {
+		sv := f.plan()[f.rec.Step]
+		c.Step = &sv
+	}
+	return c
+}
+
+func (f *facts) overview() Overview {
+	o := Overview{
+		RollbackRequired: f.rec.State == StateRolledBack,
+		Weight:           split.Percent(f.rec.Weight),
+		State:            f.rec.State.String(),
+		Recommendation:   recommendation(f),
+		Release:          f.rec.Release,
+		Step:             -1,
+		Plan:             f.plan(),
+		History:          append([]Transition{}, f.rec.History...),
+		Persisted:        f.persisted,
+	}
+	if len(f.rec.Plan.Steps) > 0 {
+		o.Step = f.rec.Step
+	}
+	if f.rec.State == StateRolledBack && f.rec.Rollback != nil {
+		r := *f.rec.Rollback
+		r.Gates = append([]judge.Gate{}, r.Gates...)
+		o.Rollback = &r
+		o.RollbackReason = r.Reason
+	}
+	return o
+}
+
+func (f *facts) health() HealthSummary {
+	status, reasons := f.overallHealth()
+	h := HealthSummary{
+		OverallHealth:    status,
+		Reasons:          reasons,
+		State:            f.rec.State.String(),
+		Recommendation:   recommendation(f),
+		Stable:           BackendHealth{BackendView: f.stableView, Checks: healthChecks(f.stableHealth)},
+		Canary:           BackendHealth{BackendView: f.canaryView, Checks: healthChecks(f.canaryHealth)},
+		Integrity:        integrityView(f.integ),
+		StateFileProblem: f.rec.Problem,
+		StateStore:       StoreView{Kind: f.storeKind, Persisted: f.persisted},
+	}
+	if !f.persisted {
+		h.StateStore.UnsavedSince = f.save.unsavedSince
+		h.StateStore.FailedSaves = f.save.failures
+		if f.save.err != nil {
+			h.StateStore.Error = f.save.err.Error()
 		}
 	}
-	if h := g.canaryHealth; h.Enabled && !h.Healthy && g.state != StateRolledBack {
-		weak = append(weak, "canary backend fails its health checks")
+	return h
+}
+
+// overallHealth is unhealthy only when users are hurt (stable fails its
+// checks); what only concerns the canary or the rollout is degraded.
+func (f *facts) overallHealth() (string, []string) {
+	var bad, weak []string
+	if h := f.stableHealth; h.Enabled && !h.Healthy {
+		bad = append(bad, "stable backend fails its health checks")
 	}
-	switch g.state {
+	if h := f.stableHealth; h.Enabled && h.FailureRate() > maxHealthFailureRate {
+		bad = append(bad, fmt.Sprintf("stable health checks fail %.1f%% of the time (limit %.0f%%)", 100*h.FailureRate(), 100*maxHealthFailureRate))
+	}
+	if !f.persisted {
+		why := "a save is under way"
+		if f.save.err != nil {
+			why = f.save.err.Error()
+		}
+		weak = append(weak, fmt.Sprintf("rollout state not saved to the %s store since %s (%s at %s%% is in force; a restart now would resume an older state), retrying: %s",
+			f.storeKind, f.save.unsavedSince.UTC().Format(time.RFC3339), f.rec.State, split.FormatPercent(f.rec.Weight), why))
+	}
+	switch f.rec.State {
+	case StateRolledBack:
+		weak = append(weak, "canary rolled back ("+string(recommendation(f))+"): stable serves all traffic")
 	case StateHeld:
-		weak = append(weak, "rollout held: the state file was unreadable at start")
+		weak = append(weak, "rollout held: the stored state was unreadable at start")
 	case StatePaused:
 		weak = append(weak, "rollout paused")
 	}
-	if g.state != StateRolledBack && g.state != StateHeld && g.weight > 0 && g.last.Verdict == judge.Hold {
+	if h := f.canaryHealth; h.Enabled && h.FailureRate() > maxHealthFailureRate {
+		weak = append(weak, fmt.Sprintf("canary health checks fail %.1f%% of the time (limit %.0f%%)", 100*h.FailureRate(), 100*maxHealthFailureRate))
+	}
+	if h := f.canaryHealth; h.Enabled && !h.Healthy && !f.rec.State.BlocksCanary() {
+		weak = append(weak, "canary backend fails its health checks")
+	}
+	if !f.rec.State.BlocksCanary() && f.rec.Weight > 0 && f.last.Verdict == judge.Hold {
 		weak = append(weak, "too little canary data to judge yet")
 	}
-	for _, gt := range g.last.Gates {
+	for _, gt := range f.last.Gates {
 		if (gt.Unit == "ratio" || gt.Unit == "ms") && gt.Threshold > 0 && gt.Verdict != judge.GateFail && gt.Value >= nearThreshold*gt.Threshold {
 			weak = append(weak, fmt.Sprintf("gate %s at %.3g is within 20%% of its threshold %.3g", gt.Name, gt.Value, gt.Threshold))
 		}
-	}
-	if g.persistErr != nil {
-		weak = append(weak, "rollout state cannot be saved: "+g.persistErr.Error())
 	}
 	reasons := append(append([]string{}, bad...), weak...)
 	switch {
@@ -175,43 +262,48 @@ func (g *Guard) healthLocked() (string, []string) {
 	return healthHealthy, reasons
 }
 
-// reasonsLocked explains the recommendation: state notes first, then the
-// judge's reasons.
-func (g *Guard) reasonsLocked() []string {
+// reasons explains the recommendation: state notes first, then the judge's
+// reasons.
+func (f *facts) reasons() []string {
 	r := []string{}
-	switch g.state {
+	switch f.rec.State {
 	case StateRolledBack:
-		if rb := g.rollback; rb != nil {
+		if rb := f.rec.Rollback; rb != nil {
 			r = append(r, fmt.Sprintf("rolled back (%s) by %s at %s; reset to try again", rb.Reason, rb.Who, rb.At.UTC().Format(time.RFC3339)))
 		}
 	case StatePaused:
-		r = append(r, "rollout paused at weight "+formatPercent(g.weight)+"%; resume to continue")
+		r = append(r, "rollout paused at weight "+split.FormatPercent(f.rec.Weight)+"%; resume to continue")
 	case StateHeld:
-		r = append(r, "rollout held at weight 0: the state file was unreadable at start; reset, resume or set a weight")
+		r = append(r, "rollout held at weight 0: the stored state was unreadable at start; reset, resume or set a weight")
 	case StateComplete:
 		r = append(r, "plan complete at 100%")
+	case StateFinished:
+		r = append(r, fmt.Sprintf("release %q finished: the canary gets no traffic until POST /rollout/start", f.rec.Release))
 	}
-	if g.integ.Status == integrity.StatusFailed {
-		r = append(r, "release integrity: "+g.integ.Summary)
+	if !f.persisted {
+		r = append(r, "the rollout state in force is not saved yet (see /dashboard/health_summary)")
 	}
-	if h := g.canaryHealth; h.Enabled && !h.Healthy && g.state != StateRolledBack {
+	if f.integ.Status == integrity.StatusFailed {
+		r = append(r, "release integrity: "+f.integ.Summary)
+	}
+	if h := f.canaryHealth; h.Enabled && !h.Healthy && f.rec.State != StateRolledBack {
 		r = append(r, "canary fails its active health checks: it gets no traffic until it recovers")
 	}
-	if h := g.stableHealth; h.Enabled && !h.Healthy {
+	if h := f.stableHealth; h.Enabled && !h.Healthy {
 		r = append(r, "stable fails its active health checks: /readyz answers 503")
 	}
-	return append(r, g.last.Reasons...)
+	return append(r, f.last.Reasons...)
 }
 
-// gatesLocked is the judge's gates plus integrity and, when relevant, a
-// state note.
-func (g *Guard) gatesLocked() []judge.Gate {
-	gates := append([]judge.Gate{}, g.last.Gates...)
-	gates = append(gates, integrityGate(g.integ))
+// gates is the judge's gates plus integrity and, when relevant, a state
+// note.
+func (f *facts) gates() []judge.Gate {
+	gates := append([]judge.Gate{}, f.last.Gates...)
+	gates = append(gates, integrityGate(f.integ))
 	for _, b := range []struct {
 		name string
 		h    proxy.HealthStats
-	}{{"stable", g.stableHealth}, {"canary", g.canaryHealth}} {
+	}{{"stable", f.stableHealth}, {"canary", f.canaryHealth}} {
 		if !b.h.Enabled {
 			continue
 		}
@@ -231,11 +323,11 @@ func (g *Guard) gatesLocked() []judge.Gate {
 		}
 		gates = append(gates, gt)
 	}
-	switch g.state {
+	switch f.rec.State {
 	case StateRolledBack:
-		gates = append(gates, judge.Gate{Name: "state", Verdict: judge.GateFail, Detail: "rolled back: " + g.recommendationLocked()})
-	case StatePaused, StateHeld:
-		gates = append(gates, judge.Gate{Name: "state", Verdict: judge.GateHold, Detail: "rollout " + g.state.String()})
+		gates = append(gates, judge.Gate{Name: "state", Verdict: judge.GateFail, Detail: "rolled back: " + string(recommendation(f))})
+	case StatePaused, StateHeld, StateFinished:
+		gates = append(gates, judge.Gate{Name: "state", Verdict: judge.GateHold, Detail: "rollout " + f.rec.State.String()})
 	}
 	return gates
 }
@@ -270,16 +362,16 @@ func healthChecks(h proxy.HealthStats) HealthChecks {
 	}
 }
 
-// sloViewLocked shows the SLO.
-func (g *Guard) sloViewLocked() SLOView {
+// sloView shows the SLO.
+func (f *facts) sloView() SLOView {
 	v := SLOView{
-		ErrorRate:   g.cfg.SLO.ErrorRate,
-		P95Ms:       ms(g.cfg.SLO.P95),
-		MinRequests: g.cfg.SLO.MinRequests,
-		Window:      g.cfg.Window.String(),
+		ErrorRate:   f.slo.ErrorRate,
+		P95Ms:       ms(f.slo.P95),
+		MinRequests: f.slo.MinRequests,
+		Window:      f.window.String(),
 	}
-	if g.judge.Name() == "sequential" {
-		v.Alpha = g.cfg.SLO.Alpha
+	if f.judgeName == "sequential" {
+		v.Alpha = f.slo.Alpha
 		if v.Alpha == 0 {
 			v.Alpha = 0.01
 		}
@@ -287,19 +379,20 @@ func (g *Guard) sloViewLocked() SLOView {
 	return v
 }
 
-// planLocked renders the plan with each step's status.
-func (g *Guard) planLocked(now time.Time) []StepView {
-	plan := make([]StepView, len(g.cfg.Steps))
-	for i, st := range g.cfg.Steps {
-		sv := StepView{Index: i, Weight: percent(st.Weight), Observe: st.Observe.String(), Status: "pending"}
+// plan renders the release's plan with each step's status.
+func (f *facts) plan() []StepView {
+	steps := f.rec.Plan.Steps
+	plan := make([]StepView, len(steps))
+	for i, st := range steps {
+		sv := StepView{Index: i, Weight: split.Percent(st.Weight), Observe: st.Observe.String(), Status: "pending"}
 		switch {
-		case i < g.step || (i == g.step && g.state == StateComplete):
+		case i < f.rec.Step || (i == f.rec.Step && f.rec.State == StateComplete):
 			sv.Status = "done"
-		case i == g.step:
+		case i == f.rec.Step:
 			sv.Status = "current"
-			if g.state == StateProgressing {
-				sv.StartedAt = g.stepStartedAt
-				sv.Remaining = max(st.Observe-g.observedLocked(now), 0).String()
+			if f.rec.State == StateProgressing {
+				sv.StartedAt = f.rec.StepStartedAt
+				sv.Remaining = max(st.Observe-f.rec.Observation.Earned(f.now), 0).String()
 			}
 		}
 		plan[i] = sv

@@ -33,10 +33,8 @@ package split
 import (
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"net/textproto"
-	"strconv"
 	"strings"
 	"sync/atomic"
 )
@@ -290,30 +288,6 @@ func ForBucket(bucket, w uint32) Backend {
 		return Canary
 	}
 	return Stable
-}
-
-// ParseWeight parses a percentage such as "10", "12.5" or "0.01" into
-// hundredths of a percent. It rejects values outside 0..100, NaN, and
-// precision finer than 0.01.
-func ParseWeight(s string) (uint32, error) {
-	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-	if err != nil {
-		return 0, fmt.Errorf("weight %q is not a number", s)
-	}
-	return WeightFromPercent(f)
-}
-
-// WeightFromPercent converts a percentage (0..100, at most two decimals) into
-// hundredths of a percent.
-func WeightFromPercent(f float64) (uint32, error) {
-	if math.IsNaN(f) || math.IsInf(f, 0) || f < 0 || f > 100 {
-		return 0, fmt.Errorf("weight %v must be between 0 and 100", f)
-	}
-	h := math.Round(f * 100)
-	if math.Abs(h-f*100) > 1e-6 {
-		return 0, fmt.Errorf("weight %v has more than two decimals", f)
-	}
-	return uint32(h), nil
 }
 
 // Percent converts hundredths of a percent back into a percentage.

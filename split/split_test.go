@@ -236,23 +236,6 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-func TestParseWeight(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want uint32
-		ok   bool
-	}{
-		{"10", 1000, true}, {"0", 0, true}, {"100", 10000, true}, {"12.5", 1250, true},
-		{"0.01", 1, true}, {"33.33", 3333, true}, {"0.001", 0, false}, {"-1", 0, false},
-		{"101", 0, false}, {"NaN", 0, false}, {"ten", 0, false}, {"", 0, false}, {"Inf", 0, false},
-	} {
-		got, err := split.ParseWeight(tc.in)
-		if (err == nil) != tc.ok || got != tc.want {
-			t.Errorf("ParseWeight(%q) = %d, %v; want %d, ok=%v", tc.in, got, err, tc.want, tc.ok)
-		}
-	}
-}
-
 func FuzzBucket(f *testing.F) {
 	for _, seed := range []string{"", "user-1", "\x00", "ключ", strings.Repeat("a", 300)} {
 		f.Add(seed, uint32(1000))
@@ -329,6 +312,16 @@ func TestStickyCookieParsing(t *testing.T) {
 			if got := s.Pick(r); got != want {
 				t.Errorf("Cookie: %s: Pick = %v; want %v", line, got, want)
 			}
+		}
+	}
+}
+
+// BenchmarkParsePercent measures the exact decimal parser.
+func BenchmarkParsePercent(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := split.ParsePercent("12.34"); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -385,7 +385,7 @@ func loadConfig(environ []string) (*config, error) {
 	if _, port, _ := net.SplitHostPort(c.Listen); c.Listen == c.AdminListen && port != "0" {
 		return nil, bad("CANARY_ADMIN_LISTEN", "must differ from CANARY_LISTEN")
 	}
-	if c.weight, err = split.ParseWeight(c.Weight); err != nil {
+	if c.weight, err = split.ParsePercent(c.Weight); err != nil {
 		return nil, bad("CANARY_WEIGHT", "%v", err)
 	}
 	if c.Steps != "" {

@@ -414,7 +414,8 @@ func TestE2ESplitIsExact(t *testing.T) {
 		t.Errorf("canary_requests_total = %v; want canary 1000, stable 9000", total)
 	}
 	for _, name := range []string{"canary_request_duration_seconds", "canary_weight_ratio", "canary_rollback_required",
-		"canary_rollbacks_total", "canary_integrity_verified", "canary_slo_error_rate_ratio", "canary_slo_p95_seconds"} {
+		"canary_rollbacks_total", "canary_integrity_status", "canary_slo_error_rate_ratio", "canary_slo_p95_seconds",
+		"canary_state_persisted", "canary_state_persist_failures_total"} {
 		if families[name] == nil {
 			t.Errorf("/metrics lacks %s", name)
 		}

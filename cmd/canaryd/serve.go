@@ -191,6 +191,9 @@ func newGuard(c *config, px *proxy.Proxy, sp *split.Splitter, log zerolog.Logger
 	if errors.Is(err, guard.ErrStateFile) {
 		return nil, bad("CANARY_STATE_FILE", "%v", err)
 	}
+	if errors.Is(err, guard.ErrRelease) {
+		return nil, bad("CANARY_RELEASE", "%v", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("guard: %w", err)
 	}
