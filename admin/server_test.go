@@ -218,7 +218,7 @@ func TestJSONEndpoints(t *testing.T) {
 	}
 }
 
-// TestJSONFieldNames pins the field names of the contract in DESIGN §4.
+// TestJSONFieldNames pins the field names of the admin API (README, "Endpoints").
 func TestJSONFieldNames(t *testing.T) {
 	ts := newTestServer(t, nil, admin.LimiterConfig{})
 	tests := []struct {

@@ -127,7 +127,8 @@ func alertsWithSeverity(severity string) ([]string, error) {
 	return out, nil
 }
 
-// knownMetrics are the metric names canaryd exports (DESIGN §5 and the
+// knownMetrics are the metric names canaryd exports (README, "Prometheus,
+// Grafana and alerts", and the
 // packages' collectors) plus Prometheus' own up. Dashboard and alert
 // expressions may only use these.
 var knownMetrics = map[string]bool{

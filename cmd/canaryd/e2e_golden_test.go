@@ -31,7 +31,7 @@ func keyPaths(prefix string, v any, out map[string]bool) {
 	}
 }
 
-// TestE2EAPIShapeGolden pins the JSON shape of the admin API (DESIGN §4):
+// TestE2EAPIShapeGolden pins the JSON shape of the admin API (README, "Endpoints"):
 // every key path of each answer is in testdata/golden/api-keys.json. Run
 // with -update after an intended change.
 func TestE2EAPIShapeGolden(t *testing.T) {
