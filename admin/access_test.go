@@ -37,6 +37,7 @@ func TestParseTokens(t *testing.T) {
 		{"empty", "", nil, "holds no token"},
 		{"only comments", "# nothing\n\n", nil, "holds no token"},
 		{"two fields", "\nops " + secretA + "\n", nil, "line 2: want NAME ROLE TOKEN separated by spaces, found 2 fields"},
+		{"token alone", "\n" + secretA + "\n", nil, "line 2: want NAME ROLE TOKEN separated by spaces, found 1 field (a token needs a name and a role before it)"},
 		{"four fields", "ops operate " + secretA + " extra\n", nil, "line 1: want NAME ROLE TOKEN"},
 		{"trailing comment is a field", "ops operate " + secretA + " # note\n", nil, "line 1: want NAME ROLE TOKEN separated by spaces, found 5 fields"},
 		{"unknown role", "ops admin " + secretA + "\n", nil, "line 1: role must be read or operate"},

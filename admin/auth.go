@@ -126,12 +126,12 @@ func clientHost(r *http.Request) string {
 // requireBearer is the authentication middleware: it lets a request through
 // only with one of the tokens tokens() returns, and puts the token's name
 // and role in the request's context (identityOf). The token is always
-// compared (in constant time) first: a correct token is never refused, whatever failed before it
-// from the same address, because behind a load balancer or on a shared CI
-// runner many clients share one address and one client with a stale token
-// must not lock the operators out. Wrong guesses drain the address's budget;
-// past it they are answered 429 (with Retry-After) instead of 401, and are
-// not logged one by one. Brute force is kept out by the token's length
+// compared (in constant time) first: a correct token is never refused,
+// whatever failed before it from the same address, because behind a load
+// balancer or on a shared CI runner many clients share one address and one
+// client with a stale token must not lock the operators out. Wrong guesses
+// drain the address's budget; past it they are answered 429 (with
+// Retry-After) instead of 401, and are not logged one by one. Brute force is kept out by the token's length
 // (MinTokenLength characters), not by the limiter. Neither the token nor the
 // Authorization header is ever logged or echoed.
 func requireBearer(tokens func() *Tokens, limiter *failureLimiter, m authMetrics, log zerolog.Logger) func(http.Handler) http.Handler {

@@ -45,7 +45,8 @@ func (c Config) Validate() error {
 }
 
 // New builds the admin API over ctl; /metrics serves gatherer; the server's
-// own collectors (failed-auth counters) are registered with reg. A nil reg
+// own collectors (refused-request counters, tokens gauge) are registered
+// with reg. A nil reg
 // means the collectors are not registered anywhere.
 func New(cfg Config, ctl Controller, gatherer prometheus.Gatherer, log zerolog.Logger, reg prometheus.Registerer) (*Server, error) {
 	tokens, err := NewTokens(cfg.Tokens)

@@ -153,7 +153,10 @@ func ParseTokens(data []byte, taken ...Token) ([]Token, error) {
 			continue
 		}
 		fields := strings.Fields(line)
-		if len(fields) != 3 {
+		switch {
+		case len(fields) == 1:
+			return nil, fmt.Errorf("line %d: want NAME ROLE TOKEN separated by spaces, found 1 field (a token needs a name and a role before it)", n)
+		case len(fields) != 3:
 			return nil, fmt.Errorf("line %d: want NAME ROLE TOKEN separated by spaces, found %d fields", n, len(fields))
 		}
 		if err := validateName(fields[0]); err != nil {
