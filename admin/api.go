@@ -11,11 +11,13 @@
 //	  GET  /metrics                      Prometheus exposition of the injected Gatherer
 //	  GET  /dashboard                    the HTML page (holds no data, asks for the token)
 //	  GET  /dashboard/assets/{file}      its script and style sheet
-//	Bearer token required
+//	Bearer token required, any role (read or operate)
 //	  GET  /canary_check                 guard.Check
 //	  GET  /dashboard/health_summary     guard.HealthSummary
 //	  GET  /dashboard/canary_overview    guard.Overview
 //	  GET  /dashboard/integrity_details  integrity.Report
+//	  GET  /dashboard/session            {"name": "ops-alice", "role": "read"|"operate"}
+//	Bearer token of the operate role required
 //	  POST /rollout/weight               {"weight": 25.5} → guard.Overview
 //	  POST /rollout/promote              empty body or {} → guard.Overview
 //	  POST /rollout/rollback             (likewise)
@@ -28,10 +30,12 @@
 // Every answer but /metrics and the page is JSON; errors are {"error": "…"}.
 // A missing token is answered 401 with WWW-Authenticate: Bearer
 // realm="canaryd"; a malformed or wrong one 401 with error="invalid_token"
-// (RFC 6750). After 10 failed attempts an address (the TCP peer, never
-// X-Forwarded-For) earns one more per second and is answered 429 with
-// Retry-After meanwhile, without its token being compared. The token is never
-// logged. Rollout commands map guard.ErrInvalid to 400, guard.ErrConflict to
+// (RFC 6750); a valid token without the role a route needs 403. After 10
+// failed attempts an address (the TCP peer, never X-Forwarded-For) earns one
+// more per second and its wrong tokens are answered 429 with Retry-After
+// meanwhile; a valid token is never refused for its address's sake. Tokens
+// are never logged, their names are: the history's and the logs' "who" of a
+// command is "NAME (ADDRESS)". Rollout commands map guard.ErrInvalid to 400, guard.ErrConflict to
 // 409, guard.ErrNotPersisted (the change is in force but not saved) to 503
 // with Retry-After and a body that is the new overview ("persisted": false)
 // plus "error", and other errors to 500; bodies over 64 KiB are answered
@@ -63,9 +67,11 @@ type Controller interface {
 
 // Config configures the admin API.
 type Config struct {
-	// Token is the Bearer token for everything but /healthz, /readyz and
-	// /metrics. Required, at least 16 characters.
-	Token string
+	// Tokens are the Bearer tokens for everything but /healthz, /readyz,
+	// /metrics and the page, at start (Server.SetTokens replaces them).
+	// Required: at least one; each token ValidateSecret's rules, names
+	// unique (1 to 64 letters, digits, '.', '_', '-', '@'), tokens unique.
+	Tokens []Token
 	// Version is shown by /healthz and /canary_check ("" shows as "").
 	Version string
 	// AuthLimit limits failed authentications per client address. The zero

@@ -6,6 +6,9 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
 	"github.com/canaryd/canaryd/admin"
 )
 
@@ -46,3 +49,32 @@ func BenchmarkRejectedToken(b *testing.B) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// BenchmarkTokenLookup measures one authenticated GET /dashboard/session
+// with n tokens in force, presenting the last one: the lookup compares the
+// hash with every token's, so its cost grows with n, not with which matches.
+func BenchmarkTokenLookup(b *testing.B) {
+	for _, n := range []int{1, 10, 100} {
+		b.Run("tokens="+itoa(n), func(b *testing.B) {
+			list := make([]admin.Token, n)
+			for i := range list {
+				list[i] = admin.Token{Name: "t" + itoa(i), Role: admin.RoleRead, Secret: "bench-token-0123456789-" + itoa(i)}
+			}
+			srv, err := admin.New(admin.Config{Tokens: list}, newFakeController(), prometheus.NewRegistry(), zerolog.Nop(), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			h := srv.Handler()
+			req := httptest.NewRequest("GET", "/dashboard/session", nil)
+			req.Header.Set("Authorization", "Bearer "+list[n-1].Secret)
+			b.ReportAllocs()
+			for b.Loop() {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if rec.Code != http.StatusOK {
+					b.Fatalf("status %d", rec.Code)
+				}
+			}
+		})
+	}
+}

@@ -22,8 +22,27 @@ import (
 	"github.com/canaryd/canaryd/guard/judge"
 )
 
-// testToken is the admin token of every test server.
-const testToken = "s3cret-t0ken-0123456789"
+// testToken is the operate token of every test server, named
+// testTokenName; readToken its read token, named readTokenName.
+const (
+	testToken     = "s3cret-t0ken-0123456789"
+	testTokenName = "ops-alice"
+	readToken     = "r3ad-only-t0ken-9876543210"
+	readTokenName = "viewer"
+)
+
+// testTokens are the tokens of every test server.
+func testTokens() []admin.Token {
+	return []admin.Token{
+		{Name: testTokenName, Role: admin.RoleOperate, Secret: testToken},
+		{Name: readTokenName, Role: admin.RoleRead, Secret: readToken},
+	}
+}
+
+// oneToken is a list of one operate token, named default.
+func oneToken(secret string) []admin.Token {
+	return []admin.Token{{Name: admin.DefaultTokenName, Role: admin.RoleOperate, Secret: secret}}
+}
 
 // call is one command the fake controller received.
 type call struct {
@@ -234,6 +253,7 @@ type testServer struct {
 	logs    *syncBuffer
 	clock   *fakeClock
 	handler http.Handler
+	srv     *admin.Server
 }
 
 func newTestServer(t testing.TB, ctl *fakeController, limit admin.LimiterConfig) *testServer {
@@ -250,12 +270,12 @@ func newTestServer(t testing.TB, ctl *fakeController, limit admin.LimiterConfig)
 	if limit.Now == nil {
 		limit.Now = ts.clock.Now
 	}
-	srv, err := admin.New(admin.Config{Token: testToken, Version: "1.2.3-test", AuthLimit: limit},
+	srv, err := admin.New(admin.Config{Tokens: testTokens(), Version: "1.2.3-test", AuthLimit: limit},
 		ctl, ts.reg, zerolog.New(ts.logs).Level(zerolog.DebugLevel), ts.reg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	ts.handler = srv.Handler()
+	ts.handler, ts.srv = srv.Handler(), srv
 	return ts
 }
 
@@ -292,8 +312,11 @@ func (ts *testServer) do(t testing.TB, r request) *httptest.ResponseRecorder {
 	return rec
 }
 
-// authed is the Authorization header with the right token.
+// authed is the Authorization header with the right (operate) token.
 func authed() []string { return []string{"Bearer " + testToken} }
+
+// readAuthed is the Authorization header with the read token.
+func readAuthed() []string { return []string{"Bearer " + readToken} }
 
 // counterValue reads a counter from reg (0 when absent); labels are name=value
 // pairs that must all match.

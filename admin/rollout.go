@@ -159,7 +159,7 @@ func (s *Server) setWeight(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	ov, err := s.ctl.SetWeight(weight, r.RemoteAddr)
+	ov, err := s.ctl.SetWeight(weight, whoOf(r))
 	s.answerRollout(w, r, "weight", ov, err)
 }
 
@@ -174,7 +174,7 @@ func (s *Server) start(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	ov, err := s.ctl.Start(release, steps, r.RemoteAddr)
+	ov, err := s.ctl.Start(release, steps, whoOf(r))
 	s.answerRollout(w, r, "start", ov, err)
 }
 
@@ -191,7 +191,7 @@ func (s *Server) rolloutCommand(name string, act func(who string) (guard.Overvie
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("/rollout/%s takes an empty body or {}", name))
 			return
 		}
-		ov, err := act(r.RemoteAddr)
+		ov, err := act(whoOf(r))
 		s.answerRollout(w, r, name, ov, err)
 	}
 }
@@ -210,7 +210,7 @@ type notSaved struct {
 // and the overview), other errors 500, success 200 with ov.
 func (s *Server) answerRollout(w http.ResponseWriter, r *http.Request, name string, ov guard.Overview, err error) {
 	if errors.Is(err, guard.ErrNotPersisted) {
-		s.log.Error().Err(err).Str("action", name).Str("who", r.RemoteAddr).Float64("weight", ov.Weight).
+		s.log.Error().Err(err).Str("action", name).Str("token", tokenName(r)).Str("who", whoOf(r)).Float64("weight", ov.Weight).
 			Str("state", ov.State).Msg("rollout command applied but not saved")
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(saveRetryHint.Seconds()))))
 		writeJSON(w, http.StatusServiceUnavailable, notSaved{normalizeOverview(ov), err.Error()})
@@ -228,13 +228,19 @@ func (s *Server) answerRollout(w http.ResponseWriter, r *http.Request, name stri
 		if status == http.StatusInternalServerError {
 			ev = s.log.Error()
 		}
-		ev.Err(err).Str("action", name).Str("who", r.RemoteAddr).Int("status", status).Msg("rollout command refused")
+		ev.Err(err).Str("action", name).Str("token", tokenName(r)).Str("who", whoOf(r)).Int("status", status).Msg("rollout command refused")
 		writeError(w, status, err.Error())
 		return
 	}
-	s.log.Info().Str("action", name).Str("who", r.RemoteAddr).Float64("weight", ov.Weight).
+	s.log.Info().Str("action", name).Str("token", tokenName(r)).Str("who", whoOf(r)).Float64("weight", ov.Weight).
 		Str("state", ov.State).Msg("rollout command applied")
 	writeJSON(w, http.StatusOK, normalizeOverview(ov))
+}
+
+// tokenName is the name of the token r authenticated with, for the logs.
+func tokenName(r *http.Request) string {
+	id, _ := identityOf(r)
+	return id.name
 }
 
 // saveRetryHint is the Retry-After of a 503 for an unsaved change: about

@@ -76,7 +76,7 @@ func TestRolloutWeight(t *testing.T) {
 				}
 				return
 			}
-			want := []call{{Op: "weight", Weight: tt.wantWeight, Who: "192.0.2.10:4321"}}
+			want := []call{{Op: "weight", Weight: tt.wantWeight, Who: "ops-alice (192.0.2.10)"}}
 			if !reflect.DeepEqual(calls, want) {
 				t.Errorf("calls = %+v; want %+v", calls, want)
 			}
@@ -137,8 +137,8 @@ func TestRolloutCommands(t *testing.T) {
 			switch {
 			case tt.wantOp == "" && len(calls) != 0:
 				t.Errorf("controller received %+v; want nothing", calls)
-			case tt.wantOp != "" && (len(calls) != 1 || calls[0].Op != tt.wantOp || calls[0].Who != "[2001:db8::1]:5555"):
-				t.Errorf("controller received %+v; want one %s by [2001:db8::1]:5555", calls, tt.wantOp)
+			case tt.wantOp != "" && (len(calls) != 1 || calls[0].Op != tt.wantOp || calls[0].Who != "ops-alice (2001:db8::1)"):
+				t.Errorf("controller received %+v; want one %s by ops-alice (2001:db8::1)", calls, tt.wantOp)
 			}
 			if tt.wantStatus != http.StatusOK {
 				msg := errorBody(t, rec)
@@ -216,7 +216,7 @@ func TestRolloutStart(t *testing.T) {
 				}
 				return
 			}
-			tt.want.Who = "192.0.2.10:4321"
+			tt.want.Who = "ops-alice (192.0.2.10)"
 			if len(calls) != 1 || calls[0] != tt.want {
 				t.Errorf("calls = %+v; want %+v", calls, tt.want)
 			}

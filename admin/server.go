@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"unicode"
+	"sync/atomic"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,9 +16,6 @@ import (
 	"github.com/canaryd/canaryd/guard"
 	"github.com/canaryd/canaryd/guard/integrity"
 )
-
-// MinTokenLength is the shortest admin token accepted.
-const MinTokenLength = 16
 
 // MaxBodyBytes is the largest request body the admin API reads; larger ones
 // are answered 413.
@@ -32,29 +29,29 @@ type Server struct {
 	log     zerolog.Logger
 	limiter *failureLimiter
 	router  *chi.Mux
+	metrics authMetrics
+	// tokens is the set in force; SetTokens swaps it, and every request
+	// reads it without a lock.
+	tokens atomic.Pointer[Tokens]
 }
 
 // Validate reports the first problem with cfg as a sentence a user
 // understands.
 func (c Config) Validate() error {
-	if c.Token == "" {
-		return errors.New("admin token is empty; set CANARY_TOKEN or CANARY_TOKEN_FILE")
-	}
-	if len(c.Token) < MinTokenLength {
-		return fmt.Errorf("admin token is %d characters long; it must have at least %d", len(c.Token), MinTokenLength)
-	}
-	if strings.IndexFunc(c.Token, func(r rune) bool { return r <= ' ' || r >= unicode.MaxASCII }) >= 0 {
-		return errors.New("admin token must consist of visible ASCII characters only (no spaces or control characters)")
+	if _, err := NewTokens(c.Tokens); err != nil {
+		return fmt.Errorf("admin tokens: %w", err)
 	}
 	return nil
 }
 
 // New builds the admin API over ctl; /metrics serves gatherer; the server's
-// own collectors (failed-auth counters) are registered with reg. A nil reg
+// own collectors (refused-request counters, tokens gauge) are registered
+// with reg. A nil reg
 // means the collectors are not registered anywhere.
 func New(cfg Config, ctl Controller, gatherer prometheus.Gatherer, log zerolog.Logger, reg prometheus.Registerer) (*Server, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("admin: %w", err)
+	tokens, err := NewTokens(cfg.Tokens)
+	if err != nil {
+		return nil, fmt.Errorf("admin: tokens: %w", err)
 	}
 	if ctl == nil {
 		return nil, errors.New("admin: nil controller")
@@ -69,14 +66,32 @@ func New(cfg Config, ctl Controller, gatherer prometheus.Gatherer, log zerolog.L
 	if err != nil {
 		return nil, fmt.Errorf("admin: register collectors: %w", err)
 	}
+	cfg.Tokens = nil // kept as hashes in s.tokens only
 	s := &Server{
 		cfg:     cfg,
 		ctl:     ctl,
 		log:     log.With().Str("component", "admin").Logger(),
 		limiter: newFailureLimiter(cfg.AuthLimit),
+		metrics: metrics,
 	}
+	s.tokens.Store(tokens)
+	metrics.setTokens(tokens)
 	s.router = s.routes(gatherer, metrics)
 	return s, nil
+}
+
+// SetTokens replaces the tokens in force with list, for every request from
+// now on, and says which names changed. An invalid list (see Config.Tokens)
+// is refused with an error and the tokens in force stay. Safe for
+// concurrent use.
+func (s *Server) SetTokens(list []Token) (TokenChange, error) {
+	tokens, err := NewTokens(list)
+	if err != nil {
+		return TokenChange{}, err
+	}
+	old := s.tokens.Swap(tokens)
+	s.metrics.setTokens(tokens)
+	return diffTokens(old, tokens), nil
 }
 
 // Handler returns the admin router.
@@ -109,19 +124,25 @@ func (s *Server) routes(gatherer prometheus.Gatherer, metrics authMetrics) *chi.
 	get(r, "/dashboard/assets/{name}", serveDashboardAsset)
 
 	r.Group(func(r chi.Router) {
-		r.Use(requireBearer(newTokenChecker(s.cfg.Token), s.limiter, metrics, s.log))
+		r.Use(requireBearer(s.tokens.Load, s.limiter, metrics, s.log))
+		// Reading takes any token (the read role).
 		get(r, "/canary_check", s.canaryCheck)
 		get(r, "/dashboard/health_summary", s.healthSummary)
 		get(r, "/dashboard/canary_overview", s.canaryOverview)
 		get(r, "/dashboard/integrity_details", s.integrityDetails)
-		r.Post("/rollout/weight", s.setWeight)
-		r.Post("/rollout/promote", s.rolloutCommand("promote", s.ctl.Promote))
-		r.Post("/rollout/rollback", s.rolloutCommand("rollback", s.ctl.Rollback))
-		r.Post("/rollout/pause", s.rolloutCommand("pause", s.ctl.Pause))
-		r.Post("/rollout/resume", s.rolloutCommand("resume", s.ctl.Resume))
-		r.Post("/rollout/reset", s.rolloutCommand("reset", s.ctl.Reset))
-		r.Post("/rollout/start", s.start)
-		r.Post("/rollout/finish", s.rolloutCommand("finish", s.ctl.Finish))
+		get(r, "/dashboard/session", s.session)
+		// Steering takes an operate token.
+		r.Group(func(r chi.Router) {
+			r.Use(requireRole(RoleOperate, metrics, s.log))
+			r.Post("/rollout/weight", s.setWeight)
+			r.Post("/rollout/promote", s.rolloutCommand("promote", s.ctl.Promote))
+			r.Post("/rollout/rollback", s.rolloutCommand("rollback", s.ctl.Rollback))
+			r.Post("/rollout/pause", s.rolloutCommand("pause", s.ctl.Pause))
+			r.Post("/rollout/resume", s.rolloutCommand("resume", s.ctl.Resume))
+			r.Post("/rollout/reset", s.rolloutCommand("reset", s.ctl.Reset))
+			r.Post("/rollout/start", s.start)
+			r.Post("/rollout/finish", s.rolloutCommand("finish", s.ctl.Finish))
+		})
 	})
 	return r
 }
@@ -158,6 +179,17 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		Ready  bool   `json:"ready"`
 		Reason string `json:"reason,omitempty"`
 	}{ready, reason})
+}
+
+// session answers GET /dashboard/session: the name and role of the token
+// the request carries, so that the page shows controls to operate tokens
+// only (the API enforces the roles whatever the page shows).
+func (s *Server) session(w http.ResponseWriter, r *http.Request) {
+	id, _ := identityOf(r)
+	writeJSON(w, http.StatusOK, struct {
+		Name string `json:"name"`
+		Role Role   `json:"role"`
+	}{id.name, id.role})
 }
 
 // canaryCheck answers GET /canary_check with the guard's verdict, figures

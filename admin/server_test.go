@@ -44,12 +44,12 @@ func TestNewValidates(t *testing.T) {
 		gather  prometheus.Gatherer
 		wantErr string
 	}{
-		{"empty token", admin.Config{}, ctl, prometheus.NewRegistry(), "token is empty"},
-		{"short token", admin.Config{Token: "short-token"}, ctl, prometheus.NewRegistry(), "at least 16"},
-		{"token with space", admin.Config{Token: "0123456789 abcdefgh"}, ctl, prometheus.NewRegistry(), "visible ASCII"},
-		{"nil controller", admin.Config{Token: testToken}, nil, prometheus.NewRegistry(), "nil controller"},
-		{"nil gatherer", admin.Config{Token: testToken}, ctl, nil, "nil gatherer"},
-		{"ok", admin.Config{Token: testToken}, ctl, prometheus.NewRegistry(), ""},
+		{"empty token", admin.Config{}, ctl, prometheus.NewRegistry(), "at least one is required"},
+		{"short token", admin.Config{Tokens: oneToken("short-token")}, ctl, prometheus.NewRegistry(), "at least 16"},
+		{"token with space", admin.Config{Tokens: oneToken("0123456789 abcdefgh")}, ctl, prometheus.NewRegistry(), "visible ASCII"},
+		{"nil controller", admin.Config{Tokens: testTokens()}, nil, prometheus.NewRegistry(), "nil controller"},
+		{"nil gatherer", admin.Config{Tokens: testTokens()}, ctl, nil, "nil gatherer"},
+		{"ok", admin.Config{Tokens: testTokens()}, ctl, prometheus.NewRegistry(), ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -68,10 +68,10 @@ func TestNewValidates(t *testing.T) {
 
 	t.Run("registered twice", func(t *testing.T) {
 		reg := prometheus.NewRegistry()
-		if _, err := admin.New(admin.Config{Token: testToken}, ctl, reg, zerolog.Nop(), reg); err != nil {
+		if _, err := admin.New(admin.Config{Tokens: testTokens()}, ctl, reg, zerolog.Nop(), reg); err != nil {
 			t.Fatalf("first New: %v", err)
 		}
-		if _, err := admin.New(admin.Config{Token: testToken}, ctl, reg, zerolog.Nop(), reg); err == nil {
+		if _, err := admin.New(admin.Config{Tokens: testTokens()}, ctl, reg, zerolog.Nop(), reg); err == nil {
 			t.Fatal("second New on the same registry succeeded; want a registration error")
 		}
 	})
@@ -158,7 +158,7 @@ func TestMetricsServesGatherer(t *testing.T) {
 	g.Set(0.25)
 	gather.MustRegister(g)
 	reg := prometheus.NewRegistry()
-	srv, err := admin.New(admin.Config{Token: testToken}, newFakeController(), gather, zerolog.Nop(), reg)
+	srv, err := admin.New(admin.Config{Tokens: testTokens()}, newFakeController(), gather, zerolog.Nop(), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,8 +168,8 @@ func TestMetricsServesGatherer(t *testing.T) {
 		t.Errorf("GET /metrics = %q; want canary_weight_ratio 0.25", rec.Body)
 	}
 	// The admin's own counters go to reg, not necessarily to the gatherer.
-	if n, err := reg.Gather(); err != nil || len(n) != 2 {
-		t.Errorf("reg holds %d families (%v); want the 2 auth counters", len(n), err)
+	if n, err := reg.Gather(); err != nil || len(n) != 3 {
+		t.Errorf("reg holds %d families (%v); want the 2 auth counters and the tokens gauge", len(n), err)
 	}
 }
 
@@ -337,10 +337,10 @@ func TestOverLoopback(t *testing.T) {
 	if err := json.NewDecoder(res.Body).Decode(&ov); err != nil || ov.Weight != 12.5 {
 		t.Errorf("overview = %+v, %v; want weight 12.5", ov, err)
 	}
-	// Who is the caller's host:port.
+	// Who is the token's name and the caller's address.
 	calls := ts.ctl.Calls()
-	if len(calls) != 1 || calls[0].Weight != 1250 || !strings.HasPrefix(calls[0].Who, "127.0.0.1:") {
-		t.Errorf("calls = %+v; want one SetWeight(1250, 127.0.0.1:port)", calls)
+	if len(calls) != 1 || calls[0].Weight != 1250 || calls[0].Who != "ops-alice (127.0.0.1)" {
+		t.Errorf("calls = %+v; want one SetWeight(1250, \"ops-alice (127.0.0.1)\")", calls)
 	}
 
 	big := io.MultiReader(strings.NewReader(`{"weight": 5, "pad": "`), strings.NewReader(strings.Repeat("x", admin.MaxBodyBytes)), strings.NewReader(`"}`))
@@ -364,7 +364,7 @@ func TestOverLoopback(t *testing.T) {
 
 func ExampleNew() {
 	reg := prometheus.NewRegistry()
-	srv, err := admin.New(admin.Config{Token: "0123456789abcdef-example", Version: "v1"},
+	srv, err := admin.New(admin.Config{Tokens: oneToken("0123456789abcdef-example"), Version: "v1"},
 		newFakeController(), reg, zerolog.Nop(), reg)
 	if err != nil {
 		panic(err)

@@ -55,8 +55,8 @@ func (e *callError) Error() string { return e.msg }
 
 // call sends method path with body (nil: none) and returns the 200 answer's
 // body. Anything else is a *callError: no answer or not canaryd's (exit 3),
-// a refused token or request (exit 2), a command impossible in the current
-// state (exit 1).
+// a refused token or request, or a token whose role does not allow the call
+// (exit 2), a command impossible in the current state (exit 1).
 func (a *adminClient) call(ctx context.Context, method, path string, body []byte) ([]byte, error) {
 	endpoint := a.base + path
 	var rd io.Reader
@@ -93,8 +93,12 @@ func (a *adminClient) call(ctx context.Context, method, path string, body []byte
 	}
 	msg := fmt.Sprintf("%s %s answered %s: %s", method, endpoint, resp.Status, e.Error)
 	switch resp.StatusCode {
-	case http.StatusUnauthorized, http.StatusForbidden, http.StatusTooManyRequests:
+	case http.StatusUnauthorized, http.StatusTooManyRequests:
 		return nil, &callError{exitConfig, msg + " (check CANARY_TOKEN or CANARY_TOKEN_FILE)"}
+	case http.StatusForbidden:
+		// The token is valid but its role does not allow the call: a
+		// configuration matter, like a wrong token, that no retry mends.
+		return nil, &callError{exitConfig, msg + " (this needs an operate token in CANARY_TOKEN or CANARY_TOKEN_FILE)"}
 	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusMethodNotAllowed:
 		return nil, &callError{exitConfig, msg}
 	case http.StatusConflict:

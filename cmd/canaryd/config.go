@@ -42,6 +42,7 @@ type config struct {
 	// ClientConfig holds the variables canaryd check and canaryd rollout
 	// read as well.
 	ClientConfig
+	TokensFile string `env:"CANARY_TOKENS_FILE" help:"named admin tokens, a line NAME ROLE TOKEN each (roles read, operate); reloaded on change and SIGHUP"`
 
 	_              struct{} `group:"Rollout"`
 	Weight         string   `env:"CANARY_WEIGHT" envDefault:"10" help:"percent of requests sent to the canary, 0-100, two decimals"`
@@ -100,12 +101,19 @@ type config struct {
 	level          zerolog.Level
 	upstreamTLS    *tls.Config
 	tlsEnabled     bool
+	tokens         []admin.Token // every admin token, the default one first
+	tokenStamp     string        // the token files' stamp when tokens were read
+}
+
+// tokenSources are the variables the admin tokens come from.
+func (c *config) tokenSources() tokenSources {
+	return tokenSources{token: c.Token, tokenFile: c.TokenFile, tokensFile: c.TokensFile}
 }
 
 // ClientConfig is what the command-line clients (canaryd check, canaryd
 // rollout) read; the server reads the token from it too.
 type ClientConfig struct {
-	Token     string `env:"CANARY_TOKEN" help:"admin API bearer token, 16+ visible ASCII characters (or CANARY_TOKEN_FILE)"`
+	Token     string `env:"CANARY_TOKEN" help:"admin API bearer token, 16+ visible ASCII characters (or CANARY_TOKEN_FILE); canaryd serves it as the operate token named default"`
 	TokenFile string `env:"CANARY_TOKEN_FILE" help:"file holding the token (trailing newline trimmed)"`
 	AdminURL  string `env:"CANARY_ADMIN_URL" envDefault:"http://127.0.0.1:8000" help:"where canaryd check and canaryd rollout find a running canaryd"`
 }
@@ -369,7 +377,8 @@ func loadConfig(environ []string) (*config, error) {
 		return nil, bad("CANARY_CANARY_URL", "%q is the same backend as CANARY_STABLE_URL (%q): the canary must be another server or path",
 			c.canary.Redacted(), c.stable.Redacted())
 	}
-	if c.Token, err = loadToken(c.Token, c.TokenFile); err != nil {
+	c.tokenStamp = c.tokenSources().stamp()
+	if c.tokens, err = c.tokenSources().read(); err != nil {
 		return nil, err
 	}
 	for name, addr := range map[string]string{"CANARY_LISTEN": c.Listen, "CANARY_ADMIN_LISTEN": c.AdminListen} {
@@ -514,7 +523,7 @@ func loadToken(token, file string) (string, error) {
 		return "", bad("CANARY_TOKEN", "required (or CANARY_TOKEN_FILE)")
 	}
 	// The admin package owns the token's rules (length, characters).
-	if err := (admin.Config{Token: token}).Validate(); err != nil {
+	if err := admin.ValidateSecret(token); err != nil {
 		name := "CANARY_TOKEN"
 		if file != "" {
 			name = "CANARY_TOKEN_FILE"

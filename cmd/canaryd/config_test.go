@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/canaryd/canaryd/admin"
 	"github.com/canaryd/canaryd/guard/judge"
 )
 
@@ -146,8 +147,8 @@ func TestTokenFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Token != "file-token-0123456789" {
-		t.Errorf("token from file = %q", c.Token)
+	if len(c.tokens) != 1 || c.tokens[0].Secret != "file-token-0123456789" || c.tokens[0].Name != "default" || c.tokens[0].Role != admin.RoleOperate {
+		t.Errorf("tokens from CANARY_TOKEN_FILE = %+v; want the file's token as the operate token default", c.tokens)
 	}
 	if _, err := loadConfig(with(baseEnv(t), "CANARY_TOKEN_FILE="+f)); err == nil {
 		t.Error("both CANARY_TOKEN and CANARY_TOKEN_FILE accepted")

@@ -114,7 +114,7 @@ func TestE2EStartAndFinish(t *testing.T) {
 		t.Fatalf("start v1.0.1 = %d %+v; want progressing at 10 with the given plan, the rollback cleared", code, o)
 	}
 	last := o.History[len(o.History)-1]
-	if !strings.HasPrefix(last.Who, "127.0.0.1:") || !strings.Contains(last.Reason, `started release "v1.0.1" (was "v1")`) || last.Release != "v1.0.1" {
+	if last.Who != "default (127.0.0.1)" || !strings.Contains(last.Reason, `started release "v1.0.1" (was "v1")`) || last.Release != "v1.0.1" {
 		t.Errorf("history entry of the start = %+v; want the caller and the release", last)
 	}
 	before := canary.hits.Load()
@@ -133,7 +133,7 @@ func TestE2EStartAndFinish(t *testing.T) {
 	}
 
 	code, o = in.postJSON("/rollout/finish", "")
-	if code != 200 || o.State != "finished" || o.Weight != 0 || !strings.HasPrefix(o.History[len(o.History)-1].Who, "127.0.0.1:") ||
+	if code != 200 || o.State != "finished" || o.Weight != 0 || o.History[len(o.History)-1].Who != "default (127.0.0.1)" ||
 		!strings.Contains(o.History[len(o.History)-1].Reason, `finished release "v1.0.1"`) {
 		t.Fatalf("finish = %d %+v", code, o)
 	}

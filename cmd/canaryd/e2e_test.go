@@ -196,9 +196,12 @@ func (in *instance) stop() int {
 
 var client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 
-func (in *instance) adminGet(path, token string) (*http.Response, []byte) {
+// adminDo sends method path with token (none when "") and body (none when
+// "") to the admin listener, and returns the response (its body read and
+// closed) and the body.
+func (in *instance) adminDo(method, path, token, body string) (*http.Response, []byte) {
 	in.t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, in.admin+path, nil)
+	req, _ := http.NewRequest(method, in.admin+path, strings.NewReader(body))
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -207,20 +210,18 @@ func (in *instance) adminGet(path, token string) (*http.Response, []byte) {
 		in.t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp, body
+	raw, _ := io.ReadAll(resp.Body)
+	return resp, raw
+}
+
+func (in *instance) adminGet(path, token string) (*http.Response, []byte) {
+	in.t.Helper()
+	return in.adminDo(http.MethodGet, path, token, "")
 }
 
 func (in *instance) adminPost(path string) (int, []byte) {
 	in.t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, in.admin+path, nil)
-	req.Header.Set("Authorization", "Bearer "+testToken)
-	resp, err := client.Do(req)
-	if err != nil {
-		in.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	resp, body := in.adminDo(http.MethodPost, path, testToken, "")
 	return resp.StatusCode, body
 }
 

@@ -46,7 +46,7 @@ var exitStatuses = []struct {
 }{
 	{exitOK, "success: the canary is OK (check), the command was applied (rollout), every file matches (verify), or canaryd stopped cleanly"},
 	{exitFail, "not OK: the canary is rolled back (check), the command is not possible in the current state (rollout), a file does not match (verify), or serving failed"},
-	{exitConfig, "usage or configuration: a bad or unknown variable, flag or argument, a value unusable at start (a port in use), or a token canaryd refused"},
+	{exitConfig, "usage or configuration: a bad or unknown variable, flag or argument, a value unusable at start (a port in use), or a token canaryd refused (401) or whose role does not allow the command (403: a read token steering)"},
 	{exitNoReply, "no usable answer from the running canaryd (check, rollout): unreachable, timed out, or not canaryd's answer"},
 	{exitNotYet, "not yet: check --wait ran out of time before a verdict, or check --strict found hold"},
 }

@@ -49,7 +49,8 @@ func rolloutAbout() string {
 	b.WriteString(`
 Exit status: 0 applied (status: answered); 1 not possible in the current state
 (409, e.g. promote while rolled back); 2 bad usage, or a token or request
-canaryd refused; 3 no usable answer.`)
+canaryd refused, or a read token (every verb but status needs an operate
+token); 3 no usable answer.`)
 	return b.String()
 }
 

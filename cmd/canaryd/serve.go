@@ -101,10 +101,10 @@ type server struct {
 	traffic, admin, pprof       *http.Server
 	trafficLn, adminLn, pprofLn net.Listener // pprofLn is nil when off
 
-	certs *certReloader // nil without TLS
-	// reloadables are re-read on SIGHUP. The admin token file
-	// (CANARY_TOKEN_FILE) joins them when the admin API takes named tokens
-	// and can swap them at run time: a reloadable wrapping that call.
+	certs  *certReloader // nil without TLS
+	tokens *tokenWatcher // nil without a token file
+	// reloadables are re-read on SIGHUP: the TLS certificate and the token
+	// files.
 	reloadables []reloadable
 }
 
@@ -137,12 +137,16 @@ func build(c *config, log zerolog.Logger) (_ *server, err error) {
 	if s.guard, err = newGuard(c, s.proxy, sp, log, reg); err != nil {
 		return nil, err
 	}
-	adm, err := admin.New(admin.Config{Token: c.Token, Version: buildVersion()}, s.guard, reg, log, reg)
+	adm, err := admin.New(admin.Config{Tokens: c.tokens, Version: buildVersion()}, s.guard, reg, log, reg)
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
 	if err := s.buildHTTP(adm.Handler()); err != nil {
 		return nil, err
+	}
+	if src := c.tokenSources(); len(src.files()) > 0 {
+		s.tokens = &tokenWatcher{src: src, set: adm.SetTokens, log: log.With().Str("component", "tokens").Logger(), loaded: c.tokenStamp}
+		s.reloadables = append(s.reloadables, s.tokens)
 	}
 	return s, nil
 }
@@ -159,12 +163,22 @@ func newProxy(c *config, sp *split.Splitter, log zerolog.Logger, reg prometheus.
 		HealthPath:            c.HealthPath,
 		HealthInterval:        c.HealthInterval,
 		AccessLog:             c.AccessLog,
-		Redact:                []string{c.Token},
+		Redact:                secretsOf(c.tokens),
 	}, sp, log, reg)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	return px, nil
+}
+
+// secretsOf lists the tokens' secrets. The proxy's redaction list is fixed
+// at start: a token added by a reload is not in it.
+func secretsOf(tokens []admin.Token) []string {
+	out := make([]string, len(tokens))
+	for i, t := range tokens {
+		out[i] = t.Secret
+	}
+	return out
 }
 
 func newGuard(c *config, px *proxy.Proxy, sp *split.Splitter, log zerolog.Logger, reg prometheus.Registerer) (*guard.Guard, error) {
@@ -303,6 +317,9 @@ func (s *server) run(ctx context.Context, opts serveOptions) error {
 	if s.certs != nil {
 		background.Go("tls certificate watcher", s.certs.Run)
 	}
+	if s.tokens != nil {
+		background.Go("admin token watcher", s.tokens.Run)
+	}
 	if opts.reload != nil {
 		background.Go("reload on SIGHUP", func(ctx context.Context) error { return s.reloadOn(ctx, opts.reload) })
 	}
@@ -393,7 +410,7 @@ func (s *server) reloadOn(ctx context.Context, hup <-chan os.Signal) error {
 		case <-hup:
 		}
 		if len(s.reloadables) == 0 {
-			log.Info().Msg("SIGHUP: nothing to reload (no TLS certificate configured); other settings need a restart")
+			log.Info().Msg("SIGHUP: nothing to reload (no TLS certificate or token file configured); other settings need a restart")
 			continue
 		}
 		var reloaded, failed []string

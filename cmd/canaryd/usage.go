@@ -26,7 +26,8 @@ func printHelp(w io.Writer) {
 	fmt.Fprint(w, `
 Signals (serve): SIGTERM and SIGINT stop accepting, finish in-flight requests
 (up to CANARY_SHUTDOWN_TIMEOUT), save the state and exit 0; SIGHUP reloads what
-can change without a restart (the TLS certificate) and never stops canaryd.
+can change without a restart (the TLS certificate, the admin token files) and
+never stops canaryd.
 
 Environment: read once at start. A malformed or unknown CANARY_* variable stops
 canaryd with exit status 2 and one line naming it.
