@@ -1,9 +1,6 @@
 package guard
 
 import (
-	"encoding/json"
-	"errors"
-	"fmt"
 	"slices"
 	"time"
 
@@ -121,32 +118,10 @@ func (s SparseHistogram) addTo(dense []uint64) {
 	}
 }
 
-// EncodeEvidence is the stored form of e (JSON).
-func EncodeEvidence(e Evidence) ([]byte, error) {
-	data, err := json.Marshal(e)
-	if err != nil {
-		return nil, fmt.Errorf("encode evidence: %w", err)
-	}
-	return data, nil
-}
-
-// errBadEvidence marks a stored evidence value that cannot be read.
-var errBadEvidence = errors.New("unreadable evidence")
-
-// DecodeEvidence reads what EncodeEvidence wrote.
-func DecodeEvidence(data []byte) (Evidence, error) {
-	var e Evidence
-	if err := json.Unmarshal(data, &e); err != nil {
-		return Evidence{}, fmt.Errorf("%w: %w", errBadEvidence, err)
-	}
-	if e.Replica == "" {
-		return Evidence{}, fmt.Errorf("%w: no replica id", errBadEvidence)
-	}
-	return e, nil
-}
-
 // counts converts proxy totals.
-func counts(t proxy.Totals) Counts { return Counts{Requests: t.Requests, Errors: t.Errors, Slow: t.Slow} }
+func counts(t proxy.Totals) Counts {
+	return Counts{Requests: t.Requests, Errors: t.Errors, Slow: t.Slow}
+}
 
 // since is t minus base, never below zero.
 func since(t, base proxy.Totals) Counts {
