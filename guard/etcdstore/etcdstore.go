@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/rs/zerolog"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
@@ -47,9 +48,14 @@ const (
 	retryMax = 2 * time.Second
 )
 
-// ErrReplicaIDTaken means another live replica of the fleet registered this
-// replica's id (CANARY_REPLICA_ID).
-var ErrReplicaIDTaken = errors.New("another live replica of the fleet has this replica id")
+// Errors that name a configuration value.
+var (
+	// ErrReplicaIDTaken means another live replica of the fleet registered
+	// this replica's id (CANARY_REPLICA_ID).
+	ErrReplicaIDTaken = errors.New("another live replica of the fleet has this replica id")
+	// ErrAuth means etcd refused the user name and password.
+	ErrAuth = errors.New("etcd refused the user name or password")
+)
 
 // Config configures a Fleet. Zero values mean the documented defaults.
 type Config struct {
@@ -80,7 +86,7 @@ func (c Config) Validate() error {
 		return errors.New("no etcd endpoint")
 	}
 	for _, ep := range c.Endpoints {
-		if err := validateEndpoint(ep); err != nil {
+		if err := ValidateEndpoint(ep); err != nil {
 			return err
 		}
 	}
@@ -104,8 +110,9 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// validateEndpoint accepts http(s)://host:port or host:port.
-func validateEndpoint(ep string) error {
+// ValidateEndpoint checks one etcd client URL: http(s)://host:port or
+// host:port.
+func ValidateEndpoint(ep string) error {
 	raw := ep
 	if !strings.Contains(ep, "://") {
 		raw = "http://" + ep
@@ -264,6 +271,9 @@ func (f *Fleet) conn() (*clientv3.Client, error) {
 		PermitWithoutStream:  true,
 		Logger:               zap.NewNop(), // failures reach the log through this package
 	})
+	if errors.Is(err, rpctypes.ErrAuthFailed) || errors.Is(err, rpctypes.ErrGRPCAuthFailed) {
+		err = fmt.Errorf("%w: %w", ErrAuth, err)
+	}
 	if err != nil {
 		f.dialErr = fmt.Errorf("connect to %s: %w", strings.Join(f.cfg.Endpoints, ","), err)
 		f.note(f.dialErr)
