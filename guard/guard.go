@@ -171,6 +171,9 @@ type Guard struct {
 	leading    bool
 	own        Evidence
 	republish  bool
+	// vouched is when the fleet judge's verdicts began to say proceed
+	// (the canary observable) without a break since; zero otherwise.
+	vouched time.Time
 
 	// The last evaluation's findings.
 	evaluation
@@ -343,6 +346,17 @@ func (g *Guard) boot() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	ev := Event{Kind: EventBoot, At: g.now(), Who: whoStartup, Release: g.cfg.Release, Shared: g.fleet != nil, Replica: g.self()}
+	g.mu.Lock()
+	first := !g.booted && g.bootFailures == 0
+	g.mu.Unlock()
+	if g.fleet != nil && first {
+		if err := g.fleet.StoreErr(); err != nil {
+			// The store did not answer a moment ago (the replica's
+			// registration at start): serve at once, read in the background.
+			g.waitForStore(err)
+			return false
+		}
+	}
 	rec, rev, err := g.store.Load(ctx)
 	switch {
 	case err == nil:
@@ -461,10 +475,18 @@ func (g *Guard) storeLoop(ctx context.Context) {
 				changes = nil
 				continue
 			}
-			if g.isBooted() {
-				g.sync()
-			} else {
+			if !g.isBooted() {
 				g.bootLate()
+				break
+			}
+			g.sync()
+			g.mu.Lock()
+			unsaved := g.seq != g.savedSeq || g.save.err != nil
+			g.mu.Unlock()
+			if unsaved {
+				// The store answers again (a watch notice): save now rather
+				// than at the next retry.
+				g.flush(false)
 			}
 		case <-g.kick:
 		case <-g.saveNow:
@@ -710,7 +732,7 @@ func (g *Guard) judgeFleetLocked(snap *proxy.Snapshot, local judge.Result, canar
 		// detectors restart (which can only delay a rollback).
 		g.fleetJudge.Restart(proxy.Snapshot{})
 		g.log.Info().Str("replica", g.fleet.Self()).Msg("this replica leads the fleet: it judges the fleet's evidence and runs the plan")
-		apply(Event{Kind: EventLead, At: g.lastAt, Who: whoGuard, Replica: g.fleet.Self()})
+		apply(Event{Kind: EventLead, At: g.lastAt, Who: whoGuard, Replica: g.fleet.Self(), Vouched: g.vouched})
 	} else if !leading && g.leading {
 		g.log.Info().Str("replica", g.fleet.Self()).Msg("this replica no longer leads the fleet")
 	}
@@ -725,6 +747,13 @@ func (g *Guard) judgeFleetLocked(snap *proxy.Snapshot, local judge.Result, canar
 	}
 	g.last = fleet
 	g.stableView, g.canaryView = backendView(&fsnap.Stable), backendView(&fsnap.Canary)
+	observable := !(canaryH.Enabled && !canaryH.Healthy) && fsnap.Canary.Requests > 0
+	switch {
+	case fleet.Verdict != judge.Proceed || !observable:
+		g.vouched = time.Time{}
+	case g.vouched.IsZero():
+		g.vouched = g.lastAt
+	}
 	if local.Verdict.IsRollback() {
 		// The safe direction needs no leader.
 		apply(Event{
@@ -736,7 +765,7 @@ func (g *Guard) judgeFleetLocked(snap *proxy.Snapshot, local judge.Result, canar
 		apply(Event{
 			Kind: EventJudged, At: g.lastAt, Who: whoGuard, Replica: g.fleet.Self(),
 			Verdict: fleet.Verdict, Gates: fleet.Gates, Canary: g.canaryView,
-			Observable: !(canaryH.Enabled && !canaryH.Healthy) && fsnap.Canary.Requests > 0,
+			Observable: observable,
 		})
 	}
 	return save
@@ -782,6 +811,7 @@ func (g *Guard) restartJudgesLocked(rec Record) {
 	snap := g.src.Snapshot()
 	g.baseStable, g.baseCanary = snap.Stable.Totals, snap.Canary.Totals
 	g.epoch, g.epochRelease = rec.EvidenceSince, rec.Release
+	g.vouched = time.Time{}
 	if g.fleet != nil {
 		if live := liveReplicas(g.fleet.Self(), g.fleet.Peers()); live != g.localR {
 			g.setShareLocked(live)

@@ -86,6 +86,10 @@ type Event struct {
 	// Problem (EventBoot) says why the stored record could not be read:
 	// the rollout is held.
 	Problem string
+	// Vouched (EventLead) is when this replica's own judgment of the
+	// fleet's evidence began to say proceed, with the canary observable,
+	// without a break since (zero: it does not say proceed now).
+	Vouched time.Time
 	// Shared (EventBoot) is true when the stored record is a fleet's,
 	// which other replicas may be running: a boot that would only resume
 	// it takes it as stored, without a transition (see boot).
@@ -231,7 +235,7 @@ func Next(r Record, ev Event, rules Rules) (Record, Effects, error) {
 		next, eff := move(r, ev, StateFinished, r.Step, 0, fmt.Sprintf("finished release %q", r.Release), false, false)
 		return next, eff, nil
 	case EventLead:
-		return lead(r), Effects{Save: SaveProgress}, nil
+		return lead(r, ev), Effects{Save: SaveProgress}, nil
 	}
 	return r, Effects{}, fmt.Errorf("%w: unknown event %v", ErrInvalid, ev.Kind)
 }
@@ -352,17 +356,24 @@ func boot(r Record, ev Event, rules Rules) (Record, Effects) {
 	return resume(r, ev, rules)
 }
 
-// lead banks a running step's observation as of the last save when a
-// replica becomes its fleet's leader: the time since then was observed by
-// no one it can vouch for (the previous leader's last seconds, or a fleet
-// that was down), and the new leader's holds while its judge gathers the
-// sums again keep it (Restored), as after a restart.
-func lead(r Record) Record {
+// lead banks a running step's observation when a replica becomes its
+// fleet's leader, so that the new leader's holds while its judge takes in
+// the sums again keep it (Restored), as after a restart. It banks up to
+// now when the replica's own judgment of the fleet has said proceed
+// without a break since before the last save (ev.Vouched): the step was
+// observed healthy throughout, by the previous leader up to the save and by
+// this replica since. Otherwise (a fleet that was down, a replica that has
+// just started) it banks what was earned up to the last save.
+func lead(r Record, ev Event) Record {
 	o := r.Observation
 	if r.State != StateProgressing || o.Since.IsZero() {
 		return r
 	}
-	r.Observation = Observation{Banked: o.Earned(r.SavedAt), Restored: true}
+	upTo := r.SavedAt
+	if !ev.Vouched.IsZero() && !ev.Vouched.After(r.SavedAt) && ev.At.After(upTo) {
+		upTo = ev.At
+	}
+	r.Observation = Observation{Banked: o.Earned(upTo), Restored: true}
 	return r
 }
 

@@ -22,6 +22,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/canaryd/canaryd/guard"
 )
@@ -270,6 +272,12 @@ func (f *Fleet) conn() (*clientv3.Client, error) {
 		DialKeepAliveTimeout: 2 * time.Second,
 		PermitWithoutStream:  true,
 		Logger:               zap.NewNop(), // failures reach the log through this package
+		// gRPC's default reconnection backoff grows to two minutes: an etcd
+		// that comes back must be found within a second or so.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: f.cfg.OpTimeout,
+		})},
 	})
 	if errors.Is(err, rpctypes.ErrAuthFailed) || errors.Is(err, rpctypes.ErrGRPCAuthFailed) {
 		err = fmt.Errorf("%w: %w", ErrAuth, err)
@@ -640,7 +648,8 @@ func (f *Fleet) register(ctx context.Context, sess *concurrency.Session) error {
 				wait = time.Duration(ttl.GrantedTTL)*time.Second + time.Second
 			}
 		}
-		f.log.Warn().Str("key", f.selfKey).Dur("waiting", wait+time.Second).
+		// Debug only: a refusal is the one line a failed start prints.
+		f.log.Debug().Str("key", f.selfKey).Dur("waiting", wait+time.Second).
 			Msg("this replica id is registered already; waiting for that registration's lease to end (a replica that died) before refusing it (a live replica)")
 		if !f.waitDeleted(ctx, kv.ModRevision, wait+time.Second) {
 			if ctx.Err() != nil {
