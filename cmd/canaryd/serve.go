@@ -101,7 +101,7 @@ type server struct {
 	proxy  *proxy.Proxy
 	guard  *guard.Guard
 	fleet  *etcdstore.Fleet // nil for a single canaryd (the state file)
-	scheme string // http or https, for the log
+	scheme string           // http or https, for the log
 	// replica is this canaryd's id (CANARY_REPLICA_ID, or derived).
 	replica string
 
