@@ -208,6 +208,8 @@ type fleetFacts struct {
 	live int
 	// leading is whether this replica leads (always, alone).
 	leading bool
+	// shared is whether the rollout is a fleet's (Config.Fleet).
+	shared bool
 }
 
 // fleetFactsLocked describes the fleet as of now: its replicas as their
@@ -227,7 +229,7 @@ func (g *Guard) fleetFactsLocked(now time.Time) fleetFacts {
 	}
 	self := g.fleet.Self()
 	leader, leading := g.fleet.Leader()
-	f := fleetFacts{storeErr: g.fleet.StoreErr(), leading: leading}
+	f := fleetFacts{storeErr: g.fleet.StoreErr(), leading: leading, shared: true}
 	f.view = FleetView{Self: self, Leader: leader, Store: g.store.Kind(), StoreOK: f.storeErr == nil, Replicas: []ReplicaView{}}
 	seenSelf := false
 	for _, p := range g.fleet.Peers() {

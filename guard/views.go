@@ -242,7 +242,7 @@ func (f *facts) overallHealth() (string, []string) {
 	if h := f.stableHealth; h.Enabled && h.FailureRate() > maxHealthFailureRate {
 		bad = append(bad, fmt.Sprintf("stable health checks fail %.1f%% of the time (limit %.0f%%)", 100*h.FailureRate(), 100*maxHealthFailureRate))
 	}
-	if err := f.fleet.storeErr; err != nil && f.fleet.view.Store != "file" {
+	if err := f.fleet.storeErr; err != nil && f.fleet.shared {
 		switch {
 		case !f.booted:
 			weak = append(weak, fmt.Sprintf("the %s store is unreachable (%v): the fleet's rollout is not read yet, so the canary is blocked until it answers", f.storeKind, err))
