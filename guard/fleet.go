@@ -118,11 +118,6 @@ func (s SparseHistogram) addTo(dense []uint64) {
 	}
 }
 
-// counts converts proxy totals.
-func counts(t proxy.Totals) Counts {
-	return Counts{Requests: t.Requests, Errors: t.Errors, Slow: t.Slow}
-}
-
 // since is t minus base, never below zero.
 func since(t, base proxy.Totals) Counts {
 	sub := func(a, b uint64) uint64 {
