@@ -584,19 +584,9 @@ func (f *Fleet) register(ctx context.Context, sess *concurrency.Session) error {
 		return err
 	}
 	for attempt := 0; ; attempt++ {
-		octx, cancel, c, err := f.op(ctx)
+		resp, err := f.putIf(ctx, clientv3.Compare(clientv3.CreateRevision(f.selfKey), "=", 0), sess, data)
 		if err != nil {
 			return err
-		}
-		resp, err := c.Txn(octx).
-			If(clientv3.Compare(clientv3.CreateRevision(f.selfKey), "=", 0)).
-			Then(clientv3.OpPut(f.selfKey, string(data), clientv3.WithLease(sess.Lease()))).
-			Else(clientv3.OpGet(f.selfKey)).
-			Commit()
-		cancel()
-		f.note(err)
-		if err != nil {
-			return fmt.Errorf("register replica %q in etcd: %w", f.cfg.ReplicaID, err)
 		}
 		if resp.Succeeded {
 			return nil
@@ -612,21 +602,9 @@ func (f *Fleet) register(ctx context.Context, sess *concurrency.Session) error {
 		if held, err := decodeStored(kv.Value); err == nil && held.Instance == f.instance {
 			// This process's registration under a lease it lost: move it
 			// to the new lease.
-			octx, cancel, c, err := f.op(ctx)
-			if err != nil {
+			resp, err := f.putIf(ctx, clientv3.Compare(clientv3.ModRevision(f.selfKey), "=", kv.ModRevision), sess, data)
+			if err != nil || resp.Succeeded {
 				return err
-			}
-			resp, err := c.Txn(octx).
-				If(clientv3.Compare(clientv3.ModRevision(f.selfKey), "=", kv.ModRevision)).
-				Then(clientv3.OpPut(f.selfKey, string(data), clientv3.WithLease(sess.Lease()))).
-				Commit()
-			cancel()
-			f.note(err)
-			if err != nil {
-				return fmt.Errorf("register replica %q in etcd: %w", f.cfg.ReplicaID, err)
-			}
-			if resp.Succeeded {
-				return nil
 			}
 			continue
 		}
@@ -658,6 +636,26 @@ func (f *Fleet) register(ctx context.Context, sess *concurrency.Session) error {
 			return fmt.Errorf("%w: %q is registered under %s by a replica that kept its lease alive for %v", ErrReplicaIDTaken, f.cfg.ReplicaID, f.selfKey, wait+time.Second)
 		}
 	}
+}
+
+// putIf puts data at the replica's key under sess's lease if cmp holds,
+// else reads the key, in one transaction bounded by OpTimeout.
+func (f *Fleet) putIf(ctx context.Context, cmp clientv3.Cmp, sess *concurrency.Session, data []byte) (*clientv3.TxnResponse, error) {
+	octx, cancel, c, err := f.op(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	resp, err := c.Txn(octx).
+		If(cmp).
+		Then(clientv3.OpPut(f.selfKey, string(data), clientv3.WithLease(sess.Lease()))).
+		Else(clientv3.OpGet(f.selfKey)).
+		Commit()
+	f.note(err)
+	if err != nil {
+		return nil, fmt.Errorf("write replica %q's key in etcd: %w", f.cfg.ReplicaID, err)
+	}
+	return resp, nil
 }
 
 // waitDeleted waits up to d for the replica's key, at mod revision rev, to
@@ -866,16 +864,7 @@ func (f *Fleet) put(ctx context.Context, sess *concurrency.Session, e guard.Evid
 	if err != nil {
 		return err
 	}
-	octx, cancel, c, err := f.op(ctx)
-	if err != nil {
-		return err
-	}
-	defer cancel()
-	resp, err := c.Txn(octx).
-		If(clientv3.Compare(clientv3.LeaseValue(f.selfKey), "=", int64(sess.Lease()))).
-		Then(clientv3.OpPut(f.selfKey, string(data), clientv3.WithLease(sess.Lease()))).
-		Commit()
-	f.note(err)
+	resp, err := f.putIf(ctx, clientv3.Compare(clientv3.LeaseValue(f.selfKey), "=", int64(sess.Lease())), sess, data)
 	if err != nil {
 		return err
 	}
