@@ -10,7 +10,7 @@ FUZZTIME  ?= 10s
 BENCHTIME ?= 1s
 SOAK_DURATION ?= 60s
 
-.PHONY: all build release test test-unit test-rules test-integration demo bench bench-load bench-verify lint fuzz soak clean
+.PHONY: all build release test test-unit test-rules test-fleet test-integration demo bench bench-load bench-verify lint fuzz soak clean
 
 all: build test
 
@@ -40,6 +40,11 @@ test-rules:
 		promtool check rules deploy/prometheus/alerts.yml && promtool test rules deploy/prometheus/alerts_test.yml; \
 	else echo "test-rules: promtool not installed, skipping (apt-get install prometheus)"; fi
 
+## test-fleet: only the fleet's tests (a real etcd server; they skip without the etcd binary unless CANARY_REQUIRE_ETCD=1).
+test-fleet:
+	$(GO) test -count=1 -race -timeout 10m ./guard/etcdstore/... ./guard -run 'Fleet|Store|Prefix|Replica|Outage|Contract'
+	$(GO) test -count=1 -race -timeout 10m ./cmd/canaryd -run 'Fleet'
+
 ## test-integration: a real Prometheus scraping a canaryd under load; every PromQL expression of the dashboard and the rules must return data.
 test-integration:
 	CANARY_REQUIRE_PROMETHEUS=1 $(GO) test -count=1 -tags integration -timeout 10m -v ./deploy/
@@ -50,7 +55,7 @@ demo:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 ./split ./proxy ./guard/... ./cmd/canaryd
 
-## bench-load: canaryd against nginx, 90/10 split, pinned to one core each (needs nginx, wrk, hey).
+## bench-load: canaryd against nginx, 90/10 split, pinned to one core each (needs nginx, wrk, hey; FLEET=1 adds a replica of a fleet on etcd).
 bench-load: build
 	CANARYD=$(BIN) bash scripts/bench-load.sh
 

@@ -16,6 +16,7 @@
 //	  GET  /dashboard/health_summary     guard.HealthSummary
 //	  GET  /dashboard/canary_overview    guard.Overview
 //	  GET  /dashboard/integrity_details  integrity.Report
+//	  GET  /dashboard/fleet              guard.FleetView (the replicas, the leader, the store)
 //	  GET  /dashboard/session            {"name": "ops-alice", "role": "read"|"operate"}
 //	Bearer token of the operate role required
 //	  POST /rollout/weight               {"weight": 25.5} → guard.Overview
@@ -38,7 +39,9 @@
 // command is "NAME (ADDRESS)". Rollout commands map guard.ErrInvalid to 400, guard.ErrConflict to
 // 409, guard.ErrNotPersisted (the change is in force but not saved) to 503
 // with Retry-After and a body that is the new overview ("persisted": false)
-// plus "error", and other errors to 500; bodies over 64 KiB are answered
+// plus "error", guard.ErrStoreUnavailable (a replica of a fleet that has not
+// read the fleet's rollout yet: nothing changed) to 503 with Retry-After and
+// a JSON error, and other errors to 500; bodies over 64 KiB are answered
 // 413; a wrong method on a known path 405 with Allow; an unknown path 404.
 package admin
 
@@ -53,6 +56,9 @@ type Controller interface {
 	Overview() guard.Overview
 	Health() guard.HealthSummary
 	Integrity() integrity.Report
+	// Fleet is who judges and where the rollout is kept (a single canaryd
+	// is a fleet of one).
+	Fleet() guard.FleetView
 	Ready() (bool, string)
 	SetWeight(w uint32, who string) (guard.Overview, error)
 	Promote(who string) (guard.Overview, error)

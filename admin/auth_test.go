@@ -96,7 +96,7 @@ func TestAuth(t *testing.T) {
 // protected endpoint and checks that neither answers nor logs carry it.
 func TestTokenNeverLeaks(t *testing.T) {
 	ts := newTestServer(t, nil, admin.LimiterConfig{Burst: 1000})
-	paths := []string{"/canary_check", "/dashboard/health_summary", "/dashboard/canary_overview", "/dashboard/integrity_details"}
+	paths := []string{"/canary_check", "/dashboard/health_summary", "/dashboard/canary_overview", "/dashboard/integrity_details", "/dashboard/fleet"}
 	auths := [][]string{authed(), {"Bearer " + testToken + "x"}, {"bearer  " + testToken}, {"Basic " + testToken}, {testToken}}
 	var bodies strings.Builder
 	for _, p := range paths {

@@ -125,12 +125,12 @@ func TestDashboardInBrowser(t *testing.T) {
 				t.Errorf("%s = %q; want %q", c.what, c.got, c.want)
 			}
 		}
-		for id, want := range map[string]int{"gates": 3, "history": 3, "plan": 3, "integrity-failures": 0} {
+		for id, want := range map[string]int{"gates": 3, "history": 3, "plan": 3, "integrity-failures": 0, "fleet": 2} {
 			if got := tbodyRows(dom, id); got != want {
 				t.Errorf("#%s has %d rows; want %d", id, got, want)
 			}
 		}
-		for _, want := range []string{"p95_latency", "step_complete", "127.0.0.1:40000", "progressing → paused"} {
+		for _, want := range []string{"p95_latency", "step_complete", "127.0.0.1:40000", "progressing → paused", "web-2:8000 (this one)", "etcd store, answering"} {
 			if !strings.Contains(dom, want) {
 				t.Errorf("page lacks %q", want)
 			}

@@ -61,6 +61,7 @@ type fakeController struct {
 	overview guard.Overview
 	health   guard.HealthSummary
 	report   integrity.Report
+	fleet    guard.FleetView
 	ready    bool
 	reason   string
 	err      error // returned by every command
@@ -89,6 +90,10 @@ func newFakeController() *fakeController {
 	stable := guard.BackendView{Requests: 9000, Errors: 9, ErrorRate: 0.001, P50Ms: 40, P95Ms: 150, P99Ms: 300}
 	canary := guard.BackendView{Requests: 1200, Errors: 3, ErrorRate: 0.0025, P50Ms: 45, P95Ms: 180, P99Ms: 350}
 	iv := guard.IntegrityView{Status: integrity.StatusVerified, Verified: true, Summary: "3 of 3 files verified"}
+	fleet := guard.FleetView{Self: "web-2:8000", Leader: "web-1:8000", Store: "etcd", StoreOK: true, Replicas: []guard.ReplicaView{
+		{ID: "web-1:8000", Leader: true, LastReportMs: 310, Requests: 5100, CanaryRequests: 620},
+		{ID: "web-2:8000", LastReportMs: 80, Requests: 5100, CanaryRequests: 580},
+	}}
 	return &fakeController{
 		check: guard.Check{
 			CanaryOK: true, Recommendation: "proceed", Reasons: []string{"canary within SLO"},
@@ -97,7 +102,9 @@ func newFakeController() *fakeController {
 			Stable: stable, Canary: canary, Integrity: iv, Gates: gates,
 			Step:      &plan[1],
 			CheckedAt: at,
+			Fleet:     fleet,
 		},
+		fleet: fleet,
 		overview: guard.Overview{
 			Weight: 25, State: "progressing", Recommendation: "proceed", Release: "v1.2.3",
 			Step: 1, Plan: plan, History: history,
@@ -149,6 +156,13 @@ func (f *fakeController) Integrity() integrity.Report {
 	defer f.mu.Unlock()
 	f.read()
 	return f.report
+}
+
+func (f *fakeController) Fleet() guard.FleetView {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.read()
+	return f.fleet
 }
 
 func (f *fakeController) Ready() (bool, string) {

@@ -207,13 +207,20 @@ type notSaved struct {
 
 // answerRollout maps a command's outcome to a response: guard.ErrInvalid is
 // 400, guard.ErrConflict 409, guard.ErrNotPersisted 503 (with Retry-After
-// and the overview), other errors 500, success 200 with ov.
+// and the overview), guard.ErrStoreUnavailable 503 (with Retry-After and
+// the error), other errors 500, success 200 with ov.
 func (s *Server) answerRollout(w http.ResponseWriter, r *http.Request, name string, ov guard.Overview, err error) {
 	if errors.Is(err, guard.ErrNotPersisted) {
 		s.log.Error().Err(err).Str("action", name).Str("token", tokenName(r)).Str("who", whoOf(r)).Float64("weight", ov.Weight).
 			Str("state", ov.State).Msg("rollout command applied but not saved")
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(saveRetryHint.Seconds()))))
 		writeJSON(w, http.StatusServiceUnavailable, notSaved{normalizeOverview(ov), err.Error()})
+		return
+	}
+	if errors.Is(err, guard.ErrStoreUnavailable) {
+		s.log.Warn().Err(err).Str("action", name).Str("who", r.RemoteAddr).Msg("rollout command refused: the fleet's rollout is not read yet")
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(saveRetryHint.Seconds()))))
+		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
 	if err != nil {

@@ -251,3 +251,21 @@ func TestRolloutNotPersisted(t *testing.T) {
 		}
 	}
 }
+
+// TestRolloutStoreUnavailable: a replica that has not read its fleet's
+// rollout yet refuses commands with 503 and Retry-After (nothing changed).
+func TestRolloutStoreUnavailable(t *testing.T) {
+	ctl := newFakeController()
+	ctl.err = fmt.Errorf("%w: this replica could not read it from the etcd store since it started", guard.ErrStoreUnavailable)
+	ts := newTestServer(t, ctl, admin.LimiterConfig{})
+	rec := ts.do(t, request{method: "POST", path: "/rollout/promote", auth: authed()})
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
+		t.Fatalf("POST /rollout/promote = %d Retry-After %q; want 503 with Retry-After", rec.Code, rec.Header().Get("Retry-After"))
+	}
+	var got struct {
+		Error string `json:"error"`
+	}
+	if err := decodeStrict(rec.Body.Bytes(), &got); err != nil || !strings.Contains(got.Error, "etcd store") {
+		t.Errorf("body %s (%v); want a JSON error naming the store", rec.Body, err)
+	}
+}

@@ -130,6 +130,7 @@ func (s *Server) routes(gatherer prometheus.Gatherer, metrics authMetrics) *chi.
 		get(r, "/dashboard/health_summary", s.healthSummary)
 		get(r, "/dashboard/canary_overview", s.canaryOverview)
 		get(r, "/dashboard/integrity_details", s.integrityDetails)
+		get(r, "/dashboard/fleet", s.fleet)
 		get(r, "/dashboard/session", s.session)
 		// Steering takes an operate token.
 		r.Group(func(r chi.Router) {
@@ -199,6 +200,7 @@ func (s *Server) canaryCheck(w http.ResponseWriter, _ *http.Request) {
 	c.Version = s.cfg.Version
 	c.Reasons = nonNil(c.Reasons)
 	c.Gates = nonNil(c.Gates)
+	c.Fleet.Replicas = nonNil(c.Fleet.Replicas)
 	writeJSON(w, http.StatusOK, c)
 }
 
@@ -224,6 +226,14 @@ func (s *Server) integrityDetails(w http.ResponseWriter, _ *http.Request) {
 		rep.Status = integrity.StatusDisabled
 	}
 	writeJSON(w, http.StatusOK, rep)
+}
+
+// fleet answers GET /dashboard/fleet: the replicas, the leader and the
+// store, as /canary_check's "fleet" object.
+func (s *Server) fleet(w http.ResponseWriter, _ *http.Request) {
+	f := s.ctl.Fleet()
+	f.Replicas = nonNil(f.Replicas)
+	writeJSON(w, http.StatusOK, f)
 }
 
 // normalizeOverview turns nil lists into empty ones so that clients always

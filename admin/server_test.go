@@ -189,6 +189,7 @@ func TestJSONEndpoints(t *testing.T) {
 		{"/dashboard/canary_overview", ctl.overview, func() any { return new(guard.Overview) }},
 		{"/dashboard/health_summary", ctl.health, func() any { return new(guard.HealthSummary) }},
 		{"/dashboard/integrity_details", ctl.report, func() any { return new(integrity.Report) }},
+		{"/dashboard/fleet", ctl.fleet, func() any { return new(guard.FleetView) }},
 	}
 	for _, tt := range tests {
 		for _, method := range []string{"GET", "HEAD"} {
@@ -225,7 +226,8 @@ func TestJSONFieldNames(t *testing.T) {
 		path string
 		keys []string
 	}{
-		{"/canary_check", []string{"canary_ok", "recommendation", "reasons", "weight", "state", "release", "window", "slo", "stable", "canary", "integrity", "gates", "version"}},
+		{"/canary_check", []string{"canary_ok", "recommendation", "reasons", "weight", "state", "release", "window", "slo", "stable", "canary", "integrity", "gates", "version", "fleet"}},
+		{"/dashboard/fleet", []string{"self", "leader", "store", "store_ok", "replicas"}},
 		{"/dashboard/health_summary", []string{"overall_health", "stable", "canary"}},
 		{"/dashboard/canary_overview", []string{"rollback_required", "rollback_reason", "weight", "state", "plan", "history"}},
 		{"/dashboard/integrity_details", []string{"integrity_verified", "status", "summary", "files_checked", "failures"}},
@@ -253,6 +255,7 @@ func TestNilListsAreArrays(t *testing.T) {
 	ctl.overview.Plan, ctl.overview.History = nil, nil
 	ctl.health.Reasons = nil
 	ctl.report = integrity.Report{}
+	ctl.check.Fleet.Replicas, ctl.fleet.Replicas = nil, nil
 	ts := newTestServer(t, ctl, admin.LimiterConfig{})
 	tests := []struct {
 		path string
@@ -262,6 +265,7 @@ func TestNilListsAreArrays(t *testing.T) {
 		{"/dashboard/canary_overview", []string{`"plan":[]`, `"history":[]`}},
 		{"/dashboard/health_summary", []string{`"reasons":[]`}},
 		{"/dashboard/integrity_details", []string{`"failures":[]`, `"status":"DISABLED"`}},
+		{"/dashboard/fleet", []string{`"replicas":[]`}},
 	}
 	for _, tt := range tests {
 		rec := ts.do(t, request{path: tt.path, auth: authed()})

@@ -131,6 +131,7 @@ func TestDashboardCoversMetrics(t *testing.T) {
 		"canary_weight_ratio", "canary_rollback_required", "canary_rollbacks_total", "canary_integrity_status",
 		"canary_health_checks_total", "canary_slo_error_rate_ratio", "canary_slo_p95_seconds",
 		"canary_overall_health", "canary_verdict", "canary_step",
+		"canary_store_up", "canary_is_leader", "canary_fleet_replicas",
 	} {
 		if !used[want] {
 			t.Errorf("no dashboard panel shows %s", want)
@@ -150,6 +151,7 @@ func TestAlertRules(t *testing.T) {
 	for _, want := range []string{
 		"CanaryErrorRateHigh", "CanaryLatencyP95High", "CanaryRollbackRequired", "CanaryIntegrityFailed",
 		"CanaryUnhealthy", "CanaryHealthCheckFailures", "CanarydDown", "CanaryRollbackManual",
+		"CanaryStoreDown", "CanaryStateNotPersisted",
 	} {
 		if !slices.Contains(names, want) {
 			t.Errorf("alerts.yml has no alert %s (alerts: %v)", want, names)
@@ -185,8 +187,10 @@ func TestAlertRules(t *testing.T) {
 	}
 }
 
-// One incident, one page: the promtool case marked "scenario: one rollback,
-// one page" must name every page-severity alert of alerts.yml, expect
+// One incident, one page: the promtool cases marked "scenario: one rollback,
+// one page" (one canaryd) and "scenario: a fleet of three, one rollback, one
+// page" (three replicas rolled back together) must name every page-severity
+// alert of alerts.yml, expect
 // CanaryRollbackRequired to fire as exactly one alert and every other page to
 // stay quiet; the "a rollback by hand does not page" case must expect
 // CanaryRollbackRequired quiet throughout; "stable failing pages
@@ -218,18 +222,21 @@ func TestOneIncidentOnePage(t *testing.T) {
 		}
 		return expectedAlerts(text[start:end])
 	}
-	rollback := scenario("one rollback, one page")
-	for _, p := range pages {
-		counts, ok := rollback[p]
-		switch {
-		case !ok:
-			t.Errorf("one rollback, one page: no expectation for the page %s", p)
-		case p == "CanaryRollbackRequired":
-			if !slices.Contains(counts, 1) || slices.ContainsFunc(counts, func(n int) bool { return n > 1 }) {
-				t.Errorf("one rollback, one page: CanaryRollbackRequired expected %v alerts per evaluation; want exactly 1 while rolled back", counts)
+	// A single canaryd, and a fleet of three replicas rolled back together.
+	for _, marker := range []string{"one rollback, one page", "a fleet of three, one rollback, one page"} {
+		rollback := scenario(marker)
+		for _, p := range pages {
+			counts, ok := rollback[p]
+			switch {
+			case !ok:
+				t.Errorf("%s: no expectation for the page %s", marker, p)
+			case p == "CanaryRollbackRequired":
+				if !slices.Contains(counts, 1) || slices.ContainsFunc(counts, func(n int) bool { return n > 1 }) {
+					t.Errorf("%s: CanaryRollbackRequired expected %v alerts per evaluation; want exactly 1 while rolled back", marker, counts)
+				}
+			case slices.ContainsFunc(counts, func(n int) bool { return n != 0 }):
+				t.Errorf("%s: %s expected to fire (%v); only CanaryRollbackRequired may", marker, p, counts)
 			}
-		case slices.ContainsFunc(counts, func(n int) bool { return n != 0 }):
-			t.Errorf("one rollback, one page: %s expected to fire (%v); only CanaryRollbackRequired may", p, counts)
 		}
 	}
 	manual := scenario("a rollback by hand does not page")

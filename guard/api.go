@@ -22,6 +22,10 @@ var (
 	// retries the save until it succeeds. Until then a restart would resume
 	// the last saved state. Controls return it with the new Overview (503).
 	ErrNotPersisted = errors.New("the rollout state is not saved")
+	// ErrStoreUnavailable: a replica of a fleet has not read the fleet's
+	// rollout yet (the store was unreachable since it started), so it
+	// cannot compute a change; nothing changed (503, try again).
+	ErrStoreUnavailable = errors.New("the fleet's rollout is not known yet")
 )
 
 // Errors of New that name a configuration value; cmd maps them to the
@@ -98,6 +102,18 @@ type Config struct {
 	// nil means integrity.Verifier{Manifest, Root}.Verify. It is only called
 	// when IntegrityManifest is set.
 	VerifyIntegrity func(context.Context) integrity.Report
+	// Fleet, if non-nil, is the fleet this guard is a replica of, sharing
+	// the rollout kept in Store (see the package doc, "A fleet"). Nil means
+	// a single canaryd.
+	Fleet Fleet
+	// ReplicaID names this canaryd in views and metrics when Fleet is nil
+	// (a fleet names its replicas itself). Empty means the host name.
+	ReplicaID string
+	// NewJudge, if non-nil, builds the judges of a replica of a fleet
+	// (tests): fleet says whether the judge is the fleet's (the replicas'
+	// summed evidence, at the leader's share of slo) or the replica's own
+	// (at its share). Nil means judges built from Judge.
+	NewJudge func(fleet bool, slo judge.SLO) judge.Judge
 }
 
 // Check is the body of GET /canary_check.
@@ -117,6 +133,9 @@ type Check struct {
 	Gates          []judge.Gate   `json:"gates"`
 	Step           *StepView      `json:"step,omitempty"`
 	CheckedAt      time.Time      `json:"checked_at"`
+	// Fleet is who judges and where the rollout is kept; in a fleet the
+	// figures and gates above are the fleet's, summed over its replicas.
+	Fleet FleetView `json:"fleet"`
 	// Version is canaryd's version; the guard leaves it empty for admin to
 	// fill in.
 	Version string `json:"version"`
@@ -173,6 +192,9 @@ type Transition struct {
 	// Release is the release the transition belongs to (the new one for a
 	// start); empty in entries written before releases were recorded.
 	Release string `json:"release"`
+	// Replica is the fleet replica that made the transition; empty for a
+	// single canaryd.
+	Replica string `json:"replica,omitempty"`
 }
 
 // Overview is the body of GET /dashboard/canary_overview and of every
@@ -200,8 +222,12 @@ type RollbackRecord struct {
 	At     time.Time      `json:"time"`
 	Reason Recommendation `json:"reason"`
 	Who    string         `json:"who"`
-	Canary BackendView    `json:"canary"`
-	Gates  []judge.Gate   `json:"gates"`
+	// Replica is the fleet replica that decided it ("" for a single
+	// canaryd); Canary and Gates are the evidence it decided on (its own
+	// for a replica's judge, the fleet's for the leader's).
+	Replica string       `json:"replica,omitempty"`
+	Canary  BackendView  `json:"canary"`
+	Gates   []judge.Gate `json:"gates"`
 }
 
 // HealthSummary is the body of GET /dashboard/health_summary.
@@ -226,6 +252,10 @@ type HealthSummary struct {
 type StoreView struct {
 	// Kind is the store: "file" (CANARY_STATE_FILE) or "etcd".
 	Kind string `json:"kind"`
+	// Up is false while the store does not answer (a fleet's etcd is
+	// unreachable, or the last save failed); Problem says why.
+	Up      bool   `json:"up"`
+	Problem string `json:"problem,omitempty"`
 	// Persisted is false while the state in force is not saved.
 	Persisted bool `json:"persisted"`
 	// Error is the last failed save's error, UnsavedSince when the first
@@ -250,4 +280,33 @@ type HealthChecks struct {
 	Failures    uint64  `json:"failures"`
 	FailureRate float64 `json:"failure_rate"`
 	LastError   string  `json:"last_error,omitempty"`
+}
+
+// FleetView is the "fleet" object of /canary_check and the body of
+// GET /dashboard/fleet: who judges and where the rollout is kept. A single
+// canaryd is a fleet of one, its own leader, with the "file" store.
+type FleetView struct {
+	// Self is this replica's id (CANARY_REPLICA_ID); Leader the id of the
+	// replica that judges the fleet's evidence and runs the plan ("" while
+	// none is known).
+	Self   string `json:"self"`
+	Leader string `json:"leader"`
+	// Store is "etcd" or "file"; StoreOK is false while it does not answer.
+	Store   string `json:"store"`
+	StoreOK bool   `json:"store_ok"`
+	// Replicas are the live replicas, this one included, by id.
+	Replicas []ReplicaView `json:"replicas"`
+}
+
+// ReplicaView is one replica of a fleet as its evidence shows it.
+type ReplicaView struct {
+	ID     string `json:"id"`
+	Leader bool   `json:"leader"`
+	// LastReportMs is how long ago (milliseconds) its last evidence
+	// arrived: about a second at most while it runs.
+	LastReportMs int64 `json:"last_report_ms"`
+	// Requests and CanaryRequests are what it served over the window:
+	// all requests, and those sent to the canary.
+	Requests       uint64 `json:"requests"`
+	CanaryRequests uint64 `json:"canary_requests"`
 }

@@ -12,8 +12,9 @@ import (
 // then saves it and answers with the new Overview. The errors wrap
 // ErrInvalid (a malformed command: nothing changed), ErrConflict (not
 // possible in the current state: nothing changed) or ErrNotPersisted (the
-// change is in force but not saved yet). who is the caller, as the history
-// shows it.
+// change is in force but not saved yet), or, on a replica of a fleet that
+// has not read the fleet's rollout yet, ErrStoreUnavailable (nothing
+// changed). who is the caller, as the history shows it.
 
 // SetWeight sets the weight by hand (hundredths of a percent, 0..10000) and
 // pauses the plan. It is ErrInvalid above 10000 and ErrConflict while rolled
@@ -108,7 +109,14 @@ func (g *Guard) verifyBefore(what string) (Overview, error) {
 func (g *Guard) command(ev Event) (Overview, error) {
 	stableH, canaryH := g.src.Health()
 	g.mu.Lock()
+	if !g.booted {
+		f := g.factsLocked(stableH, canaryH)
+		g.mu.Unlock()
+		return f.overview(), fmt.Errorf("%w: this replica could not read it from the %s store since it started (%v); the canary is blocked here meanwhile; try again when the store answers",
+			ErrStoreUnavailable, g.store.Kind(), f.fleet.storeErr)
+	}
 	ev.At = g.now()
+	ev.Replica = g.self()
 	if ev.Kind == EventRollback {
 		ev.Gates, ev.Canary = g.last.Gates, g.canaryView
 	}

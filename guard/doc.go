@@ -5,7 +5,9 @@
 // The guard never runs on the request path: the proxy reads only the
 // splitter's atomics, which the guard sets through its Router. Run wakes every
 // EvalInterval, and at once after a canary error; each wake takes a
-// snapshot, asks the judge, and acts on the verdict.
+// snapshot, asks the judge, and acts on the verdict. The store's I/O runs in
+// a loop of its own, so judging never waits for a slow or unreachable
+// store.
 //
 // # The machine
 //
@@ -45,6 +47,12 @@
 //	(boot) any                boot, CANARY_RELEASE seen or empty    as stored    startup  yes      a configured plan follows the configuration (step
 //	                                                                                               clamped), a Custom one stays; a step keeps the
 //	                                                                                               observation earned up to the last save
+//	(boot) any, a fleet's     boot, release seen or empty, and the  as stored    -        -        no transition, nothing saved: the other replicas
+//	                          plan Custom or as configured                                         may be running it (Event.Shared)
+//	progressing               this replica leads its fleet          progressing  -        no       no transition: the observation is banked (Restored),
+//	                          (EventLead)                                                          up to now if this replica's judgment of the fleet
+//	                                                                                               said proceed throughout since before the last
+//	                                                                                               save, else up to the last save
 //	progressing               proceed for Steps[i].Observe          progressing  plan     yes      step i+1
 //	progressing               ... and i is the last step            complete     plan     if 100% is new
 //	fixed, progressing,       judge verdict rollback_*              rolled_back  guard    -        the gates and figures kept as evidence
@@ -80,6 +88,10 @@
 // and the judge's hold while it gathers evidence again does not erase it; the
 // first failing or later holding verdict after a proceed does.
 //
+// EvidenceSince marks each restart of the judges: a transition that
+// restarts them sets it, and a guard restarts its judges whenever the record
+// in force carries another value, whoever wrote it.
+//
 // # Releases
 //
 // A record remembers the releases it has seen (the last 100). CANARY_RELEASE
@@ -95,7 +107,7 @@
 // # Store
 //
 // The record lives in a Store: a FileStore (CANARY_STATE_FILE) for one
-// canaryd, or a shared store for a fleet. Every change is applied in memory
+// canaryd, or a shared store for a fleet (guard/etcdstore). Every change is applied in memory
 // at once (the splitter follows it before anything is written: a rollback is
 // never delayed by the disk) and then saved with a compare-and-swap on the
 // revision it was computed from. A save that loses the race loads the newer
@@ -111,6 +123,51 @@
 // counts the failures and the health summary is degraded, naming the problem
 // (state_store). If Run ends with a transition still unsaved, it returns an
 // error wrapping ErrNotPersisted that says what is lost.
+//
+// # A fleet
+//
+// With Config.Fleet, the guard is one replica of a fleet that shares the
+// rollout in its Store (etcd; the README's "Running a fleet" is the
+// operator's view, guard/etcdstore's package doc the keys and leases).
+// Every replica:
+//
+//   - publishes its Evidence (Fleet.Publish) at least once a second, and at
+//     once after a canary error or a restart of its judges: per backend
+//     its requests, errors and slow requests since its judges restarted for
+//     the record's EvidenceSince (the tag that keeps an earlier step's
+//     counts out of the sums), and its window figures;
+//   - judges its own snapshot with its share of alpha
+//     (judge.SLO.FleetShares: Alpha/(2R), Horizon/R, R the live replicas
+//     when its judges restarted; a replica with no canary evidence yet
+//     takes the share of a larger fleet at once). Only a rollback verdict of
+//     this judge acts: it rolls the fleet back without waiting for the
+//     leader (the safe direction);
+//   - judges the fleet's summed evidence (every replica's window, and the
+//     step counts of the evidence tagged with the current EvidenceSince)
+//     with the leader's share (Alpha/2): its verdict, gates and figures are
+//     what /canary_check shows on any replica. On the leader, and only while
+//     the store answers, this verdict runs the plan (steps, earned
+//     observation, and a rollback too), so no step advances while the
+//     replicas cannot agree on it. The fleet's judge restarts from zero at
+//     every EvidenceSince and when the replica becomes the leader (it then
+//     takes in the step's sums as one batch: the step tests resume exactly,
+//     the change detectors restart, which can only delay a rollback).
+//
+// By the union bound the fleet rolls back a canary that meets its SLO with
+// probability at most Alpha (see guard/judge, "A fleet", for the
+// simulation with 1, 3 and 10 replicas) while R holds for the step: a
+// replica joining a step that has canary evidence judges at that step's
+// share, adding at most Alpha/(2R) for the step.
+//
+// Every command and every transition is saved with the compare-and-swap
+// of any Store, so concurrent commands on different replicas are computed
+// again on the newer record rather than lost (a rollback is never undone).
+// A replica that cannot reach the store keeps the rollout in force (the
+// last weight it knew), still rolls back on its own evidence at once (saved
+// when the store answers), and its views and canary_store_up say so; one
+// that could not read the rollout at start serves with the canary blocked
+// (a placeholder, never saved) and refuses commands (ErrStoreUnavailable)
+// until the store answers.
 //
 // # Views
 //
@@ -145,6 +202,10 @@
 // canary_slo_p95_seconds (the configured objectives, so dashboards and alert
 // rules can draw and compare against them), canary_overall_health{status},
 // canary_verdict{verdict} (1 on the current recommendation), canary_step (the
-// plan's step index, -1 without a plan), canary_state_persisted (0/1) and
-// canary_state_persist_failures_total.
+// plan's step index, -1 without a plan), canary_state_persisted (0/1),
+// canary_state_persist_failures_total, canary_store_up (1 while the store
+// answers), canary_is_leader (1 while this replica leads; a single canaryd
+// always does), canary_fleet_replicas (the live replicas it sees; 1 alone)
+// and canary_fleet_info{fleet,replica,store} (always 1: the labels that
+// alert rules and dashboards aggregate a fleet by).
 package guard

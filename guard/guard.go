@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -42,6 +43,13 @@ const (
 	// maxRebases bounds how often one save recomputes its change on a newer
 	// record before it counts as failed (and is retried later).
 	maxRebases = 5
+	// publishEvery is how often a replica of a fleet publishes its evidence
+	// when nothing urgent happens.
+	publishEvery = time.Second
+	// bootTimeout bounds a replica's first read of its fleet's rollout at
+	// start; when the store does not answer in time, it serves with the
+	// canary blocked and reads again in the background.
+	bootTimeout = 3 * time.Second
 )
 
 // Validate reports the first problem with c as one sentence.
@@ -95,10 +103,14 @@ type Guard struct {
 	verify func(context.Context) integrity.Report
 	m      *metrics
 	store  Store
+	// fleet is the fleet this guard is a replica of; nil for a single
+	// canaryd.
+	fleet Fleet
 	// id tells this guard's writes apart from other writers' (Record.Writer).
 	id string
-	// kick wakes Run to schedule the retry of a save that failed elsewhere.
-	kick chan struct{}
+	// kick wakes the store loop to schedule the retry of a save that
+	// failed elsewhere; saveNow asks it to save (see requestSave).
+	kick, saveNow chan struct{}
 
 	// saveMu serialises the store's I/O (saves, loads, quarantines). It is
 	// taken before mu, and never while mu is held: mu is never held during
@@ -106,8 +118,20 @@ type Guard struct {
 	// disk or store.
 	saveMu sync.Mutex
 
-	// mu protects every field below, and serialises calls into judge.
+	// mu protects every field below, and serialises calls into the judges.
 	mu sync.Mutex
+	// booted is false while a replica of a fleet has not read the fleet's
+	// rollout yet (the store did not answer at start): rec is then a
+	// placeholder that blocks the canary, and nothing is judged or saved.
+	booted bool
+	// bootErr is why the rollout could not be read yet; bootRetryAt when
+	// the store loop reads again, bootFailures how often it failed.
+	bootErr      error
+	bootRetryAt  time.Time
+	bootFailures uint64
+	// forceSave asks the store loop's next save to write even without a
+	// change (the earned observation).
+	forceSave bool
 	// rec is the rollout in force. Records are values whose slices are
 	// never modified in place (Next clones them), so a copy can be read
 	// without mu.
@@ -127,6 +151,29 @@ type Guard struct {
 	nextID   uint64
 	writes   uint64
 	save     saveStatus
+
+	// The judges' current evidence: it counts from the totals baseStable
+	// and baseCanary, taken when the judges restarted for the record's
+	// EvidenceSince epoch (of release epochRelease).
+	baseStable, baseCanary proxy.Totals
+	epoch                  time.Time
+	epochRelease           string
+
+	// A replica of a fleet judges twice: its own evidence with judge (at
+	// its share of alpha, computed for localR replicas; it may only roll
+	// back), and the fleet's summed evidence with fleetJudge (at the
+	// leader's share; its verdicts run the plan on the leader and are
+	// shown everywhere). leading is whether this replica led at the last
+	// evaluation; own is the evidence it last built, republish says that
+	// its judges restarted since it last published.
+	fleetJudge judge.Judge
+	localR     int
+	leading    bool
+	own        Evidence
+	republish  bool
+	// vouched is when the fleet judge's verdicts began to say proceed
+	// (the canary observable) without a break since; zero otherwise.
+	vouched time.Time
 
 	// The last evaluation's findings.
 	evaluation
@@ -219,26 +266,39 @@ func New(cfg Config, src Source, router Router, log zerolog.Logger, reg promethe
 		now:      now,
 		verify:   cfg.VerifyIntegrity,
 		store:    store,
+		fleet:    cfg.Fleet,
 		id:       hex.EncodeToString(id),
 		kick:     make(chan struct{}, 1),
+		saveNow:  make(chan struct{}, 1),
 		awaiting: map[uint64]error{},
 		evaluation: evaluation{
 			integ: integrity.Disabled(),
 			last:  judge.Result{Verdict: judge.Hold, Reasons: []string{"not judged yet"}},
 		},
 	}
-	if g.judge == nil {
-		if cfg.Judge == "window" {
-			g.judge = judge.NewWindow(cfg.SLO)
-		} else {
-			g.judge = judge.NewSequential(cfg.SLO)
-		}
+	if g.cfg.ReplicaID == "" {
+		g.cfg.ReplicaID, _ = os.Hostname()
+	}
+	if g.fleet != nil {
+		// One replica until the fleet is known: its share is rebuilt as soon
+		// as more replicas show up, before it has evidence (see
+		// refreshShareLocked).
+		leader, replica := cfg.SLO.FleetShares(1)
+		g.localR = 1
+		g.judge = g.build(false, replica)
+		g.fleetJudge = g.build(true, leader)
+	} else if g.judge == nil {
+		g.judge = g.build(false, cfg.SLO)
 	}
 	if g.verify == nil {
 		v := integrity.Verifier{Manifest: cfg.IntegrityManifest, Root: cfg.IntegrityRoot}
 		g.verify = v.Verify
 	}
-	m, err := newMetrics(reg, cfg.SLO)
+	fleetName, replica := g.cfg.ReplicaID, g.cfg.ReplicaID
+	if g.fleet != nil {
+		fleetName, replica = g.fleet.Name(), g.fleet.Self()
+	}
+	m, err := newMetrics(reg, cfg.SLO, fleetName, replica, store.Kind())
 	if err != nil {
 		return nil, fmt.Errorf("guard: %w", err)
 	}
@@ -248,17 +308,55 @@ func New(cfg Config, src Source, router Router, log zerolog.Logger, reg promethe
 	}
 	g.stableHealth, g.canaryHealth = src.Health()
 
-	g.boot()
-	g.applyIntegrity(g.integ)
-	g.flush(false)
+	if g.boot() {
+		g.applyIntegrity(g.integ)
+		g.flush(false)
+	}
 	return g, nil
 }
 
-// boot loads the stored record and decides the rollout (EventBoot).
-func (g *Guard) boot() {
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+// build makes a judge for slo: the configured kind, or cfg.NewJudge's.
+func (g *Guard) build(fleet bool, slo judge.SLO) judge.Judge {
+	switch {
+	case g.cfg.NewJudge != nil && g.fleet != nil:
+		return g.cfg.NewJudge(fleet, slo)
+	case g.cfg.Judge == "window":
+		return judge.NewWindow(slo)
+	}
+	return judge.NewSequential(slo)
+}
+
+// self is this replica's id.
+func (g *Guard) self() string {
+	if g.fleet != nil {
+		return g.fleet.Self()
+	}
+	return ""
+}
+
+// boot loads the stored record and decides the rollout (EventBoot). It
+// returns false when a replica of a fleet could not read the store: it
+// then serves with the canary blocked (a placeholder record, never saved)
+// and the store loop boots again until the store answers.
+func (g *Guard) boot() bool {
+	timeout := storeTimeout
+	if g.fleet != nil {
+		timeout = bootTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	ev := Event{Kind: EventBoot, At: g.now(), Who: whoStartup, Release: g.cfg.Release}
+	ev := Event{Kind: EventBoot, At: g.now(), Who: whoStartup, Release: g.cfg.Release, Shared: g.fleet != nil, Replica: g.self()}
+	g.mu.Lock()
+	first := !g.booted && g.bootFailures == 0
+	g.mu.Unlock()
+	if g.fleet != nil && first {
+		if err := g.fleet.StoreErr(); err != nil {
+			// The store did not answer a moment ago (the replica's
+			// registration at start): serve at once, read in the background.
+			g.waitForStore(err)
+			return false
+		}
+	}
 	rec, rev, err := g.store.Load(ctx)
 	switch {
 	case err == nil:
@@ -274,15 +372,44 @@ func (g *Guard) boot() {
 		ev.Problem = fmt.Sprintf("the stored rollout state could not be read (%v) and %s; the canary is held at weight 0 until an operator resets, resumes or sets a weight", err, kept)
 		g.log.Error().AnErr("cause", err).Str("kept", kept).Str("store", g.store.Kind()).
 			Msg("STORED STATE UNREADABLE: canary held at weight 0 until an operator acts")
+	case g.fleet != nil:
+		g.waitForStore(err)
+		return false
 	default:
 		ev.Problem = fmt.Sprintf("the stored rollout state could not be read (%v); the canary is held at weight 0 until an operator resets, resumes or sets a weight", err)
 		g.log.Error().Err(err).Str("store", g.store.Kind()).Msg("STORED STATE UNREADABLE: canary held at weight 0 until an operator acts")
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if !g.booted && g.bootFailures > 0 {
+		g.log.Info().Uint64("failed_reads", g.bootFailures).Msg("read the fleet's rollout from the store: serving it")
+	}
+	g.booted, g.bootErr = true, nil
 	g.rec, g.rev = rec, rev
 	next, eff, _ := Next(rec, ev, g.rules)
 	g.applyLocked(ev, next, eff)
+	return true
+}
+
+// waitForStore keeps the canary blocked while a replica cannot read its
+// fleet's rollout, and schedules the next read.
+func (g *Guard) waitForStore(err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.bootErr = err
+	g.bootFailures++
+	backoff := min(saveRetryMin<<min(g.bootFailures-1, 16), saveRetryMax)
+	g.bootRetryAt = time.Now().Add(backoff)
+	if !g.rec.State.BlocksCanary() || g.bootFailures == 1 {
+		g.rec = Record{State: StateHeld, Problem: "waiting to read the fleet's rollout from the " + g.store.Kind() + " store: the canary is blocked until then"}
+		g.router.SetRolledBack(true)
+		g.router.SetWeight(0)
+	}
+	if n := g.bootFailures; n <= 3 || n%60 == 0 {
+		g.log.Error().Err(err).Str("store", g.store.Kind()).Uint64("failed_reads", n).Dur("retry_in", backoff).
+			Msg("cannot read the fleet's rollout: serving with the canary blocked until the store answers")
+	}
+	g.updateMetricsLocked()
 }
 
 // Run judges every EvalInterval (and at once after a canary error), drives the
@@ -290,45 +417,139 @@ func (g *Guard) boot() {
 // other writers store, until ctx ends; then it saves the state a last time.
 // It returns nil, or an error wrapping ErrNotPersisted when a change in
 // force could not be saved.
+//
+// Judging and the store's I/O run apart: the judging loop (ticks, canary
+// errors, the fleet's notices) never waits for the store, so a rollback is
+// decided and routed at once even while a save hangs on an unreachable
+// store; the store loop saves, retries, applies other writers' changes and,
+// for a replica that started without its store, reads the fleet's rollout.
 func (g *Guard) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	if g.cfg.IntegrityManifest != "" {
 		wg.Go(func() { g.integrityLoop(ctx) })
 	}
-	changes := g.store.Watch(ctx)
+	wg.Go(func() { g.storeLoop(ctx) })
 	tick := time.NewTicker(g.cfg.EvalInterval)
 	defer tick.Stop()
-	retry := time.NewTimer(time.Hour)
-	defer retry.Stop()
 	errs := g.src.CanaryErrors()
-	g.evaluate()
+	var fleetChanges <-chan struct{}
+	var publish <-chan time.Time
+	if g.fleet != nil {
+		fleetChanges = g.fleet.Changes()
+		t := time.NewTicker(publishEvery)
+		defer t.Stop()
+		publish = t.C
+	}
+	g.evaluate(false)
 	for {
-		g.scheduleRetry(retry)
 		select {
 		case <-ctx.Done():
 			wg.Wait()
 			return g.finalSave()
 		case <-tick.C:
-			g.evaluate()
+			g.evaluate(false)
 		case <-errs:
-			g.evaluate()
+			g.evaluate(true)
+		case <-fleetChanges:
+			g.evaluate(false)
+		case <-publish:
+			g.publish(false)
+		}
+	}
+}
+
+// storeLoop does the store's I/O for Run: requested saves, retries of
+// failed ones, changes other writers stored, and the first read of a
+// replica that started without its store.
+func (g *Guard) storeLoop(ctx context.Context) {
+	changes := g.store.Watch(ctx)
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	for {
+		g.scheduleRetry(retry)
+		select {
+		case <-ctx.Done():
+			return
 		case _, ok := <-changes:
 			if !ok {
 				changes = nil
 				continue
 			}
+			if !g.isBooted() {
+				g.bootLate()
+				break
+			}
 			g.sync()
+			g.mu.Lock()
+			unsaved := g.seq != g.savedSeq || g.save.err != nil
+			g.mu.Unlock()
+			if unsaved {
+				// The store answers again (a watch notice): save now rather
+				// than at the next retry.
+				g.flush(false)
+			}
 		case <-g.kick:
+		case <-g.saveNow:
+			g.mu.Lock()
+			force := g.forceSave
+			g.forceSave = false
+			g.mu.Unlock()
+			g.flush(force)
 		case <-retry.C:
-			g.flush(false)
+			if g.isBooted() {
+				g.flush(false)
+			} else {
+				g.bootLate()
+			}
 		}
+		g.publishIfRestarted()
 	}
 }
 
-// scheduleRetry sets t to fire when a failed save is due to be retried.
+// isBooted reports whether the rollout has been read (always, but for a
+// replica of a fleet that started while its store was unreachable).
+func (g *Guard) isBooted() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.booted
+}
+
+// bootLate reads the fleet's rollout again for a replica that could not at
+// start, and applies it once the store answers.
+func (g *Guard) bootLate() {
+	g.saveMu.Lock()
+	ok := g.boot()
+	g.saveMu.Unlock()
+	if ok {
+		g.applyIntegrity(g.integrityReport())
+		g.flush(false)
+	}
+}
+
+// integrityReport is the last integrity report.
+func (g *Guard) integrityReport() integrity.Report {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.integ
+}
+
+// requestSave asks the store loop to save (force: even without a change,
+// to refresh the earned observation), without waiting for it.
+func (g *Guard) requestSave(force bool) {
+	g.mu.Lock()
+	g.forceSave = g.forceSave || force
+	g.mu.Unlock()
+	signal(g.saveNow)
+}
+
+// scheduleRetry sets t to fire when a failed save, or the first read of a
+// replica waiting for its store, is due to be retried.
 func (g *Guard) scheduleRetry(t *time.Timer) {
 	g.mu.Lock()
 	failing, at := g.save.err != nil, g.save.retryAt
+	if !g.booted {
+		failing, at = true, g.bootRetryAt
+	}
 	g.mu.Unlock()
 	if !failing {
 		t.Stop()
@@ -337,9 +558,16 @@ func (g *Guard) scheduleRetry(t *time.Timer) {
 	t.Reset(max(time.Until(at), 0))
 }
 
-// finalSave saves the state a last time when Run ends.
+// finalSave saves the state a last time when Run ends. A replica that is
+// not its fleet's leader has no observation of its own to save.
 func (g *Guard) finalSave() error {
-	g.flush(true)
+	g.mu.Lock()
+	booted, force := g.booted, g.fleet == nil || g.leading
+	g.mu.Unlock()
+	if !booted {
+		return nil // nothing was read, nothing changed
+	}
+	g.flush(force)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.seq == g.savedSeq {
@@ -367,34 +595,79 @@ func (g *Guard) integrityLoop(ctx context.Context) {
 				return // a cancelled verification proves nothing
 			}
 			g.applyIntegrity(rep)
-			g.flush(false)
+			g.requestSave(false)
 		}
 	}
 }
 
 // evaluate takes one snapshot, judges it and acts on the verdict. A panic in
-// the judge is logged and the evaluation skipped, so one bad snapshot does
-// not take the guard down.
-func (g *Guard) evaluate() {
+// a judge is logged and the evaluation skipped, so one bad snapshot does
+// not take the guard down. urgent (a canary error woke it) also publishes a
+// replica's evidence at once. Saves are left to the store loop.
+func (g *Guard) evaluate(urgent bool) {
 	snap := g.src.Snapshot()
 	stableH, canaryH := g.src.Health()
-	save, ok := g.judgeSnapshot(&snap, stableH, canaryH)
-	switch {
-	case !ok:
-	case save == SaveNow:
-		g.flush(false)
-	case save == SaveProgress:
+	var peers []Peer
+	if g.fleet != nil {
+		peers = g.fleet.Peers()
+	}
+	save, ok := g.judgeSnapshot(&snap, stableH, canaryH, peers)
+	if !ok {
+		return
+	}
+	switch save {
+	case SaveNow:
+		g.requestSave(false)
+	case SaveProgress:
 		g.mu.Lock()
 		due := g.now().Sub(g.save.lastAttempt) >= progressSaveEvery
 		g.mu.Unlock()
 		if due {
-			g.flush(true)
+			g.requestSave(true)
 		}
+	}
+	if urgent {
+		g.publish(true)
+	} else {
+		g.publishIfRestarted()
 	}
 }
 
-// judgeSnapshot asks the judge about snap and applies its verdict.
-func (g *Guard) judgeSnapshot(snap *proxy.Snapshot, stableH, canaryH proxy.HealthStats) (save Save, ok bool) {
+// publish hands this replica's evidence to its fleet (urgent: written at
+// once).
+func (g *Guard) publish(urgent bool) {
+	if g.fleet == nil {
+		return
+	}
+	snap := g.src.Snapshot()
+	g.mu.Lock()
+	if !g.booted {
+		g.mu.Unlock()
+		return
+	}
+	e := g.evidenceLocked(&snap)
+	g.own, g.republish = e, false
+	g.mu.Unlock()
+	g.fleet.Publish(e, urgent)
+}
+
+// publishIfRestarted publishes at once when the judges restarted since the
+// last publication (a new step): the fleet then sums the new step's counts
+// from the start.
+func (g *Guard) publishIfRestarted() {
+	if g.fleet == nil {
+		return
+	}
+	g.mu.Lock()
+	due := g.republish
+	g.mu.Unlock()
+	if due {
+		g.publish(true)
+	}
+}
+
+// judgeSnapshot asks the judges about snap and applies their verdicts.
+func (g *Guard) judgeSnapshot(snap *proxy.Snapshot, stableH, canaryH proxy.HealthStats, peers []Peer) (save Save, ok bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	defer func() {
@@ -403,29 +676,150 @@ func (g *Guard) judgeSnapshot(snap *proxy.Snapshot, stableH, canaryH proxy.Healt
 			ok = false
 		}
 	}()
+	if !g.booted {
+		// Nothing to judge against: the figures are shown, nothing acts.
+		g.stableView, g.canaryView = backendView(&snap.Stable), backendView(&snap.Canary)
+		g.stableHealth, g.canaryHealth = stableH, canaryH
+		g.updateMetricsLocked()
+		return SaveNone, true
+	}
 	res := g.judge.Judge(*snap)
 	if res.Reasons == nil {
 		res.Reasons = []string{}
 	}
 	before := g.factsLocked(g.stableHealth, g.canaryHealth)
 	prev := recommendation(&before)
-	g.last, g.lastAt = res, g.now()
-	g.stableView, g.canaryView = backendView(&snap.Stable), backendView(&snap.Canary)
+	g.lastAt = g.now()
 	g.stableHealth, g.canaryHealth = stableH, canaryH
-
-	ev := Event{
-		Kind: EventJudged, At: g.lastAt, Who: whoGuard,
-		Verdict: res.Verdict, Gates: res.Gates, Canary: g.canaryView,
-		Observable: !(canaryH.Enabled && !canaryH.Healthy) && snap.Canary.Requests > 0,
+	if g.fleet != nil {
+		save = g.judgeFleetLocked(snap, res, canaryH, peers)
+	} else {
+		g.last = res
+		g.stableView, g.canaryView = backendView(&snap.Stable), backendView(&snap.Canary)
+		ev := Event{
+			Kind: EventJudged, At: g.lastAt, Who: whoGuard,
+			Verdict: res.Verdict, Gates: res.Gates, Canary: g.canaryView,
+			Observable: !(canaryH.Enabled && !canaryH.Healthy) && snap.Canary.Requests > 0,
+		}
+		next, eff, _ := Next(g.rec, ev, g.rules)
+		g.applyLocked(ev, next, eff)
+		save = eff.Save
 	}
-	next, eff, _ := Next(g.rec, ev, g.rules)
-	g.applyLocked(ev, next, eff)
+	g.updateMetricsLocked()
 	after := g.factsLocked(stableH, canaryH)
 	if rec := recommendation(&after); rec != prev {
-		g.log.Info().Str("recommendation", string(rec)).Str("previous", string(prev)).Str("verdict", string(res.Verdict)).
-			Strs("reasons", res.Reasons).Str("state", g.rec.State.String()).Msg("verdict changed")
+		g.log.Info().Str("recommendation", string(rec)).Str("previous", string(prev)).Str("verdict", string(g.last.Verdict)).
+			Strs("reasons", g.last.Reasons).Str("state", g.rec.State.String()).Msg("verdict changed")
 	}
-	return eff.Save, true
+	return save, true
+}
+
+// judgeFleetLocked is a replica's evaluation: its own verdict local (at its
+// share) may roll the fleet back; the fleet's summed evidence is judged
+// too, shown as the verdict, and on the leader, while the store answers,
+// runs the plan (so no step advances while the fleet cannot agree on it).
+func (g *Guard) judgeFleetLocked(snap *proxy.Snapshot, local judge.Result, canaryH proxy.HealthStats, peers []Peer) Save {
+	_, leading := g.fleet.Leader()
+	var save Save
+	apply := func(ev Event) {
+		next, eff, _ := Next(g.rec, ev, g.rules)
+		g.applyLocked(ev, next, eff)
+		save = max(save, eff.Save)
+	}
+	if leading && !g.leading {
+		// A new leader judges the fleet from the step's summed counts,
+		// fed as one batch: the step tests resume exactly, the change
+		// detectors restart (which can only delay a rollback).
+		g.fleetJudge.Restart(proxy.Snapshot{})
+		g.log.Info().Str("replica", g.fleet.Self()).Msg("this replica leads the fleet: it judges the fleet's evidence and runs the plan")
+		apply(Event{Kind: EventLead, At: g.lastAt, Who: whoGuard, Replica: g.fleet.Self(), Vouched: g.vouched})
+	} else if !leading && g.leading {
+		g.log.Info().Str("replica", g.fleet.Self()).Msg("this replica no longer leads the fleet")
+	}
+	g.leading = leading
+	own := g.evidenceLocked(snap)
+	g.own = own
+	g.refreshShareLocked(snap, own, peers)
+	fsnap := fleetSnapshot(&g.rec, &own, peers, g.lastAt, g.cfg.Window)
+	fleet := g.fleetJudge.Judge(fsnap)
+	if fleet.Reasons == nil {
+		fleet.Reasons = []string{}
+	}
+	g.last = fleet
+	g.stableView, g.canaryView = backendView(&fsnap.Stable), backendView(&fsnap.Canary)
+	observable := !(canaryH.Enabled && !canaryH.Healthy) && fsnap.Canary.Requests > 0
+	switch {
+	case fleet.Verdict != judge.Proceed || !observable:
+		g.vouched = time.Time{}
+	case g.vouched.IsZero():
+		g.vouched = g.lastAt
+	}
+	if local.Verdict.IsRollback() {
+		// The safe direction needs no leader.
+		apply(Event{
+			Kind: EventJudged, At: g.lastAt, Who: whoGuard, Replica: g.fleet.Self(),
+			Verdict: local.Verdict, Gates: local.Gates, Canary: backendView(&snap.Canary),
+		})
+	}
+	if leading && g.fleet.StoreErr() == nil && g.save.err == nil {
+		apply(Event{
+			Kind: EventJudged, At: g.lastAt, Who: whoGuard, Replica: g.fleet.Self(),
+			Verdict: fleet.Verdict, Gates: fleet.Gates, Canary: g.canaryView,
+			Observable: observable,
+		})
+	}
+	return save
+}
+
+// refreshShareLocked rebuilds this replica's judge at the share of a larger
+// fleet while it has no canary evidence yet in the step (nothing is lost:
+// replicas starting together each judge at their share of all of them). A
+// fleet that grows later keeps the share its step began with.
+func (g *Guard) refreshShareLocked(snap *proxy.Snapshot, own Evidence, peers []Peer) {
+	live := liveReplicas(g.fleet.Self(), peers)
+	if live <= g.localR || own.Step.Canary.Requests > 0 {
+		return
+	}
+	g.setShareLocked(live)
+	g.judge.Restart(*snap)
+}
+
+// setShareLocked builds this replica's judge for a fleet of live replicas.
+func (g *Guard) setShareLocked(live int) {
+	_, replica := g.cfg.SLO.FleetShares(live)
+	g.localR = live
+	g.judge = g.build(false, replica)
+}
+
+// liveReplicas counts the replicas in peers, self included even when its
+// evidence has not arrived.
+func liveReplicas(self string, peers []Peer) int {
+	n := len(peers)
+	for _, p := range peers {
+		if p.Replica == self {
+			return max(n, 1)
+		}
+	}
+	return n + 1
+}
+
+// restartJudgesLocked starts the judges' evidence afresh for rec's
+// EvidenceSince: this replica's judge from its current totals, the
+// fleet's judge from zero (the replicas' counts for the new epoch start at
+// zero), at the share of the fleet as it is now.
+func (g *Guard) restartJudgesLocked(rec Record) {
+	snap := g.src.Snapshot()
+	g.baseStable, g.baseCanary = snap.Stable.Totals, snap.Canary.Totals
+	g.epoch, g.epochRelease = rec.EvidenceSince, rec.Release
+	g.vouched = time.Time{}
+	if g.fleet != nil {
+		if live := liveReplicas(g.fleet.Self(), g.fleet.Peers()); live != g.localR {
+			g.setShareLocked(live)
+		}
+		g.fleetJudge.Restart(proxy.Snapshot{})
+		g.republish = true
+	}
+	g.judge.Restart(snap)
 }
 
 // applyIntegrity stores an integrity report and rolls back on FAILED.
@@ -442,8 +836,8 @@ func (g *Guard) applyIntegrity(rep integrity.Report) {
 		ev.Str("status", rep.Status).Str("previous", prev).Str("summary", rep.Summary).
 			Int("failures", len(rep.Failures)).Msg("integrity status changed")
 	}
-	if rep.Status == integrity.StatusFailed {
-		ev := Event{Kind: EventIntegrityFailed, At: g.now(), Who: whoGuard, Gates: []judge.Gate{integrityGate(rep)}, Canary: g.canaryView}
+	if rep.Status == integrity.StatusFailed && g.booted {
+		ev := Event{Kind: EventIntegrityFailed, At: g.now(), Who: whoGuard, Replica: g.self(), Gates: []judge.Gate{integrityGate(rep)}, Canary: g.canaryView}
 		next, eff, _ := Next(g.rec, ev, g.rules)
 		g.applyLocked(ev, next, eff)
 	}
@@ -467,8 +861,8 @@ func (g *Guard) applyLocked(ev Event, next Record, eff Effects) uint64 {
 			g.router.SetRolledBack(false)
 		}
 	}
-	if eff.RestartJudge {
-		g.judge.Restart(g.src.Snapshot())
+	if eff.RestartJudge || !next.EvidenceSince.Equal(g.epoch) || next.Release != g.epochRelease {
+		g.restartJudgesLocked(next)
 	}
 	if eff.RolledBack != "" {
 		g.m.rollbacks.WithLabelValues(string(eff.RolledBack)).Inc()
@@ -504,6 +898,9 @@ func (g *Guard) logTransition(tr Transition, r Record, msg string) {
 	ev = ev.Str("from_state", tr.FromState).Str("to_state", tr.ToState).
 		Float64("from_weight", tr.From).Float64("to_weight", tr.To).
 		Str("reason", tr.Reason).Str("who", tr.Who).Str("release", r.Release)
+	if tr.Replica != "" {
+		ev = ev.Str("replica", tr.Replica)
+	}
 	if len(r.Plan.Steps) > 0 {
 		ev = ev.Int("step", r.Step)
 	}
@@ -520,7 +917,7 @@ func (g *Guard) flush(force bool) error {
 	defer g.saveMu.Unlock()
 	for range maxRebases {
 		g.mu.Lock()
-		if !force && g.seq == g.savedSeq && g.save.err == nil {
+		if !g.booted || (!force && g.seq == g.savedSeq && g.save.err == nil) {
 			g.mu.Unlock()
 			return nil
 		}
@@ -613,10 +1010,7 @@ func (g *Guard) failed(err error) {
 			Dur("retry_in", backoff).Str("state", g.rec.State.String()).Float64("weight", split.Percent(g.rec.Weight)).
 			Msg("cannot save the rollout state: the change is in force but not saved; retrying")
 	}
-	select {
-	case g.kick <- struct{}{}:
-	default:
-	}
+	signal(g.kick)
 }
 
 // rebase loads the newer stored record after a save of attempt (made of the

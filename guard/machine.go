@@ -30,6 +30,9 @@ const (
 	EventReset
 	EventStart
 	EventFinish
+	// EventLead: this replica became the leader of its fleet, the one
+	// that judges the fleet's evidence and runs the plan.
+	EventLead
 )
 
 // String names the event as the admin API does (its command's name).
@@ -57,6 +60,8 @@ func (k EventKind) String() string {
 		return "start"
 	case EventFinish:
 		return "finish"
+	case EventLead:
+		return "lead"
 	}
 	return fmt.Sprintf("event(%d)", uint8(k))
 }
@@ -69,6 +74,9 @@ type Event struct {
 	// Who goes into the history: "plan", "guard", "startup" or the admin
 	// caller.
 	Who string
+	// Replica is the fleet replica the event happened on, for the history
+	// ("" for a single canaryd).
+	Replica string
 	// Release: EventBoot, the configured release (CANARY_RELEASE, "" for
 	// none); EventStart, the release to start.
 	Release string
@@ -78,6 +86,14 @@ type Event struct {
 	// Problem (EventBoot) says why the stored record could not be read:
 	// the rollout is held.
 	Problem string
+	// Vouched (EventLead) is when this replica's own judgment of the
+	// fleet's evidence began to say proceed, with the canary observable,
+	// without a break since (zero: it does not say proceed now).
+	Vouched time.Time
+	// Shared (EventBoot) is true when the stored record is a fleet's,
+	// which other replicas may be running: a boot that would only resume
+	// it takes it as stored, without a transition (see boot).
+	Shared bool
 	// Weight (EventSetWeight) is in hundredths of a percent.
 	Weight uint32
 	// Steps (EventStart) is the release's plan; nil means the configured
@@ -218,6 +234,8 @@ func Next(r Record, ev Event, rules Rules) (Record, Effects, error) {
 		}
 		next, eff := move(r, ev, StateFinished, r.Step, 0, fmt.Sprintf("finished release %q", r.Release), false, false)
 		return next, eff, nil
+	case EventLead:
+		return lead(r, ev), Effects{Save: SaveProgress}, nil
 	}
 	return r, Effects{}, fmt.Errorf("%w: unknown event %v", ErrInvalid, ev.Kind)
 }
@@ -263,6 +281,16 @@ func move(r Record, ev Event, to State, step int, weight uint32, reason string, 
 		r.StepStartedAt = ev.At
 		r.Observation = Observation{}
 	}
+	restart = restart && !to.BlocksCanary()
+	if restart {
+		// Strictly later than before, even on a coarse or stopped clock:
+		// a new value is what restarts every replica's judges.
+		if ev.At.After(r.EvidenceSince) {
+			r.EvidenceSince = ev.At
+		} else {
+			r.EvidenceSince = r.EvidenceSince.Add(time.Nanosecond)
+		}
+	}
 	r.State, r.Step, r.Weight = to, step, weight
 	if to != StateRolledBack {
 		r.Rollback = nil
@@ -279,21 +307,23 @@ func move(r Record, ev Event, to State, step int, weight uint32, reason string, 
 		Reason:    reason,
 		Who:       ev.Who,
 		Release:   r.Release,
+		Replica:   ev.Replica,
 	}
 	keep := r.History[max(len(r.History)+1-historyLimit, 0):]
 	r.History = append(append(make([]Transition, 0, len(keep)+1), keep...), tr)
-	return r, Effects{Route: true, RestartJudge: restart && !to.BlocksCanary(), Transition: &tr, Save: SaveNow}
+	return r, Effects{Route: true, RestartJudge: restart, Transition: &tr, Save: SaveNow}
 }
 
 // rollback moves r to rolled_back for reason, keeping the evidence.
 func rollback(r Record, ev Event, reason Recommendation) (Record, Effects) {
 	r, eff := move(r, ev, StateRolledBack, r.Step, 0, string(reason), false, false)
 	r.Rollback = &RollbackRecord{
-		At:     ev.At,
-		Reason: reason,
-		Who:    ev.Who,
-		Canary: ev.Canary,
-		Gates:  append([]judge.Gate{}, ev.Gates...),
+		At:      ev.At,
+		Reason:  reason,
+		Who:     ev.Who,
+		Replica: ev.Replica,
+		Canary:  ev.Canary,
+		Gates:   append([]judge.Gate{}, ev.Gates...),
 	}
 	eff.RolledBack = reason
 	return r, eff
@@ -316,8 +346,35 @@ func boot(r Record, ev Event, rules Rules) (Record, Effects) {
 		r.Release, r.Plan, r.Releases = ev.Release, rules.Plan, remember(r.Releases, ev.Release)
 		to, w := r.Plan.first()
 		return move(r, ev, to, 0, w, reason, true, true)
+	case ev.Shared && (r.Plan.Custom || r.Plan.equal(rules.Plan)):
+		// A replica joining its fleet: the rollout runs on (the other
+		// replicas may be serving it), so it is taken as stored. Whether
+		// the whole fleet was down is not known here; the observation
+		// earned before a change of leader is banked by EventLead.
+		return r, Effects{Route: true}
 	}
 	return resume(r, ev, rules)
+}
+
+// lead banks a running step's observation when a replica becomes its
+// fleet's leader, so that the new leader's holds while its judge takes in
+// the sums again keep it (Restored), as after a restart. It banks up to
+// now when the replica's own judgment of the fleet has said proceed
+// without a break since before the last save (ev.Vouched): the step was
+// observed healthy throughout, by the previous leader up to the save and by
+// this replica since. Otherwise (a fleet that was down, a replica that has
+// just started) it banks what was earned up to the last save.
+func lead(r Record, ev Event) Record {
+	o := r.Observation
+	if r.State != StateProgressing || o.Since.IsZero() {
+		return r
+	}
+	upTo := r.SavedAt
+	if !ev.Vouched.IsZero() && !ev.Vouched.After(r.SavedAt) && ev.At.After(upTo) {
+		upTo = ev.At
+	}
+	r.Observation = Observation{Banked: o.Earned(upTo), Restored: true}
+	return r
 }
 
 // resume continues the stored rollout after a restart. A plan from the
@@ -488,11 +545,13 @@ func sameRollback(a, b *RollbackRecord) bool {
 
 // Adopt is what a guard does when it takes over newer, a record another
 // writer stored, in place of old, the record in force: route to it, and
-// restart the judge if the canary's traffic changed. The rollback counter
-// is not counted again (the writer that decided it counted it).
+// restart the judges if their evidence began anew (EvidenceSince), the
+// release changed or the canary was blocked. The rollback counter is not
+// counted again (the writer that decided it counted it).
 func Adopt(old, newer Record) Effects {
-	traffic := old.Release != newer.Release || old.Step != newer.Step || old.Weight != newer.Weight || old.State.BlocksCanary()
-	eff := Effects{Route: true, RestartJudge: traffic && !newer.State.BlocksCanary()}
+	fresh := !old.EvidenceSince.Equal(newer.EvidenceSince) || old.Release != newer.Release ||
+		(old.State.BlocksCanary() && newer.Weight > 0)
+	eff := Effects{Route: true, RestartJudge: fresh && !newer.State.BlocksCanary()}
 	if n := len(newer.History); n > 0 && (len(old.History) == 0 || old.History[len(old.History)-1] != newer.History[n-1]) {
 		tr := newer.History[n-1]
 		eff.Transition = &tr

@@ -373,7 +373,8 @@ func TestRebase(t *testing.T) {
 }
 
 // TestAdopt: taking over another writer's record routes to it and restarts
-// the judge only when the canary's traffic changed.
+// the judge only when the judges' evidence began anew (EvidenceSince), the
+// release changed or the canary was blocked.
 func TestAdopt(t *testing.T) {
 	running := rec(guard.StateProgressing, 0, 500, plan3)
 	for _, tt := range []struct {
@@ -382,7 +383,12 @@ func TestAdopt(t *testing.T) {
 		newer   guard.Record
 		restart bool
 	}{
-		{"promoted elsewhere", running, rec(guard.StateProgressing, 1, 2500, plan3), true},
+		{"promoted elsewhere", running, func() guard.Record {
+			r := rec(guard.StateProgressing, 1, 2500, plan3)
+			r.EvidenceSince = running.EvidenceSince.Add(time.Minute)
+			return r
+		}(), true},
+		{"weight set to 0 elsewhere (same evidence)", running, rec(guard.StatePaused, 0, 0, plan3), false},
 		{"paused elsewhere", running, rec(guard.StatePaused, 0, 500, plan3), false},
 		{"rolled back elsewhere", running, rec(guard.StateRolledBack, 0, 0, plan3), false},
 		{"reset elsewhere", rec(guard.StateRolledBack, 0, 0, plan3), running, true},

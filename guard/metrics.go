@@ -26,14 +26,18 @@ type metrics struct {
 	step              prometheus.Gauge
 	persisted         prometheus.Gauge
 	persistFailures   prometheus.Counter
+	storeUp           prometheus.Gauge
+	isLeader          prometheus.Gauge
+	fleetReplicas     prometheus.Gauge
+	fleetInfo         *prometheus.GaugeVec
 }
 
 // integrityStatuses are the values of canary_integrity_status{status}.
 var integrityStatuses = []string{integrity.StatusVerified, integrity.StatusFailed, integrity.StatusDisabled}
 
 // newMetrics builds the collectors and registers them with reg (nil: not
-// registered).
-func newMetrics(reg prometheus.Registerer, slo judge.SLO) (*metrics, error) {
+// registered). fleet, replica and store label canary_fleet_info.
+func newMetrics(reg prometheus.Registerer, slo judge.SLO, fleet, replica, store string) (*metrics, error) {
 	m := &metrics{
 		weight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "canary_weight_ratio", Help: "Share of requests the canary is meant to receive (0..1).",
@@ -71,7 +75,20 @@ func newMetrics(reg prometheus.Registerer, slo judge.SLO) (*metrics, error) {
 		persistFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "canary_state_persist_failures_total", Help: "Saves of the rollout state that failed (each is retried until one succeeds).",
 		}),
+		storeUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "canary_store_up", Help: "1 while the rollout store (etcd, or the state file) answers, 0 while it does not.",
+		}),
+		isLeader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "canary_is_leader", Help: "1 while this replica leads its fleet (judges the fleet's evidence and runs the plan); a single canaryd always leads.",
+		}),
+		fleetReplicas: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "canary_fleet_replicas", Help: "Live replicas of the fleet as this replica sees them (1 for a single canaryd).",
+		}),
+		fleetInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "canary_fleet_info", Help: "Always 1: the fleet this canaryd belongs to (its etcd prefix, or its replica id alone), its replica id and its store, for aggregating across replicas.",
+		}, []string{"fleet", "replica", "store"}),
 	}
+	m.fleetInfo.WithLabelValues(fleet, replica, store).Set(1)
 	for _, r := range RollbackReasons() {
 		m.rollbacks.WithLabelValues(string(r))
 	}
@@ -81,7 +98,8 @@ func newMetrics(reg prometheus.Registerer, slo judge.SLO) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.weight, m.rollbackRequired, m.rollbacks, m.integrityVerified, m.integrityStatus,
-		m.sloErrorRate, m.sloP95, m.overall, m.verdict, m.step, m.persisted, m.persistFailures} {
+		m.sloErrorRate, m.sloP95, m.overall, m.verdict, m.step, m.persisted, m.persistFailures,
+		m.storeUp, m.isLeader, m.fleetReplicas, m.fleetInfo} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
@@ -125,6 +143,9 @@ func (m *metrics) update(f *facts) {
 		m.step.Set(float64(f.rec.Step))
 	}
 	m.persisted.Set(b2f(f.persisted))
+	m.storeUp.Set(b2f(f.fleet.storeErr == nil))
+	m.isLeader.Set(b2f(f.fleet.leading))
+	m.fleetReplicas.Set(float64(f.fleet.live))
 }
 
 // b2f is 1 for true, 0 for false.

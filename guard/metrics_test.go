@@ -17,6 +17,7 @@ import (
 func TestMetrics(t *testing.T) {
 	cfg, clock := baseConfig(t)
 	cfg.Steps = []guard.Step{{Weight: 500, Observe: time.Minute}, {Weight: 2500, Observe: time.Minute}}
+	cfg.ReplicaID = "web-1:8000"
 	h := newHarness(t, cfg, clock)
 	h.judge.set(judge.Proceed)
 	h.start()
@@ -45,11 +46,20 @@ func TestMetrics(t *testing.T) {
 	// with integrity off canary_integrity_verified is absent (the API says
 	// DISABLED, not verified) while canary_integrity_status says disabled.
 	want := `
+# HELP canary_fleet_info Always 1: the fleet this canaryd belongs to (its etcd prefix, or its replica id alone), its replica id and its store, for aggregating across replicas.
+# TYPE canary_fleet_info gauge
+canary_fleet_info{fleet="web-1:8000",replica="web-1:8000",store="file"} 1
+# HELP canary_fleet_replicas Live replicas of the fleet as this replica sees them (1 for a single canaryd).
+# TYPE canary_fleet_replicas gauge
+canary_fleet_replicas 1
 # HELP canary_integrity_status 1 on the release-file check's current status (verified, failed, disabled), 0 on the others.
 # TYPE canary_integrity_status gauge
 canary_integrity_status{status="disabled"} 1
 canary_integrity_status{status="failed"} 0
 canary_integrity_status{status="verified"} 0
+# HELP canary_is_leader 1 while this replica leads its fleet (judges the fleet's evidence and runs the plan); a single canaryd always leads.
+# TYPE canary_is_leader gauge
+canary_is_leader 1
 # HELP canary_overall_health 1 on the current overall health status, 0 on the others.
 # TYPE canary_overall_health gauge
 canary_overall_health{status="degraded"} 1
@@ -79,6 +89,9 @@ canary_state_persisted 1
 # HELP canary_step Index of the plan's current step (0-based), -1 without a plan.
 # TYPE canary_step gauge
 canary_step 1
+# HELP canary_store_up 1 while the rollout store (etcd, or the state file) answers, 0 while it does not.
+# TYPE canary_store_up gauge
+canary_store_up 1
 # HELP canary_verdict 1 on the current recommendation, 0 on the others.
 # TYPE canary_verdict gauge
 canary_verdict{verdict="complete"} 0

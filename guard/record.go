@@ -31,6 +31,14 @@ type Record struct {
 	Plan Plan
 	// StepStartedAt is when the current step (or state) began.
 	StepStartedAt time.Time
+	// EvidenceSince is when the judges' current evidence began: every
+	// transition that restarts the judges sets it (strictly later than
+	// before), and a guard restarts its judges whenever the record in force
+	// carries another value (its own transition, or one another writer
+	// stored). In a fleet each replica tags the counts it publishes with
+	// it, so that evidence of an earlier step is never summed. Zero in a
+	// record written before it existed.
+	EvidenceSince time.Time
 	// Observation is what the current step has earned towards its observe
 	// time.
 	Observation Observation
@@ -214,6 +222,7 @@ type recordJSON struct {
 	FixedWeight   *uint32         `json:"fixed_weight_hundredths,omitempty"`
 	CustomPlan    bool            `json:"custom_plan,omitempty"`
 	StepStartedAt time.Time       `json:"step_started_at,omitzero"`
+	EvidenceSince time.Time       `json:"evidence_since,omitzero"`
 	ObservedNs    int64           `json:"observed_ns"`
 	HealthySince  time.Time       `json:"healthy_since,omitzero"`
 	Restored      bool            `json:"restored,omitempty"`
@@ -241,6 +250,7 @@ func EncodeRecord(r Record, rev Revision) ([]byte, error) {
 		FixedWeight:   &fixed,
 		CustomPlan:    r.Plan.Custom,
 		StepStartedAt: r.StepStartedAt,
+		EvidenceSince: r.EvidenceSince,
 		ObservedNs:    int64(r.Observation.Banked),
 		HealthySince:  r.Observation.Since,
 		Restored:      r.Observation.Restored,
@@ -283,6 +293,7 @@ func DecodeRecord(data []byte) (Record, Revision, error) {
 		Weight:        rj.Weight,
 		Plan:          Plan{Steps: steps, Custom: rj.CustomPlan},
 		StepStartedAt: rj.StepStartedAt,
+		EvidenceSince: rj.EvidenceSince,
 		Observation:   Observation{Banked: time.Duration(rj.ObservedNs), Since: rj.HealthySince, Restored: rj.Restored},
 		Rollback:      rj.Rollback,
 		History:       rj.History,

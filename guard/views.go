@@ -36,6 +36,9 @@ type facts struct {
 	save      saveStatus
 	storeKind string
 	judgeName string
+	// booted is false while a replica waits to read its fleet's rollout.
+	booted bool
+	fleet  fleetFacts
 	evaluation
 
 	slo    judge.SLO
@@ -52,9 +55,15 @@ func (g *Guard) factsLocked(stableH, canaryH proxy.HealthStats) facts {
 		save:       g.save,
 		storeKind:  g.store.Kind(),
 		judgeName:  g.judge.Name(),
+		booted:     g.booted,
 		evaluation: g.evaluation,
 		slo:        g.cfg.SLO,
 		window:     g.cfg.Window,
+	}
+	f.fleet = g.fleetFactsLocked(f.now)
+	if !g.booted {
+		f.fleet.storeErr = g.bootErr
+		f.fleet.view.StoreOK = false
 	}
 	f.stableHealth, f.canaryHealth = stableH, canaryH
 	return f
@@ -90,6 +99,13 @@ func (g *Guard) Overview() Overview {
 func (g *Guard) Health() HealthSummary {
 	f := g.facts()
 	return f.health()
+}
+
+// Fleet returns who judges and where the rollout is kept: the "fleet"
+// object of Check, and the body of GET /dashboard/fleet.
+func (g *Guard) Fleet() FleetView {
+	f := g.facts()
+	return f.fleet.view
 }
 
 // Integrity returns the last integrity report.
@@ -154,6 +170,7 @@ func (f *facts) check() Check {
 		Integrity:      integrityView(f.integ),
 		Gates:          f.gates(),
 		CheckedAt:      f.lastAt,
+		Fleet:          f.fleet.view,
 	}
 	if c.CheckedAt.IsZero() {
 		c.CheckedAt = f.now
@@ -200,7 +217,10 @@ func (f *facts) health() HealthSummary {
 		Canary:           BackendHealth{BackendView: f.canaryView, Checks: healthChecks(f.canaryHealth)},
 		Integrity:        integrityView(f.integ),
 		StateFileProblem: f.rec.Problem,
-		StateStore:       StoreView{Kind: f.storeKind, Persisted: f.persisted},
+		StateStore:       StoreView{Kind: f.storeKind, Persisted: f.persisted, Up: f.fleet.storeErr == nil},
+	}
+	if err := f.fleet.storeErr; err != nil {
+		h.StateStore.Problem = err.Error()
 	}
 	if !f.persisted {
 		h.StateStore.UnsavedSince = f.save.unsavedSince
@@ -222,6 +242,15 @@ func (f *facts) overallHealth() (string, []string) {
 	if h := f.stableHealth; h.Enabled && h.FailureRate() > maxHealthFailureRate {
 		bad = append(bad, fmt.Sprintf("stable health checks fail %.1f%% of the time (limit %.0f%%)", 100*h.FailureRate(), 100*maxHealthFailureRate))
 	}
+	if err := f.fleet.storeErr; err != nil && f.fleet.shared {
+		switch {
+		case !f.booted:
+			weak = append(weak, fmt.Sprintf("the %s store is unreachable (%v): the fleet's rollout is not read yet, so the canary is blocked until it answers", f.storeKind, err))
+		default:
+			weak = append(weak, fmt.Sprintf("the %s store is unreachable (%v): proxying at the last known weight (%s%%, %s); no step advances and changes wait until it answers (a rollback still happens at once)",
+				f.storeKind, err, split.FormatPercent(f.rec.Weight), f.rec.State))
+		}
+	}
 	if !f.persisted {
 		why := "a save is under way"
 		if f.save.err != nil {
@@ -234,7 +263,9 @@ func (f *facts) overallHealth() (string, []string) {
 	case StateRolledBack:
 		weak = append(weak, "canary rolled back ("+string(recommendation(f))+"): stable serves all traffic")
 	case StateHeld:
-		weak = append(weak, "rollout held: the stored state was unreadable at start")
+		if f.booted {
+			weak = append(weak, "rollout held: the stored state was unreadable at start")
+		}
 	case StatePaused:
 		weak = append(weak, "rollout paused")
 	}
@@ -269,11 +300,19 @@ func (f *facts) reasons() []string {
 	switch f.rec.State {
 	case StateRolledBack:
 		if rb := f.rec.Rollback; rb != nil {
-			r = append(r, fmt.Sprintf("rolled back (%s) by %s at %s; reset to try again", rb.Reason, rb.Who, rb.At.UTC().Format(time.RFC3339)))
+			by := rb.Who
+			if rb.Replica != "" {
+				by += " on replica " + rb.Replica
+			}
+			r = append(r, fmt.Sprintf("rolled back (%s) by %s at %s; reset to try again", rb.Reason, by, rb.At.UTC().Format(time.RFC3339)))
 		}
 	case StatePaused:
 		r = append(r, "rollout paused at weight "+split.FormatPercent(f.rec.Weight)+"%; resume to continue")
 	case StateHeld:
+		if !f.booted {
+			r = append(r, "the fleet's rollout is not read yet ("+f.storeKind+" store unreachable): the canary is blocked until it is")
+			break
+		}
 		r = append(r, "rollout held at weight 0: the stored state was unreadable at start; reset, resume or set a weight")
 	case StateComplete:
 		r = append(r, "plan complete at 100%")

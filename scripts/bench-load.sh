@@ -13,7 +13,11 @@
 # CANARYD (bin/canaryd), CORE_PROXY (0), CORE_LOAD (1), OUT (a temp folder),
 # PROFILE (0; 1 = take a CPU profile of canaryd during its first measured run
 # and an allocation profile after it, into $OUT/cpu.prof and $OUT/allocs.prof;
-# the profiled run's figures are biased by the profiler and are not used).
+# the profiled run's figures are biased by the profiler and are not used),
+# FLEET (0; 1 = a fourth contestant, canaryd-fleet: a replica of a fleet of
+# two on a local etcd (Debian's etcd-server), the other replica and etcd on
+# the load core; it publishes its evidence and watches the fleet while it
+# proxies, so the table shows what the fleet costs the request path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,14 +29,19 @@ CANARYD=${CANARYD:-bin/canaryd}
 CORE_PROXY=${CORE_PROXY:-0}
 CORE_LOAD=${CORE_LOAD:-1}
 PROFILE=${PROFILE:-0}
+FLEET=${FLEET:-0}
 OUT=${OUT:-$(mktemp -d /tmp/canaryd-bench-load.XXXXXX)}
 for tool in nginx wrk hey taskset; do
   command -v "$tool" >/dev/null || { echo "bench-load: $tool is not installed (apt-get install nginx wrk hey util-linux)" >&2; exit 2; }
 done
 [ -x "$CANARYD" ] || { echo "bench-load: $CANARYD not built (make build)" >&2; exit 2; }
+if [ "$FLEET" = 1 ]; then
+  command -v etcd >/dev/null || { echo "bench-load: FLEET=1 needs etcd (apt-get install etcd-server)" >&2; exit 2; }
+fi
 mkdir -p "$OUT"
 
 P_STABLE=18081 P_CANARY=18082 P_NGINX=18090 P_CANARYD=18091 P_ADMIN=18092 P_PPROF=18093 P_STD=18094
+P_FLEET=18095 P_FLEET_ADMIN=18096 P_FLEET2=18097 P_FLEET2_ADMIN=18098 P_ETCD=18099 P_ETCD_PEER=18100
 BODY='{"service":"demo","version":"1.0.0","status":"ok","items":[1,2,3],"note":"hundred-byte answer!"}'
 
 pids=()
@@ -104,8 +113,32 @@ go build -o "$STDPROXY" ./scripts/stdproxy
 taskset -c "$CORE_PROXY" "$STDPROXY" 127.0.0.1:$P_STD http://127.0.0.1:$P_STABLE http://127.0.0.1:$P_CANARY > "$OUT/stdproxy.log" 2>&1 &
 pids+=($!)
 STD_PID=$!
+CONTESTANTS="nginx canaryd stdlib"
+PORTS="$P_STABLE $P_CANARY $P_NGINX $P_CANARYD $P_STD"
+if [ "$FLEET" = 1 ]; then
+  taskset -c "$CORE_LOAD" etcd --name bench --data-dir "$OUT/etcd" \
+    --listen-client-urls http://127.0.0.1:$P_ETCD --advertise-client-urls http://127.0.0.1:$P_ETCD \
+    --listen-peer-urls http://127.0.0.1:$P_ETCD_PEER --initial-advertise-peer-urls http://127.0.0.1:$P_ETCD_PEER \
+    --initial-cluster bench=http://127.0.0.1:$P_ETCD_PEER --log-level error > "$OUT/etcd.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$P_ETCD/health" && break; sleep 0.1; done
+  fleet_replica() { # id listen admin core
+    CANARY_STABLE_URL=http://127.0.0.1:$P_STABLE CANARY_CANARY_URL=http://127.0.0.1:$P_CANARY \
+    CANARY_TOKEN=bench-token-0123456789abcdef CANARY_LISTEN=127.0.0.1:$2 CANARY_ADMIN_LISTEN=127.0.0.1:$3 \
+    CANARY_WEIGHT=10 CANARY_SLO_MIN_REQUESTS=1000000000 CANARY_LOG_LEVEL=warn \
+    CANARY_ETCD_ENDPOINTS=http://127.0.0.1:$P_ETCD CANARY_ETCD_PREFIX=/bench/ CANARY_REPLICA_ID="$1" \
+      taskset -c "$4" "$CANARYD" > "$OUT/canaryd-$1.log" 2>&1 &
+  }
+  fleet_replica fleet-1 $P_FLEET $P_FLEET_ADMIN "$CORE_PROXY"
+  pids+=($!)
+  FLEET_PID=$!
+  fleet_replica fleet-2 $P_FLEET2 $P_FLEET2_ADMIN "$CORE_LOAD"
+  pids+=($!)
+  CONTESTANTS="$CONTESTANTS canaryd-fleet"
+  PORTS="$PORTS $P_FLEET"
+fi
 sleep 0.5
-for port in $P_STABLE $P_CANARY $P_NGINX $P_CANARYD $P_STD; do
+for port in $PORTS; do
   for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
 done
 NGINX_PID=$(cat "$OUT/nginx-proxy.pid")
@@ -164,13 +197,18 @@ for r in $(seq "$ROUNDS"); do
   run_one nginx $P_NGINX "$NGINX_WORKER"
   run_one canaryd $P_CANARYD "$CANARYD_PID"
   run_one stdlib $P_STD "$STD_PID"
+  if [ "$FLEET" = 1 ]; then run_one canaryd-fleet $P_FLEET "$FLEET_PID"; fi
 done
+if [ "$FLEET" = 1 ]; then
+  echo "fleet: $(curl -s -H 'Authorization: Bearer bench-token-0123456789abcdef' http://127.0.0.1:$P_FLEET_ADMIN/dashboard/fleet)" >&2
+fi
 NGINX_RSS=$(hwm_kb "$NGINX_WORKER")
 CANARYD_RSS=$(hwm_kb "$CANARYD_PID")
 STD_RSS=$(hwm_kb "$STD_PID")
+FLEET_RSS=$([ "$FLEET" = 1 ] && hwm_kb "$FLEET_PID" || echo 0)
 
 # Median of each column per contestant, then the table.
-awk -v nrss="$NGINX_RSS" -v crss="$CANARYD_RSS" -v srss="$STD_RSS" '
+awk -v nrss="$NGINX_RSS" -v crss="$CANARYD_RSS" -v srss="$STD_RSS" -v frss="$FLEET_RSS" -v contestants="$CONTESTANTS" '
 function median(arr, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (arr[j] < arr[i]) { t = arr[i]; arr[i] = arr[j]; arr[j] = t }
   return (n % 2) ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2 }
 function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
@@ -178,17 +216,18 @@ function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if
 END {
   printf "| contestant | req/s | CPU µs/req | p50 ms | p99 ms | p99 ms @ fixed rate | peak RSS MB | canary share %% |\n"
   printf "|---|---:|---:|---:|---:|---:|---:|---:|\n"
-  split("nginx canaryd stdlib", names, " ")
-  for (x = 1; x <= 3; x++) { k = names[x]; m = n[k]
+  nc = split(contestants, names, " ")
+  for (x = 1; x <= nc; x++) { k = names[x]; m = n[k]
     for (i = 1; i <= m; i++) { a[i] = rps[k, i] } R[k] = median(a, m)
     for (i = 1; i <= m; i++) { a[i] = cpu[k, i] } C[k] = median(a, m)
     for (i = 1; i <= m; i++) { a[i] = p50[k, i] } P5 = median(a, m)
     for (i = 1; i <= m; i++) { a[i] = p99[k, i] } P9 = median(a, m)
     for (i = 1; i <= m; i++) { a[i] = fx[k, i] } F[k] = median(a, m)
     for (i = 1; i <= m; i++) { a[i] = sh[k, i] } S = median(a, m)
-    printf "| %s | %.0f | %.1f | %.2f | %.2f | %.2f | %.1f | %.2f |\n", k, R[k], C[k], P5, P9, F[k], (k == "nginx" ? nrss : k == "canaryd" ? crss : srss) / 1024, S }
+    printf "| %s | %.0f | %.1f | %.2f | %.2f | %.2f | %.1f | %.2f |\n", k, R[k], C[k], P5, P9, F[k], (k == "nginx" ? nrss : k == "canaryd" ? crss : k == "canaryd-fleet" ? frss : srss) / 1024, S }
   printf "\ncanaryd/nginx: throughput %.2fx, CPU per request %.2fx, p99 at fixed rate %+.2f ms\n", R["canaryd"] / R["nginx"], C["canaryd"] / C["nginx"], F["canaryd"] - F["nginx"]
   printf "canaryd/stdlib ReverseProxy: throughput %.2fx, CPU per request %.2fx\n", R["canaryd"] / R["stdlib"], C["canaryd"] / C["stdlib"]
+  if (("canaryd-fleet", 1) in rps) printf "canaryd-fleet/canaryd: throughput %.2fx, CPU per request %.2fx, p99 at fixed rate %+.2f ms\n", R["canaryd-fleet"] / R["canaryd"], C["canaryd-fleet"] / C["canaryd"], F["canaryd-fleet"] - F["canaryd"]
 }' "$OUT/results.txt"
 echo "(medians of $ROUNDS interleaved rounds of $DURATION, $CONNS connections; raw figures in $OUT/results.txt)"
 if [ -s "$OUT/bad-split" ]; then

@@ -236,6 +236,17 @@
     }
     fillList("health-reasons", health.reasons || []);
 
+    // The fleet: a single canaryd is a fleet of one, its own leader.
+    const fl = check.fleet || {};
+    $("fleet-store").textContent = fl.store ? "(" + fl.store + " store, " + (fl.store_ok ? "answering" : "NOT answering") + ")" : "";
+    fillRows("fleet", fl.replicas || [], (tr, r) => {
+      cell(tr, r.id + (r.id === fl.self ? " (this one)" : ""));
+      cell(tr, r.leader ? "leader" : "replica", r.leader ? "ok" : "");
+      cell(tr, fmt(r.last_report_ms, 0) + " ms ago", r.last_report_ms > 3000 ? "warn" : "");
+      cell(tr, fmt(r.requests, 0));
+      cell(tr, fmt(r.canary_requests, 0));
+    });
+
     fillRows("plan", overview.plan || [], (tr, s) => {
       cell(tr, String(s.index + 1));
       cell(tr, fmt(s.weight, 2).replace(/\.?0+$/, "") + " %");
@@ -251,7 +262,7 @@
       cell(tr, fmt(h.to, 2).replace(/\.?0+$/, "") + " %");
       cell(tr, (h.from_state || "") + " → " + (h.to_state || ""));
       cell(tr, h.reason || "", String(h.reason || "").startsWith("rollback") ? "bad" : "");
-      cell(tr, h.who || "");
+      cell(tr, (h.who || "") + (h.replica ? " on " + h.replica : ""));
     });
 
     $("integrity-summary").textContent = integrity.summary || "";

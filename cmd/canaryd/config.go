@@ -19,6 +19,7 @@ import (
 
 	"github.com/canaryd/canaryd/admin"
 	"github.com/canaryd/canaryd/guard"
+	"github.com/canaryd/canaryd/guard/etcdstore"
 	"github.com/canaryd/canaryd/guard/judge"
 	"github.com/canaryd/canaryd/split"
 )
@@ -51,6 +52,17 @@ type config struct {
 	StickyKey      string   `env:"CANARY_STICKY_KEY" help:"cookie:NAME or header:NAME: the same value always gets the same backend"`
 	OverrideHeader string   `env:"CANARY_OVERRIDE_HEADER" help:"header whose value always/never forces the canary"`
 	StateFile      string   `env:"CANARY_STATE_FILE" envDefault:"canaryd-state.json" help:"rollout state, written atomically, read at start"`
+
+	_                struct{}      `group:"Fleet"`
+	EtcdEndpoints    string        `env:"CANARY_ETCD_ENDPOINTS" help:"comma-separated etcd client URLs; set, the rollout lives in etcd (CANARY_STATE_FILE unused)"`
+	EtcdPrefix       string        `env:"CANARY_ETCD_PREFIX" envDefault:"/canaryd/default/" help:"key prefix: the replicas with the same prefix are one fleet"`
+	EtcdCAFile       string        `env:"CANARY_ETCD_CA_FILE" help:"CA bundle (PEM) etcd's certificate is checked against"`
+	EtcdCertFile     string        `env:"CANARY_ETCD_CERT_FILE" help:"client certificate (PEM) for etcd"`
+	EtcdKeyFile      string        `env:"CANARY_ETCD_KEY_FILE" help:"its private key (PEM)"`
+	EtcdUsername     string        `env:"CANARY_ETCD_USERNAME" help:"etcd user name"`
+	EtcdPasswordFile string        `env:"CANARY_ETCD_PASSWORD_FILE" help:"file holding the etcd password (trailing newline trimmed)"`
+	EtcdLeaseTTL     time.Duration `env:"CANARY_ETCD_LEASE_TTL" envDefault:"5s" help:"a replica's lease in etcd: a dead leader is replaced within this"`
+	ReplicaID        string        `env:"CANARY_REPLICA_ID" help:"this replica's name in the fleet (default: host name and admin port)"`
 
 	_              struct{}      `group:"Judging"`
 	SLOErrorRate   float64       `env:"CANARY_SLO_ERROR_RATE" envDefault:"0.01" help:"maximum canary error rate (fraction)"`
@@ -101,8 +113,9 @@ type config struct {
 	level          zerolog.Level
 	upstreamTLS    *tls.Config
 	tlsEnabled     bool
-	tokens         []admin.Token // every admin token, the default one first
-	tokenStamp     string        // the token files' stamp when tokens were read
+	tokens         []admin.Token     // every admin token, the default one first
+	tokenStamp     string            // the token files' stamp when tokens were read
+	etcd           *etcdstore.Config // nil: single instance with the state file
 }
 
 // tokenSources are the variables the admin tokens come from.
@@ -467,6 +480,9 @@ func loadConfig(environ []string) (*config, error) {
 		}
 		c.tlsEnabled = true
 	}
+	if err := loadFleet(c); err != nil {
+		return nil, err
+	}
 	if c.UpstreamCAFile != "" {
 		pem, err := os.ReadFile(c.UpstreamCAFile)
 		if err != nil {
@@ -479,6 +495,85 @@ func loadConfig(environ []string) (*config, error) {
 		c.upstreamTLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	return c, nil
+}
+
+// loadFleet checks the fleet's variables and, with CANARY_ETCD_ENDPOINTS,
+// prepares the etcd store's configuration (the replica id is completed
+// when the admin listener is bound).
+func loadFleet(c *config) error {
+	if c.ReplicaID != "" {
+		if err := etcdstore.ValidateReplicaID(c.ReplicaID); err != nil {
+			return bad("CANARY_REPLICA_ID", "%v", err)
+		}
+	}
+	if c.EtcdEndpoints == "" {
+		for name, v := range map[string]string{"CANARY_ETCD_CA_FILE": c.EtcdCAFile, "CANARY_ETCD_CERT_FILE": c.EtcdCertFile,
+			"CANARY_ETCD_KEY_FILE": c.EtcdKeyFile, "CANARY_ETCD_USERNAME": c.EtcdUsername, "CANARY_ETCD_PASSWORD_FILE": c.EtcdPasswordFile} {
+			if v != "" {
+				return bad(name, "is set but CANARY_ETCD_ENDPOINTS is not: set the endpoints to run a fleet, or unset it")
+			}
+		}
+		return nil
+	}
+	e := &etcdstore.Config{Prefix: c.EtcdPrefix, LeaseTTL: c.EtcdLeaseTTL}
+	https := false
+	for _, ep := range strings.Split(c.EtcdEndpoints, ",") {
+		ep = strings.TrimSpace(ep)
+		if err := etcdstore.ValidateEndpoint(ep); err != nil {
+			return bad("CANARY_ETCD_ENDPOINTS", "%v", err)
+		}
+		https = https || strings.HasPrefix(ep, "https://")
+		e.Endpoints = append(e.Endpoints, ep)
+	}
+	if err := etcdstore.ValidatePrefix(c.EtcdPrefix); err != nil {
+		return bad("CANARY_ETCD_PREFIX", "%v", err)
+	}
+	if c.EtcdLeaseTTL < 2*time.Second || c.EtcdLeaseTTL%time.Second != 0 {
+		return bad("CANARY_ETCD_LEASE_TTL", "%v must be a whole number of seconds, at least 2s", c.EtcdLeaseTTL)
+	}
+	tlsFiles := c.EtcdCAFile != "" || c.EtcdCertFile != "" || c.EtcdKeyFile != ""
+	if tlsFiles && !https {
+		return bad("CANARY_ETCD_ENDPOINTS", "%q uses http:// but etcd TLS files are set: use https:// endpoints", c.EtcdEndpoints)
+	}
+	if https {
+		e.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if c.EtcdCAFile != "" {
+		pem, err := os.ReadFile(c.EtcdCAFile)
+		if err != nil {
+			return bad("CANARY_ETCD_CA_FILE", "%v", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return bad("CANARY_ETCD_CA_FILE", "%s holds no PEM certificate", c.EtcdCAFile)
+		}
+		e.TLS.RootCAs = pool
+	}
+	if (c.EtcdCertFile == "") != (c.EtcdKeyFile == "") {
+		return bad("CANARY_ETCD_KEY_FILE", "CANARY_ETCD_CERT_FILE and CANARY_ETCD_KEY_FILE go together")
+	}
+	if c.EtcdCertFile != "" {
+		pair, err := tls.LoadX509KeyPair(c.EtcdCertFile, c.EtcdKeyFile)
+		if err != nil {
+			return bad("CANARY_ETCD_CERT_FILE", "cannot load the key pair: %v", err)
+		}
+		e.TLS.Certificates = []tls.Certificate{pair}
+	}
+	if (c.EtcdUsername == "") != (c.EtcdPasswordFile == "") {
+		return bad("CANARY_ETCD_PASSWORD_FILE", "CANARY_ETCD_USERNAME and CANARY_ETCD_PASSWORD_FILE go together")
+	}
+	if c.EtcdPasswordFile != "" {
+		b, err := os.ReadFile(c.EtcdPasswordFile)
+		if err != nil {
+			return bad("CANARY_ETCD_PASSWORD_FILE", "cannot read the password: %v", err)
+		}
+		e.Username, e.Password = c.EtcdUsername, strings.TrimRight(string(b), "\r\n")
+		if e.Password == "" {
+			return bad("CANARY_ETCD_PASSWORD_FILE", "%s is empty", c.EtcdPasswordFile)
+		}
+	}
+	c.etcd = e
+	return nil
 }
 
 func backendURL(name, raw string) (*url.URL, error) {

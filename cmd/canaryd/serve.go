@@ -13,8 +13,11 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -22,6 +25,7 @@ import (
 
 	"github.com/canaryd/canaryd/admin"
 	"github.com/canaryd/canaryd/guard"
+	"github.com/canaryd/canaryd/guard/etcdstore"
 	"github.com/canaryd/canaryd/guard/judge"
 	"github.com/canaryd/canaryd/proxy"
 	"github.com/canaryd/canaryd/split"
@@ -96,7 +100,10 @@ type server struct {
 	log    zerolog.Logger
 	proxy  *proxy.Proxy
 	guard  *guard.Guard
-	scheme string // http or https, for the log
+	fleet  *etcdstore.Fleet // nil for a single canaryd (the state file)
+	scheme string           // http or https, for the log
+	// replica is this canaryd's id (CANARY_REPLICA_ID, or derived).
+	replica string
 
 	traffic, admin, pprof       *http.Server
 	trafficLn, adminLn, pprofLn net.Listener // pprofLn is nil when off
@@ -134,7 +141,18 @@ func build(c *config, log zerolog.Logger) (_ *server, err error) {
 	if err := s.bind(); err != nil {
 		return nil, err
 	}
-	if s.guard, err = newGuard(c, s.proxy, sp, log, reg); err != nil {
+	s.replica = replicaID(c, s.adminLn.Addr())
+	if c.etcd != nil {
+		if s.fleet, err = newFleet(c, s.replica, log); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				s.fleet.Close()
+			}
+		}()
+	}
+	if s.guard, err = newGuard(c, s.proxy, sp, s.fleet, s.replica, log, reg); err != nil {
 		return nil, err
 	}
 	adm, err := admin.New(admin.Config{Tokens: c.tokens, Version: buildVersion()}, s.guard, reg, log, reg)
@@ -181,8 +199,67 @@ func secretsOf(tokens []admin.Token) []string {
 	return out
 }
 
-func newGuard(c *config, px *proxy.Proxy, sp *split.Splitter, log zerolog.Logger, reg prometheus.Registerer) (*guard.Guard, error) {
-	g, err := guard.New(guard.Config{
+// replicaID is CANARY_REPLICA_ID, or the host name and the admin
+// listener's port ("web-1:8000"), unique among replicas on distinct hosts
+// and among several on one host.
+func replicaID(c *config, adminAddr net.Addr) string {
+	if c.ReplicaID != "" {
+		return c.ReplicaID
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "canaryd"
+	}
+	host = strings.Map(func(r rune) rune {
+		if r == '/' || unicode.IsSpace(r) || !unicode.IsPrint(r) {
+			return '-'
+		}
+		return r
+	}, host)
+	port := "0"
+	if ta, ok := adminAddr.(*net.TCPAddr); ok {
+		port = strconv.Itoa(ta.Port)
+	}
+	return host + ":" + port
+}
+
+// newFleet prepares this replica's etcd store and registers it, so that a
+// second live replica with the same id is refused at start (exit 2). When
+// etcd does not answer, canaryd starts anyway (the canary blocked until the
+// fleet's rollout is read) and registers later.
+func newFleet(c *config, replica string, log zerolog.Logger) (*etcdstore.Fleet, error) {
+	cfg := *c.etcd
+	cfg.ReplicaID = replica
+	f, err := etcdstore.New(cfg, log)
+	switch {
+	case errors.Is(err, etcdstore.ErrAuth):
+		return nil, bad("CANARY_ETCD_PASSWORD_FILE", "%v", err)
+	case err != nil:
+		return nil, bad("CANARY_ETCD_ENDPOINTS", "%v", err)
+	}
+	// A crashed replica's registration lasts until its lease expires:
+	// allow for that wait, plus the operations.
+	ctx, cancel := context.WithTimeout(context.Background(), c.EtcdLeaseTTL+10*time.Second)
+	defer cancel()
+	switch err := f.Register(ctx); {
+	case errors.Is(err, etcdstore.ErrReplicaIDTaken):
+		f.Close()
+		return nil, replicaTaken(err)
+	case err != nil:
+		log.Warn().Err(err).Strs("endpoints", cfg.Endpoints).
+			Msg("etcd does not answer: serving with the canary blocked until the fleet's rollout can be read")
+	}
+	return f, nil
+}
+
+// replicaTaken is the configuration error of a replica id another live
+// replica holds.
+func replicaTaken(err error) error {
+	return bad("CANARY_REPLICA_ID", "%v (another live replica of this fleet uses it; give each replica its own CANARY_REPLICA_ID)", err)
+}
+
+func newGuard(c *config, px *proxy.Proxy, sp *split.Splitter, fleet *etcdstore.Fleet, replica string, log zerolog.Logger, reg prometheus.Registerer) (*guard.Guard, error) {
+	cfg := guard.Config{
 		Release: c.Release,
 		Weight:  c.weight,
 		Steps:   c.steps,
@@ -201,7 +278,12 @@ func newGuard(c *config, px *proxy.Proxy, sp *split.Splitter, log zerolog.Logger
 		IntegrityManifest: c.IntegrityManifest,
 		IntegrityRoot:     c.IntegrityRoot,
 		IntegrityInterval: c.IntegrityInterval,
-	}, px, sp, log, reg)
+		ReplicaID:         replica,
+	}
+	if fleet != nil {
+		cfg.Store, cfg.Fleet = fleet, fleet
+	}
+	g, err := guard.New(cfg, px, sp, log, reg)
 	if errors.Is(err, guard.ErrStateFile) {
 		return nil, bad("CANARY_STATE_FILE", "%v", err)
 	}
@@ -314,6 +396,16 @@ func (s *server) run(ctx context.Context, opts serveOptions) error {
 	background := newGroup(context.WithoutCancel(ctx))
 	background.Go("guard", s.guard.Run)
 	background.Go("proxy", s.proxy.Run)
+	if s.fleet != nil {
+		background.Go("fleet", func(ctx context.Context) error {
+			err := s.fleet.Run(ctx)
+			if errors.Is(err, etcdstore.ErrReplicaIDTaken) {
+				return replicaTaken(err)
+			}
+			return err
+		})
+		defer s.fleet.Close() // after the guard's last save
+	}
 	if s.certs != nil {
 		background.Go("tls certificate watcher", s.certs.Run)
 	}
@@ -335,7 +427,7 @@ func (s *server) run(ctx context.Context, opts serveOptions) error {
 
 	s.log.Info().Str("traffic", s.scheme+"://"+s.trafficLn.Addr().String()).Str("admin", s.scheme+"://"+s.adminLn.Addr().String()).
 		Str("stable", s.cfg.stable.Redacted()).Str("canary", s.cfg.canary.Redacted()).Str("release", s.cfg.Release).
-		Str("version", buildVersion()).Msg("canaryd serving")
+		Str("replica", s.replica).Str("store", s.storeName()).Str("version", buildVersion()).Msg("canaryd serving")
 	if opts.ready != nil {
 		opts.ready(s.trafficLn.Addr(), s.adminLn.Addr())
 	}
@@ -357,6 +449,14 @@ func (s *server) run(ctx context.Context, opts serveOptions) error {
 		s.log.Info().Msg("canaryd stopped")
 	}
 	return err
+}
+
+// storeName says where the rollout is kept, for the log.
+func (s *server) storeName() string {
+	if s.fleet != nil {
+		return "etcd " + strings.Join(s.cfg.etcd.Endpoints, ",") + " prefix " + s.cfg.etcd.Prefix
+	}
+	return "file " + s.cfg.StateFile
 }
 
 // serveHTTP is srv serving on ln as a Run-style function: it serves until

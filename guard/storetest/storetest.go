@@ -58,14 +58,15 @@ func Sample() guard.Record {
 			Custom: true,
 		},
 		StepStartedAt: at,
+		EvidenceSince: at.Add(time.Second),
 		Observation:   guard.Observation{Banked: 90 * time.Second, Since: at.Add(time.Minute), Restored: true},
 		Rollback: &guard.RollbackRecord{
-			At: at, Reason: guard.RecRollbackLatency, Who: "guard",
+			At: at, Reason: guard.RecRollbackLatency, Who: "guard", Replica: "web-2:8000",
 			Canary: guard.BackendView{Requests: 500, Errors: 2, ErrorRate: 0.004, P50Ms: 10, P95Ms: 700, P99Ms: 900},
 			Gates:  []judge.Gate{{Name: "p95_latency", Value: 6.2, Threshold: 5.99, Unit: "log_lr", Samples: 500, Verdict: judge.GateFail, Detail: "slow"}},
 		},
 		History: []guard.Transition{
-			{At: at, From: 5.5, To: 0, FromState: "progressing", ToState: "rolled_back", Reason: "rollback_latency", Who: "guard", Release: "v1.0.1"},
+			{At: at, From: 5.5, To: 0, FromState: "progressing", ToState: "rolled_back", Reason: "rollback_latency", Who: "guard", Release: "v1.0.1", Replica: "web-2:8000"},
 		},
 		Releases: []string{"v1.0.0", "v1.0.1"},
 		SavedAt:  at.Add(2 * time.Minute),
