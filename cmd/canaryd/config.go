@@ -63,6 +63,13 @@ type config struct {
 	UpstreamTimeout    time.Duration `env:"CANARY_UPSTREAM_TIMEOUT" envDefault:"60s"`
 	MaxConnsPerBackend int           `env:"CANARY_MAX_CONNS_PER_BACKEND" envDefault:"1024"`
 
+	// The request path against hostile clients and backends (issue 10),
+	// and the fast path's switch.
+	MaxResponseHeaderBytes int           `env:"CANARY_MAX_RESPONSE_HEADER_BYTES" envDefault:"65536"`
+	RequestBuffer          int           `env:"CANARY_REQUEST_BUFFER" envDefault:"65536"`
+	BodyReadTimeout        time.Duration `env:"CANARY_BODY_READ_TIMEOUT" envDefault:"60s"`
+	FastPath               onOff         `env:"CANARY_FAST_PATH" envDefault:"on"`
+
 	// PprofListen serves net/http/pprof for profiling under load; empty = off.
 	PprofListen string `env:"CANARY_PPROF_LISTEN"`
 
@@ -140,8 +147,26 @@ func parseEnv(v any, environ []string) error {
 	return fmt.Errorf("configuration: %w", first)
 }
 
+// onOff is a switch written on or off (CANARY_FAST_PATH).
+type onOff bool
+
+// UnmarshalText implements encoding.TextUnmarshaler for caarlos0/env.
+func (o *onOff) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "on":
+		*o = true
+	case "off":
+		*o = false
+	default:
+		return fmt.Errorf("%q is not on or off", b)
+	}
+	return nil
+}
+
 func kindName(t reflect.Type) string {
 	switch {
+	case t == reflect.TypeOf(onOff(false)):
+		return "switch (on or off)"
 	case t == reflect.TypeOf(time.Duration(0)):
 		return "duration (e.g. 500ms, 5m)"
 	case t.Kind() == reflect.Bool:
@@ -230,6 +255,12 @@ func loadConfig(environ []string) (*config, error) {
 		return nil, bad("CANARY_UPSTREAM_TIMEOUT", "must be positive")
 	case c.MaxConnsPerBackend < 1:
 		return nil, bad("CANARY_MAX_CONNS_PER_BACKEND", "must be at least 1")
+	case c.MaxResponseHeaderBytes < 4096 || c.MaxResponseHeaderBytes > 16<<20:
+		return nil, bad("CANARY_MAX_RESPONSE_HEADER_BYTES", "must be between 4096 and 16777216")
+	case c.RequestBuffer < 1024 || c.RequestBuffer > 64<<20:
+		return nil, bad("CANARY_REQUEST_BUFFER", "must be between 1024 and 67108864")
+	case c.BodyReadTimeout <= 0:
+		return nil, bad("CANARY_BODY_READ_TIMEOUT", "must be positive")
 	}
 	if err := (split.Config{StickyKey: c.StickyKey}).Validate(); err != nil {
 		return nil, bad("CANARY_STICKY_KEY", "%q must be cookie:NAME or header:NAME", c.StickyKey)

@@ -41,17 +41,21 @@ func serve(ctx context.Context, c *config, log zerolog.Logger, ready listening) 
 		return bad("CANARY_STICKY_KEY", "%v", err)
 	}
 	px, err := proxy.New(proxy.Config{
-		Stable:                c.stable,
-		Canary:                c.canary,
-		Window:                c.SLOWindow,
-		SlowThreshold:         c.SLOP95,
-		ResponseHeaderTimeout: c.UpstreamTimeout,
-		MaxConnsPerBackend:    c.MaxConnsPerBackend,
-		TLSClientConfig:       c.upstreamTLS,
-		HealthPath:            c.HealthPath,
-		HealthInterval:        c.HealthInterval,
-		AccessLog:             c.AccessLog,
-		Redact:                []string{c.Token},
+		Stable:                 c.stable,
+		Canary:                 c.canary,
+		Window:                 c.SLOWindow,
+		SlowThreshold:          c.SLOP95,
+		ResponseHeaderTimeout:  c.UpstreamTimeout,
+		MaxConnsPerBackend:     c.MaxConnsPerBackend,
+		MaxResponseHeaderBytes: c.MaxResponseHeaderBytes,
+		RequestBuffer:          c.RequestBuffer,
+		BodyReadTimeout:        c.BodyReadTimeout,
+		DisableFastPath:        !bool(c.FastPath),
+		TLSClientConfig:        c.upstreamTLS,
+		HealthPath:             c.HealthPath,
+		HealthInterval:         c.HealthInterval,
+		AccessLog:              c.AccessLog,
+		Redact:                 []string{c.Token},
 	}, sp, log, reg)
 	if err != nil {
 		return fmt.Errorf("proxy: %w", err)
@@ -128,15 +132,23 @@ func serve(ctx context.Context, c *config, log zerolog.Logger, ready listening) 
 			return bad("CANARY_TLS_CERT_FILE", "%v", err)
 		}
 		tc := &tls.Config{GetCertificate: certs.get, MinVersion: tls.VersionTLS12}
-		traffic.TLSConfig = tc
 		adminSrv.TLSConfig = tc.Clone()
+		// The traffic listener terminates TLS itself, so that the framing
+		// guard covers HTTP/1.1 over TLS too; "h2" in NextProtos makes
+		// net/http serve the HTTP/2 connections it hands over.
+		tc.NextProtos = []string{"h2", "http/1.1"}
+		traffic.TLSConfig = tc
+		traffic.ConnContext = proxy.ConnContext
 	}
 
+	smugLog := log.With().Str("component", "listener").Logger()
+	rejected := func(reason string) {
+		smugLog.Debug().Str("reason", reason).Msg("request refused: ambiguous framing")
+	}
 	if certs == nil {
-		smugLog := log.With().Str("component", "listener").Logger()
-		trafficLn = proxy.StrictListener(trafficLn, func(reason string) {
-			smugLog.Debug().Str("reason", reason).Msg("request refused: ambiguous framing")
-		})
+		trafficLn = proxy.StrictListener(trafficLn, rejected)
+	} else {
+		trafficLn = proxy.StrictTLSListener(trafficLn, traffic.TLSConfig.Clone(), c.ReadHeaderTimeout, rejected)
 	}
 
 	// The guard and the proxy's background work run until everything else
@@ -149,7 +161,7 @@ func serve(ctx context.Context, c *config, log zerolog.Logger, ready listening) 
 	wg.Go(func() { errc <- named("proxy", px.Run(bgCtx)) })
 	serveOn := func(name string, srv *http.Server, ln net.Listener) {
 		var err error
-		if certs != nil {
+		if certs != nil && srv != traffic { // the traffic listener terminates TLS itself
 			err = srv.ServeTLS(ln, "", "")
 		} else {
 			err = srv.Serve(ln)
