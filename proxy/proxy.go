@@ -371,7 +371,7 @@ func (p *Proxy) refused(rw *responseWriter, r *http.Request) bool {
 	case r.Method == http.MethodConnect || r.Method == http.MethodTrace:
 		rw.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 		p.clientError(rw, http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed")
-	case r.Method == "PRI" && r.ProtoMajor < 2:
+	case r.Method == "PRI": // a real HTTP/2 preface never reaches a handler
 		p.clientError(rw, http.StatusBadRequest, "HTTP/2 prior knowledge (PRI) on an HTTP/1.1 connection")
 	default:
 		return false

@@ -171,6 +171,7 @@ type scanner struct {
 	maxHead   int
 	head      RequestHead
 	upgrade   bool // the last head asked for an upgrade (taken by Read)
+	messages  int  // requests seen whole (for tests: where the guard framed them)
 }
 
 // scan advances over b and returns the reason to refuse the connection, if
@@ -205,7 +206,7 @@ func (s *scanner) scan(b []byte) error {
 			b = b[k:]
 			if s.remaining == 0 {
 				if s.state == inBody {
-					s.state = betweenRequests
+					s.endOfMessage()
 				} else {
 					s.state, s.crlf = inChunkEnd, 0
 				}
@@ -281,9 +282,14 @@ func (s *scanner) endOfHead(head []byte) error {
 	case s.head.Framing == Length && s.head.Length > 0:
 		s.state, s.remaining = inBody, s.head.Length
 	default:
-		s.state = betweenRequests
+		s.endOfMessage()
 	}
 	return nil
+}
+
+func (s *scanner) endOfMessage() {
+	s.state = betweenRequests
+	s.messages++
 }
 
 // takeLine returns the line at the start of b with its line end, or nil
@@ -336,7 +342,7 @@ func (s *scanner) endOfLine(line []byte) error {
 		return nil
 	}
 	if len(line) == 0 {
-		s.state = betweenRequests
+		s.endOfMessage()
 		return nil
 	}
 	s.trailer += n
