@@ -39,7 +39,9 @@
 // RequestBuffer bytes, the rest streaming. The client must send each
 // RequestBuffer bytes within BodyReadTimeout, or it gets 408: a slow client
 // holds no upstream connection while its small body trickles in, and
-// cannot hold one long with a large one.
+// cannot hold one long with a large one. Requests whose body streams may
+// hold half of MaxConnsPerBackend at most; the rest wait their turn, holding
+// no connection, so uploads never take every connection.
 //
 // Failures to get a response answer 504 (timeouts) or 502 (anything else,
 // including a status outside 100-599 and a head over

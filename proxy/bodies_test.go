@@ -154,3 +154,31 @@ func TestRefusedMethods(t *testing.T) {
 		t.Errorf("window requests = %d; want 0", s.Stable.Requests)
 	}
 }
+
+// Requests whose bodies stream hold half the upstream connections at most:
+// with two connections and two stalled large uploads, a GET still gets
+// through.
+func TestStreamedUploadsLeaveHalfTheConnections(t *testing.T) {
+	backend, _ := countedBackend(t, func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) })
+	_, front := stableOnly(t, backend.URL, func(c *proxy.Config) {
+		c.MaxConnsPerBackend, c.RequestBuffer, c.BodyReadTimeout = 2, 1024, 10*time.Second
+	})
+	for range 2 {
+		c, err := net.Dial("tcp", strings.TrimPrefix(front.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n"+strings.Repeat("u", 2000))
+	}
+	time.Sleep(200 * time.Millisecond) // both uploads are in
+	cl := &http.Client{Timeout: 5 * time.Second}
+	resp, err := cl.Get(front.URL + "/get")
+	if err != nil {
+		t.Fatalf("a GET behind two stalled uploads (2 connections): %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("GET: %d; want 200", resp.StatusCode)
+	}
+}

@@ -24,16 +24,17 @@ import (
 	"github.com/canaryd/canaryd/split"
 )
 
-// Defaults for the zero values of Config.
+// Defaults for the zero values of Config. Those of the wire are the wire
+// package's.
 const (
 	DefaultWindow                = 5 * time.Minute
 	DefaultSlowThreshold         = 500 * time.Millisecond
-	DefaultResponseHeaderTimeout = 60 * time.Second
+	DefaultResponseHeaderTimeout = h1.DefaultResponseHeaderTimeout
 	DefaultMaxConnsPerBackend    = 1024
 	DefaultHealthInterval        = 5 * time.Second
-	// DefaultMaxResponseHeaderBytes bounds an answer's head (Envoy's and
-	// nginx's limits are of this order; Go's Transport allows 10 MB).
-	DefaultMaxResponseHeaderBytes = 64 << 10
+	// DefaultMaxResponseHeaderBytes bounds an answer's head (Go's Transport
+	// allows 10 MB, nginx's proxy_buffer_size 4-8 KiB).
+	DefaultMaxResponseHeaderBytes = h1.DefaultMaxResponseHeaderBytes
 	// DefaultRequestBuffer and DefaultBodyReadTimeout are nginx's
 	// client_body_buffer_size (8-16k there) scaled to today's payloads, and
 	// its client_body_timeout.
@@ -41,12 +42,13 @@ const (
 	DefaultBodyReadTimeout = 60 * time.Second
 )
 
-// Transport tuning for the per-backend http.Transport.
+// Transport tuning for the per-backend http.Transport: as the fast path's
+// pools.
 const (
-	dialTimeout         = 5 * time.Second
-	dialKeepAlive       = 30 * time.Second
-	maxIdleConnsPerHost = 512
-	idleConnTimeout     = 90 * time.Second
+	dialTimeout         = h1.DefaultDialTimeout
+	dialKeepAlive       = h1.DefaultKeepAlive
+	maxIdleConnsPerHost = h1.DefaultMaxIdle
+	idleConnTimeout     = h1.DefaultIdleTimeout
 	tlsHandshakeTimeout = 10 * time.Second
 )
 
@@ -163,7 +165,13 @@ type backend struct {
 	// qualify (or DisableFastPath).
 	target *h1.Target
 	pool   *h1.Pool
-	win    *window
+	// uploads holds a token per request whose body streams (larger than
+	// RequestBuffer): they hold their upstream connection as long as the
+	// client takes to send the body, so they may have half of
+	// MaxConnsPerBackend at most, and slow uploads, however many, leave
+	// the other half to everyone else.
+	uploads chan struct{}
+	win     *window
 	ctr    counters
 	health *health // nil without Config.HealthPath
 }
@@ -198,7 +206,7 @@ func New(cfg Config, sp *split.Splitter, logger zerolog.Logger, reg prometheus.R
 		if b == split.Canary {
 			target = cfg.Canary
 		}
-		bk := &backend{name: b, win: newWindow(cfg.Window)}
+		bk := &backend{name: b, win: newWindow(cfg.Window), uploads: make(chan struct{}, max(cfg.MaxConnsPerBackend/2, 1))}
 		rt := cfg.Transport
 		if rt == nil {
 			t := newTransport(cfg, target.Scheme == "https")
@@ -213,10 +221,6 @@ func New(cfg Config, sp *split.Splitter, logger zerolog.Logger, reg prometheus.R
 			if bk.target != nil {
 				bk.pool = h1.NewPool(bk.lim, h1.PoolConfig{
 					Addr:                   bk.target.Addr(),
-					DialTimeout:            dialTimeout,
-					KeepAlive:              dialKeepAlive,
-					MaxIdle:                maxIdleConnsPerHost,
-					IdleTimeout:            idleConnTimeout,
 					ResponseHeaderTimeout:  cfg.ResponseHeaderTimeout,
 					MaxResponseHeaderBytes: cfg.MaxResponseHeaderBytes,
 					Buffers:                &p.buffers,
@@ -415,6 +419,15 @@ func (p *Proxy) forward(rw *responseWriter, r *http.Request, b split.Backend) {
 	if bk.pool != nil && h1.Eligible(r) {
 		p.forwardFast(rw, r, bk)
 		return
+	}
+	if rw.body != nil && !rw.body.whole {
+		select {
+		case bk.uploads <- struct{}{}:
+			defer func() { <-bk.uploads }()
+		case <-r.Context().Done():
+			rw.kind = KindCanceled
+			return
+		}
 	}
 	bk.rp.ServeHTTP(rw, r)
 	if bk.lim != nil {
