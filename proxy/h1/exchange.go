@@ -169,7 +169,7 @@ func (c *conn) relayParsed(w http.ResponseWriter, r *http.Request, ph parsedHead
 
 // relayResponse relays a final, non-101 answer parsed by net/http.
 func (c *conn) relayResponse(w http.ResponseWriter, r *http.Request, resp *http.Response) error {
-	RemoveHopByHop(resp.Header)
+	removeHopByHop(resp.Header)
 	h := w.Header()
 	for k, vv := range resp.Header {
 		if prior, ok := h[k]; ok {

@@ -301,7 +301,7 @@ func FuzzResponseHead(f *testing.F) {
 		}
 		got := http.Header{}
 		c.commitHeader(got)
-		RemoveHopByHop(resp.Header)
+		removeHopByHop(resp.Header)
 		if len(got) == 0 && len(resp.Header) == 0 {
 			return
 		}

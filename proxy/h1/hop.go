@@ -9,7 +9,7 @@ import (
 // the message, and are never forwarded in either direction (RFC 9110
 // §7.6.1). It is httputil.ReverseProxy's list, so both paths drop the same
 // fields; "Proxy-Connection" is non-standard but still sent by some clients.
-// Fields named in Connection are hop-by-hop too (see RemoveHopByHop).
+// Fields named in Connection are hop-by-hop too (see removeHopByHop).
 var hopHeaders = [...]string{
 	"Connection",
 	"Proxy-Connection",
@@ -25,19 +25,19 @@ var hopHeaders = [...]string{
 // isHopByHop reports whether name (any case) is one of hopHeaders.
 func isHopByHop[T text](name T) bool {
 	for _, h := range hopHeaders {
-		if EqualFold(name, h) {
+		if equalFold(name, h) {
 			return true
 		}
 	}
 	return false
 }
 
-// RemoveHopByHop deletes the hop-by-hop fields of h, and those named in its
+// removeHopByHop deletes the hop-by-hop fields of h, and those named in its
 // Connection field, as httputil.ReverseProxy does.
-func RemoveHopByHop(h http.Header) {
+func removeHopByHop(h http.Header) {
 	for _, v := range h["Connection"] {
 		for tok := range strings.SplitSeq(v, ",") {
-			if tok = TrimOWS(tok); tok != "" {
+			if tok = trimOWS(tok); tok != "" {
 				h.Del(tok)
 			}
 		}

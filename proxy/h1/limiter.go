@@ -43,6 +43,9 @@ import (
 // hence before ReverseProxy returns. A Reclaim racing with a wait that
 // begins is covered either way: the waiter's own closeIdle call comes after
 // the connection went idle, or Reclaim sees the waiter. No polling.
+//
+// Create a Limiter with NewLimiter (the zero value allows no connection);
+// it is safe for concurrent use.
 type Limiter struct {
 	max       int
 	closeIdle func() // closes the standard path's idle connections; nil: none

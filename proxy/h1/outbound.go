@@ -154,7 +154,7 @@ func (t *Target) AppendRequest(b []byte, r *http.Request) ([]byte, error) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		b = append(b, "Content-Length: 0\r\n"...) // as http.Transport sends
 	}
-	if ValuesContain(h["Te"], "trailers") {
+	if valuesContain(h["Te"], "trailers") {
 		b = append(b, "Te: trailers\r\n"...)
 	}
 	if clientIP, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
@@ -182,7 +182,7 @@ func namedIn(conn []string, k string) bool {
 		for len(v) > 0 {
 			var tok string
 			tok, v = cutComma(v)
-			if tok = TrimOWS(tok); tok != "" && canonicalIs(tok, k) {
+			if tok = trimOWS(tok); tok != "" && canonicalIs(tok, k) {
 				return true
 			}
 		}
@@ -228,6 +228,6 @@ func upperCase(c byte) byte {
 func appendField(b []byte, k, v string) []byte {
 	b = append(b, k...)
 	b = append(b, ": "...)
-	b = append(b, TrimOWS(v)...)
+	b = append(b, trimOWS(v)...)
 	return append(b, "\r\n"...)
 }

@@ -139,7 +139,7 @@ func ParseRequestHead(b []byte, h *RequestHead) (int, error) {
 		}
 		h.Fields = append(h.Fields, Field{Name: name, Value: value})
 		switch {
-		case EqualFold(name, "Content-Length"):
+		case equalFold(name, "Content-Length"):
 			if length == nil {
 				if _, ok := parseDecimal(value); !ok {
 					return 0, errContentLength
@@ -148,13 +148,13 @@ func ParseRequestHead(b []byte, h *RequestHead) (int, error) {
 			} else if !bytes.Equal(length, value) {
 				return 0, errConflictingLength
 			}
-		case EqualFold(name, "Transfer-Encoding"):
+		case equalFold(name, "Transfer-Encoding"):
 			transferCodings++
-			chunked = EqualFold(value, "chunked")
-		case EqualFold(name, "Upgrade"):
+			chunked = equalFold(value, "chunked")
+		case equalFold(name, "Upgrade"):
 			upgrade = true
-		case EqualFold(name, "Connection"):
-			connUpgrade = connUpgrade || ListContains(value, "upgrade")
+		case equalFold(name, "Connection"):
+			connUpgrade = connUpgrade || listContains(value, "upgrade")
 		}
 	}
 	switch {
@@ -217,7 +217,7 @@ func parseFieldLine(line []byte) (name, value []byte, err error) {
 	case !ValidFieldName(line[:colon]):
 		return nil, nil, errFieldName
 	}
-	value = TrimOWS(line[colon+1:])
+	value = trimOWS(line[colon+1:])
 	if !ValidFieldValue(value) {
 		return nil, nil, errFieldValue
 	}

@@ -164,12 +164,12 @@ func (c *conn) parseHead(buf []byte) (ph parsedHead, ok bool) {
 		if colon <= 0 || !ValidFieldName(ln[:colon]) {
 			return ph, false // also catches obs-fold: a line starting with white space
 		}
-		name, val := ln[:colon], TrimOWS(ln[colon+1:])
+		name, val := ln[:colon], trimOWS(ln[colon+1:])
 		if !ValidFieldValue(val) {
 			return ph, false
 		}
 		switch {
-		case EqualFold(name, "Content-Length"):
+		case equalFold(name, "Content-Length"):
 			if ph.length >= 0 {
 				return ph, false
 			}
@@ -177,22 +177,22 @@ func (c *conn) parseHead(buf []byte) (ph parsedHead, ok bool) {
 			if ph.length, valid = parseDecimal(val); !valid {
 				return ph, false
 			}
-		case EqualFold(name, "Connection"):
+		case equalFold(name, "Connection"):
 			for len(val) > 0 {
 				var tok []byte
 				tok, val = cutComma(val)
-				switch tok = TrimOWS(tok); {
-				case EqualFold(tok, "close"):
+				switch tok = trimOWS(tok); {
+				case equalFold(tok, "close"):
 					ph.close = true
-				case EqualFold(tok, "keep-alive"), len(tok) == 0:
+				case equalFold(tok, "keep-alive"), len(tok) == 0:
 				default:
 					return ph, false // names a field to drop
 				}
 			}
 			continue
-		case EqualFold(name, "Transfer-Encoding"), EqualFold(name, "Trailer"):
+		case equalFold(name, "Transfer-Encoding"), equalFold(name, "Trailer"):
 			return ph, false
-		case EqualFold(name, "Content-Type"):
+		case equalFold(name, "Content-Type"):
 			if isEventStream(val) {
 				return ph, false
 			}
@@ -242,7 +242,7 @@ func isEventStream[T text](ct T) bool {
 			break
 		}
 	}
-	return EqualFold(TrimOWS(ct), "text/event-stream")
+	return equalFold(trimOWS(ct), "text/event-stream")
 }
 
 func earliest(a, b time.Time) time.Time {

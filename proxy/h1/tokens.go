@@ -48,8 +48,8 @@ func ValidFieldValue[T text](s T) bool {
 	return true
 }
 
-// EqualFold reports whether a and b are equal, ignoring ASCII case only.
-func EqualFold[T text](a T, b string) bool {
+// equalFold reports whether a and b are equal, ignoring ASCII case only.
+func equalFold[T text](a T, b string) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -68,8 +68,8 @@ func lower(c byte) byte {
 	return c
 }
 
-// TrimOWS trims optional white space (SP, HTAB) from both ends of s.
-func TrimOWS[T text](s T) T {
+// trimOWS trims optional white space (SP, HTAB) from both ends of s.
+func trimOWS[T text](s T) T {
 	i, j := 0, len(s)
 	for i < j && (s[i] == ' ' || s[i] == '\t') {
 		i++
@@ -80,24 +80,24 @@ func TrimOWS[T text](s T) T {
 	return s[i:j]
 }
 
-// ListContains reports whether the comma-separated list v holds token
+// listContains reports whether the comma-separated list v holds token
 // (ASCII case-insensitively, each element trimmed of OWS).
-func ListContains[T text](v T, token string) bool {
+func listContains[T text](v T, token string) bool {
 	for len(v) > 0 {
 		var elem T
 		elem, v = cutComma(v)
-		if EqualFold(TrimOWS(elem), token) {
+		if equalFold(trimOWS(elem), token) {
 			return true
 		}
 	}
 	return false
 }
 
-// ValuesContain reports whether any of the comma-separated lists in vals
+// valuesContain reports whether any of the comma-separated lists in vals
 // holds token, as httpguts.HeaderValuesContainsToken does.
-func ValuesContain(vals []string, token string) bool {
+func valuesContain(vals []string, token string) bool {
 	for _, v := range vals {
-		if ListContains(v, token) {
+		if listContains(v, token) {
 			return true
 		}
 	}
