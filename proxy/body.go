@@ -75,7 +75,7 @@ func (p *Proxy) readAhead(rw *responseWriter, r *http.Request) (*requestBody, er
 		if len(buf) == cap(buf) {
 			buf = slices.Grow(buf, min(cap(buf), n-len(buf)))
 		}
-		k, err := b.src.Read(buf[len(buf):cap(buf)])
+		k, err := b.src.Read(buf[len(buf):min(cap(buf), n)])
 		buf = buf[:len(buf)+k]
 		if err == io.EOF {
 			b.whole = true
