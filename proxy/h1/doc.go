@@ -22,6 +22,6 @@
 //
 // One hop-by-hop list (hop.go) and one set of token validators (tokens.go)
 // serve all of it; code adapted from the standard library is in
-// httputil.go. Each private parser is fuzzed against net/http's
+// stdlib.go. Each private parser is fuzzed against net/http's
 // (fuzz_test.go, with seed corpora under testdata/fuzz).
 package h1

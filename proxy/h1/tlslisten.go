@@ -112,15 +112,6 @@ func (l *tlsListener) handshake(raw net.Conn) {
 	}
 }
 
-// looksLikeHTTP is net/http's tlsRecordHeaderLooksLikeHTTP.
-func looksLikeHTTP(hdr [5]byte) bool {
-	switch string(hdr[:]) {
-	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
-		return true
-	}
-	return false
-}
-
 func (l *tlsListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.ready:

@@ -1,10 +1,14 @@
 package h1
 
-// Adapted from Go's net/http/httputil/reverseproxy.go (Go 1.26; BSD-style
-// license, Copyright The Go Authors): the fast path must rewrite a request
-// exactly as httputil.ReverseProxy's SetURL and Rewrite do, and these
-// helpers are unexported there. FuzzOutboundRequest (package proxy) holds
-// the two paths to the same output.
+// Code adapted from Go's standard library (Go 1.26; BSD-style license,
+// Copyright The Go Authors), because it is unexported there:
+//   - from net/http/httputil/reverseproxy.go, joinURLPath,
+//     singleJoiningSlash and the test of cleanQueryParams: the fast path
+//     must rewrite a request exactly as httputil.ReverseProxy's SetURL and
+//     Rewrite do (FuzzOutboundRequest, package proxy, holds the two paths to
+//     the same output);
+//   - from net/http/server.go, tlsRecordHeaderLooksLikeHTTP: TLSListener
+//     answers plain HTTP on a TLS port as net/http would.
 
 import (
 	"net/url"
@@ -82,6 +86,17 @@ func ishex(c byte) bool {
 	case 'a' <= c && c <= 'f':
 		return true
 	case 'A' <= c && c <= 'F':
+		return true
+	}
+	return false
+}
+
+// looksLikeHTTP reports whether a TLS record header looks like a plain
+// HTTP request sent to the TLS port (net/http's
+// tlsRecordHeaderLooksLikeHTTP).
+func looksLikeHTTP(hdr [5]byte) bool {
+	switch string(hdr[:]) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
 		return true
 	}
 	return false
