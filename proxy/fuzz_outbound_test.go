@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -159,19 +160,29 @@ func FuzzOutboundRequest(f *testing.F) {
 		if fastErr != nil {
 			return
 		}
-		a, errA := http.ReadRequest(bufio.NewReader(bytes.NewReader(fast)))
-		b, errB := http.ReadRequest(bufio.NewReader(bytes.NewReader(std)))
-		if errA != nil || errB != nil {
-			t.Fatalf("outbound requests do not parse: fast %v (%q), standard %v (%q)", errA, fast, errB, std)
+		lineA, fieldsA := rawHead(fast)
+		lineB, fieldsB := rawHead(std)
+		if lineA != lineB {
+			t.Fatalf("request lines differ:\nfast     %q\nstandard %q", fast, std)
 		}
-		if a.Method != b.Method || a.RequestURI != b.RequestURI || a.Proto != b.Proto || a.Host != b.Host ||
-			a.ContentLength != b.ContentLength || !reflect.DeepEqual(a.TransferEncoding, b.TransferEncoding) {
-			t.Fatalf("request line differs:\nfast     %q\nstandard %q", fast, std)
-		}
-		if !reflect.DeepEqual(a.Header, b.Header) {
-			t.Fatalf("fields differ:\nfast     %q\nstandard %q", a.Header, b.Header)
+		if !reflect.DeepEqual(fieldsA, fieldsB) {
+			t.Fatalf("fields differ:\nfast     %q\nstandard %q", fast, std)
 		}
 	})
+}
+
+// rawHead splits a request head as sent into its request line and its
+// fields, by canonical name, values in the order sent (no parser in
+// between that could hide a difference).
+func rawHead(b []byte) (line string, fields map[string][]string) {
+	head, _, _ := bytes.Cut(b, []byte("\r\n\r\n"))
+	lines := strings.Split(string(head), "\r\n")
+	fields = map[string][]string{}
+	for _, l := range lines[1:] {
+		k, v, _ := strings.Cut(l, ":")
+		fields[http.CanonicalHeaderKey(k)] = append(fields[http.CanonicalHeaderKey(k)], strings.TrimLeft(v, " "))
+	}
+	return lines[0], fields
 }
 
 // inboundAccepted applies the checks net/http's server adds to ReadRequest.

@@ -17,9 +17,10 @@ import (
 // hop-by-hop fields (and those named in Connection) removed, "Te: trailers"
 // kept, X-Forwarded-For appended to the client's chain,
 // X-Forwarded-Host/-Proto set, Forwarded removed, no Go User-Agent added,
-// "Content-Length: 0" for the methods the Transport sends it for. Field
-// order may differ (the Transport sorts them); FuzzOutboundRequest (package
-// proxy) holds the two to the same request line and fields.
+// and no length: the Transport sends "Content-Length: 0" without a body only
+// for POST, PUT and PATCH, which the fast path does not take. Field order
+// may differ (the Transport sorts them); FuzzOutboundRequest (package proxy)
+// holds the two to the same request line and fields.
 
 // errInvalidRequest is a request that cannot be written as HTTP/1.1 (a
 // control character in a field or the target); http.Transport refuses it
@@ -150,9 +151,6 @@ func (t *Target) AppendRequest(b []byte, r *http.Request) ([]byte, error) {
 		for _, v := range vv {
 			b = appendField(b, k, v)
 		}
-	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		b = append(b, "Content-Length: 0\r\n"...) // as http.Transport sends
 	}
 	if valuesContain(h["Te"], "trailers") {
 		b = append(b, "Te: trailers\r\n"...)
