@@ -12,7 +12,9 @@
 # bounded in time, and torn down on exit.
 #
 # Environment: ROUNDS (3), DURATION (10s), CONNS (64), RATE (2000),
-# CANARYD (bin/canaryd), CORE_PROXY (0), CORE_LOAD (1), OUT (a temp folder),
+# CANARYD (bin/canaryd), COMPARE (another canaryd build, e.g. main's, run as
+# a fifth contestant "canaryd-compare"; empty = none), CORE_PROXY (0),
+# CORE_LOAD (1), OUT (a temp folder),
 # PROFILE (0; 1 = take a CPU profile of canaryd during its first measured run
 # and an allocation profile after it, into $OUT/cpu.prof and $OUT/allocs.prof;
 # the profiled run's figures are biased by the profiler and are not used).
@@ -34,7 +36,7 @@ done
 [ -x "$CANARYD" ] || { echo "bench-load: $CANARYD not built (make build)" >&2; exit 2; }
 mkdir -p "$OUT"
 
-P_STABLE=18081 P_CANARY=18082 P_NGINX=18090 P_CANARYD=18091 P_ADMIN=18092 P_PPROF=18093 P_STD=18094 P_SLOW=18095 P_SLOW_ADMIN=18096
+P_STABLE=18081 P_CANARY=18082 P_NGINX=18090 P_CANARYD=18091 P_ADMIN=18092 P_PPROF=18093 P_STD=18094 P_SLOW=18095 P_SLOW_ADMIN=18096 P_CMP=18097 P_CMP_ADMIN=18098
 BODY='{"service":"demo","version":"1.0.0","status":"ok","items":[1,2,3],"note":"hundred-byte answer!"}'
 
 pids=()
@@ -107,6 +109,15 @@ CANARY_WEIGHT=10 CANARY_STATE_FILE="$OUT/state-std.json" CANARY_SLO_MIN_REQUESTS
 CANARY_FAST_PATH=off taskset -c "$CORE_PROXY" "$CANARYD" > "$OUT/canaryd-std.log" 2>&1 &
 pids+=($!)
 CANARYD_STD_PID=$!
+COMPARE=${COMPARE:-}
+if [ -n "$COMPARE" ]; then
+  CANARY_STABLE_URL=http://127.0.0.1:$P_STABLE CANARY_CANARY_URL=http://127.0.0.1:$P_CANARY \
+  CANARY_TOKEN=bench-token-0123456789abcdef CANARY_LISTEN=127.0.0.1:$P_CMP CANARY_ADMIN_LISTEN=127.0.0.1:$P_CMP_ADMIN \
+  CANARY_WEIGHT=10 CANARY_STATE_FILE="$OUT/state-cmp.json" CANARY_SLO_MIN_REQUESTS=1000000000 CANARY_LOG_LEVEL=warn \
+    taskset -c "$CORE_PROXY" "$COMPARE" > "$OUT/canaryd-compare.log" 2>&1 &
+  pids+=($!)
+  CANARYD_CMP_PID=$!
+fi
 # The standard-library floor: a bare httputil.ReverseProxy, same split, no measurement.
 STDPROXY="$OUT/stdproxy"
 go build -o "$STDPROXY" ./scripts/stdproxy
@@ -114,7 +125,7 @@ taskset -c "$CORE_PROXY" "$STDPROXY" 127.0.0.1:$P_STD http://127.0.0.1:$P_STABLE
 pids+=($!)
 STD_PID=$!
 sleep 0.5
-for port in $P_STABLE $P_CANARY $P_NGINX $P_CANARYD $P_SLOW $P_STD; do
+for port in $P_STABLE $P_CANARY $P_NGINX $P_CANARYD $P_SLOW $P_STD ${COMPARE:+$P_CMP}; do
   for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
 done
 NGINX_PID=$(cat "$OUT/nginx-proxy.pid")
@@ -173,15 +184,17 @@ for r in $(seq "$ROUNDS"); do
   run_one nginx $P_NGINX "$NGINX_WORKER"
   run_one canaryd $P_CANARYD "$CANARYD_PID"
   run_one canaryd-fast-path-off $P_SLOW "$CANARYD_STD_PID"
+  [ -n "$COMPARE" ] && run_one canaryd-compare $P_CMP "$CANARYD_CMP_PID"
   run_one stdlib $P_STD "$STD_PID"
 done
 NGINX_RSS=$(hwm_kb "$NGINX_WORKER")
 CANARYD_RSS=$(hwm_kb "$CANARYD_PID")
 CANARYD_STD_RSS=$(hwm_kb "$CANARYD_STD_PID")
 STD_RSS=$(hwm_kb "$STD_PID")
+CMP_RSS=$([ -n "$COMPARE" ] && hwm_kb "$CANARYD_CMP_PID" || echo 0)
 
 # Median of each column per contestant, then the table.
-awk -v nrss="$NGINX_RSS" -v crss="$CANARYD_RSS" -v orss="$CANARYD_STD_RSS" -v srss="$STD_RSS" '
+awk -v nrss="$NGINX_RSS" -v crss="$CANARYD_RSS" -v orss="$CANARYD_STD_RSS" -v srss="$STD_RSS" -v mrss="$CMP_RSS" '
 function median(arr, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (arr[j] < arr[i]) { t = arr[i]; arr[i] = arr[j]; arr[j] = t }
   return (n % 2) ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2 }
 function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
@@ -189,18 +202,19 @@ function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if
 END {
   printf "| contestant | req/s | CPU µs/req | p50 ms | p99 ms | p99 ms @ fixed rate | peak RSS MB | canary share %% |\n"
   printf "|---|---:|---:|---:|---:|---:|---:|---:|\n"
-  split("nginx canaryd canaryd-fast-path-off stdlib", names, " ")
-  for (x = 1; x <= 4; x++) { k = names[x]; m = n[k]
+  split("nginx canaryd canaryd-fast-path-off canaryd-compare stdlib", names, " ")
+  for (x = 1; x <= 5; x++) { k = names[x]; m = n[k]; if (m == 0) continue
     for (i = 1; i <= m; i++) { a[i] = rps[k, i] } R[k] = median(a, m)
     for (i = 1; i <= m; i++) { a[i] = cpu[k, i] } C[k] = median(a, m)
     for (i = 1; i <= m; i++) { a[i] = p50[k, i] } P5 = median(a, m)
     for (i = 1; i <= m; i++) { a[i] = p99[k, i] } P9 = median(a, m)
     for (i = 1; i <= m; i++) { a[i] = fx[k, i] } F[k] = median(a, m)
     for (i = 1; i <= m; i++) { a[i] = sh[k, i] } S = median(a, m)
-    printf "| %s | %.0f | %.1f | %.2f | %.2f | %.2f | %.1f | %.2f |\n", k, R[k], C[k], P5, P9, F[k], (k == "nginx" ? nrss : k == "canaryd" ? crss : k == "stdlib" ? srss : orss) / 1024, S }
+    printf "| %s | %.0f | %.1f | %.2f | %.2f | %.2f | %.1f | %.2f |\n", k, R[k], C[k], P5, P9, F[k], (k == "nginx" ? nrss : k == "canaryd" ? crss : k == "stdlib" ? srss : k == "canaryd-compare" ? mrss : orss) / 1024, S }
   printf "\ncanaryd/nginx: throughput %.2fx, CPU per request %.2fx, p99 at fixed rate %+.2f ms\n", R["canaryd"] / R["nginx"], C["canaryd"] / C["nginx"], F["canaryd"] - F["nginx"]
   printf "canaryd/stdlib ReverseProxy: throughput %.2fx, CPU per request %.2fx\n", R["canaryd"] / R["stdlib"], C["canaryd"] / C["stdlib"]
   printf "fast path on/off: throughput %.2fx, CPU per request %.2fx\n", R["canaryd"] / R["canaryd-fast-path-off"], C["canaryd"] / C["canaryd-fast-path-off"]
+  if (n["canaryd-compare"] > 0) printf "canaryd/canaryd-compare: throughput %.2fx, CPU per request %.2fx\n", R["canaryd"] / R["canaryd-compare"], C["canaryd"] / C["canaryd-compare"]
 }' "$OUT/results.txt"
 echo "(medians of $ROUNDS interleaved rounds of $DURATION, $CONNS connections; raw figures in $OUT/results.txt)"
 if [ -s "$OUT/bad-split" ]; then
