@@ -172,8 +172,8 @@ type backend struct {
 	// the other half to everyone else.
 	uploads chan struct{}
 	win     *window
-	ctr    counters
-	health *health // nil without Config.HealthPath
+	ctr     counters
+	health  *health // nil without Config.HealthPath
 }
 
 // New builds a Proxy forwarding to cfg's backends as sp picks, registering its
