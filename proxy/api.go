@@ -8,28 +8,47 @@
 // Each backend has its own httputil.ReverseProxy (Rewrite: the backend's
 // URL and path prefix, X-Forwarded-For appended to the client's chain,
 // X-Forwarded-Proto/-Host set; hop-by-hop headers, including those named in
-// Connection, removed both ways) and its own keep-alive http.Transport.
-// Bodies are streamed both ways, event streams flushed per event, and
-// protocol upgrades (WebSocket) passed through. A client that goes away
-// cancels the upstream request.
+// Connection, removed both ways) and its own keep-alive http.Transport: the
+// standard path. Bodies are streamed both ways, event streams flushed per
+// event, and protocol upgrades (WebSocket) passed through. A client that
+// goes away cancels the upstream request.
 //
-// The common case takes a leaner path (fast.go, parse.go): a bodiless GET,
-// HEAD, OPTIONS or TRACE to a plain http:// backend, with the proxy's own
-// transport (Config.Transport nil), is forwarded synchronously in the
-// handler's goroutine over a keep-alive connection from a per-backend idle
-// stack, with the same outbound headers ReverseProxy would send; a response
-// of the usual shape (HTTP/1.1, Content-Length or no body) is parsed
-// straight into the client's header. A reused connection that turns out
-// dead before any answer byte is retried once on a new one. Everything
-// else (request bodies, upgrades, Expect, https) goes through ReverseProxy.
-// Both paths draw on one pool of MaxConnsPerBackend connection slots per
-// backend (the Transport dials through it), and one path's idle connections
-// are closed when the other waits for a slot.
+// The common case takes a leaner path, the fast path (fast.go, over the
+// wire package proxy/h1): a bodiless GET, HEAD or OPTIONS to a plain
+// http:// backend, with the proxy's own transport (Config.Transport nil),
+// is forwarded synchronously in the handler's goroutine over a keep-alive
+// connection from the backend's pool, with the same outbound request
+// ReverseProxy would send; the answer's head is read whole (at most
+// MaxResponseHeaderBytes) and the usual shape parsed straight into the
+// client's header. A pooled connection is reused only if nothing (no byte,
+// no close) arrived on it since its last answer, checked at the moment of
+// reuse. Config.DisableFastPath sends everything the standard way.
 //
-// Failures to get a response answer 504 (timeouts) or 502 (anything else).
-// A canary request that fails before any byte reached the canary (connect,
-// DNS or TLS failure, request body not yet read) is retried once on stable:
-// the client sees stable's answer, the canary is charged one failed request.
+// Both paths draw on one connection limiter per backend (MaxConnsPerBackend
+// connections in all): the fast path's pool takes its slots from it, and
+// the Transport dials through it.
+//
+// Requests are refused before any backend is asked: CONNECT and TRACE
+// (405), the HTTP/2 preface PRI on HTTP/1.1 (400); and, by the framing
+// guard under the server (StrictListener, StrictTLSListener), any request
+// with ambiguous framing (400).
+//
+// A request body is read before an upstream connection is taken: whole
+// when it is at most RequestBuffer bytes (it is then sent with a
+// Content-Length and can be sent again on failover), else its first
+// RequestBuffer bytes, the rest streaming. The client must send each
+// RequestBuffer bytes within BodyReadTimeout, or it gets 408: a slow client
+// holds no upstream connection while its small body trickles in, and
+// cannot hold one long with a large one. Requests whose body streams may
+// hold half of MaxConnsPerBackend at most; the rest wait their turn, holding
+// no connection, so uploads never take every connection.
+//
+// Failures to get a response answer 504 (timeouts) or 502 (anything else,
+// including a status outside 100-599 and a head over
+// MaxResponseHeaderBytes). A canary request that fails before any byte
+// reached the canary (connect, DNS or TLS failure, request body not yet
+// sent) is retried once on stable: the client sees stable's answer, the
+// canary is charged one failed request.
 //
 // # Measurement
 //
@@ -41,8 +60,12 @@
 // sums the slots of the last Window into an immutable copy.
 //
 // An error is a status >= 500 from the backend or a failure to get a
-// response (ErrorKind). Latency runs from the start of ServeHTTP until the
-// response is finished. Two cases are special:
+// response (ErrorKind). Latency is the backend's: the time from the start
+// of ServeHTTP until the response is finished, less the time spent waiting
+// for the client, that is reading its body ahead (RequestBuffer), waiting in
+// reads of the rest of its body, and blocked writing the response to it. A
+// slow uploader or a slow reader cannot make a backend look slow. Three
+// cases are special:
 //   - A protocol upgrade (101) counts as a request, never as slow, and stays
 //     out of the latency histograms: its duration is a connection lifetime.
 //   - A client that goes away before the response headers are sent is not
@@ -50,6 +73,9 @@
 //     and canary_requests_total{code="499"}, not in the window or the totals.
 //     A client leaving after the headers (closing an event stream, say) ends
 //     an ordinary request with the backend's status.
+//   - A request canaryd answers itself for the client's fault (a refused
+//     method 405/400, a malformed body 400, a body too slow 408: KindClient)
+//     is counted only in canary_requests_total with that code.
 //
 // # Metrics
 //
@@ -99,6 +125,23 @@ type Config struct {
 	// MaxConnsPerBackend caps concurrent upstream connections per backend.
 	// Zero means 1024.
 	MaxConnsPerBackend int
+	// MaxResponseHeaderBytes bounds a backend answer's head; a larger one
+	// is a 502 and the backend's error, read no further. Zero means 64 KiB.
+	MaxResponseHeaderBytes int
+	// RequestBuffer is how much of a request body is read before an
+	// upstream connection is taken: a body up to this size is read whole, a
+	// larger one streams after its first RequestBuffer bytes. Zero means
+	// 64 KiB.
+	RequestBuffer int
+	// BodyReadTimeout is how long a client may take to send each
+	// RequestBuffer bytes of a request body (or the rest, if less); a slower
+	// client gets 408, its own failure. (A backend that reads a body slower
+	// than that, stalling the client, ends it too.) Zero means 60s.
+	BodyReadTimeout time.Duration
+	// DisableFastPath sends every request through httputil.ReverseProxy
+	// (the standard path), to compare the two. The zero value keeps the
+	// fast path on.
+	DisableFastPath bool
 	// TLSClientConfig is used for https backends. Nil means the system roots.
 	TLSClientConfig *tls.Config
 	// HealthPath, if set, is probed on both backends every HealthInterval

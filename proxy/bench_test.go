@@ -62,14 +62,22 @@ func BenchmarkSnapshot(b *testing.B) {
 	}
 }
 
-func BenchmarkProxy(b *testing.B) {
+// BenchmarkProxy is a full proxied round trip over loopback (client,
+// canaryd and backend in one process), a GET on the fast path.
+func BenchmarkProxy(b *testing.B) { benchmarkProxy(b, false) }
+
+// BenchmarkProxyFastPathOff is BenchmarkProxy through the standard path
+// (httputil.ReverseProxy), as CANARY_FAST_PATH=off serves it.
+func BenchmarkProxyFastPathOff(b *testing.B) { benchmarkProxy(b, true) }
+
+func benchmarkProxy(b *testing.B, fastPathOff bool) {
 	body := strings.Repeat("x", 100)
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, body)
 	}))
 	defer backend.Close()
 	_, _, _, front := newRealProxy(b, proxy.Config{
-		Stable: mustURL(b, backend.URL), Canary: mustURL(b, backend.URL+"/canary"),
+		Stable: mustURL(b, backend.URL), Canary: mustURL(b, backend.URL+"/canary"), DisableFastPath: fastPathOff,
 	}, 10)
 	client := front.Client()
 	client.Transport.(*http.Transport).MaxIdleConnsPerHost = 64

@@ -37,6 +37,11 @@ const (
 	// KindCanceled is a client that went away before the response headers
 	// were sent. It is not a backend error and is not in the window.
 	KindCanceled
+	// KindClient is a request that failed by the client's fault and that
+	// canaryd answered itself: a refused method, a malformed request body,
+	// a body sent too slowly. It is not a backend error and is not in the
+	// window.
+	KindClient
 
 	numKinds
 )
@@ -65,6 +70,8 @@ func (k ErrorKind) String() string {
 		return "reset"
 	case KindCanceled:
 		return "canceled"
+	case KindClient:
+		return "client"
 	}
 	return "other"
 }
@@ -109,6 +116,11 @@ func classify(err error, inboundGone bool) ErrorKind {
 		return KindCanceled
 	}
 	return KindOther
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func isTLSError(err error) bool {

@@ -30,6 +30,9 @@ type health struct {
 	url    string
 	client *http.Client
 	slotNs int64
+	// reclaim is the backend limiter's Reclaim: a probe's connection goes
+	// idle in the Transport. Nil with an injected Transport.
+	reclaim func()
 
 	mu        sync.Mutex // protects everything below
 	healthy   bool
@@ -160,6 +163,9 @@ func (p *Proxy) checkOnce(ctx context.Context, timeout time.Duration) {
 			}()
 			h := p.backends[b].health
 			errText := h.probe(ctx, timeout)
+			if h.reclaim != nil {
+				h.reclaim()
+			}
 			if ctx.Err() != nil {
 				return // shutting down: not the backend's fault
 			}

@@ -20,26 +20,36 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/canaryd/canaryd/proxy/h1"
 	"github.com/canaryd/canaryd/split"
 )
 
-// Defaults for the zero values of Config.
+// Defaults for the zero values of Config. Those of the wire are the wire
+// package's.
 const (
 	DefaultWindow                = 5 * time.Minute
 	DefaultSlowThreshold         = 500 * time.Millisecond
-	DefaultResponseHeaderTimeout = 60 * time.Second
+	DefaultResponseHeaderTimeout = h1.DefaultResponseHeaderTimeout
 	DefaultMaxConnsPerBackend    = 1024
 	DefaultHealthInterval        = 5 * time.Second
+	// DefaultMaxResponseHeaderBytes bounds an answer's head (Go's Transport
+	// allows 10 MB, nginx's proxy_buffer_size 4-8 KiB).
+	DefaultMaxResponseHeaderBytes = h1.DefaultMaxResponseHeaderBytes
+	// DefaultRequestBuffer and DefaultBodyReadTimeout are nginx's
+	// client_body_buffer_size (8-16k there) scaled to today's payloads, and
+	// its client_body_timeout.
+	DefaultRequestBuffer   = 64 << 10
+	DefaultBodyReadTimeout = 60 * time.Second
 )
 
-// Transport tuning for the per-backend http.Transport.
+// Transport tuning for the per-backend http.Transport: as the fast path's
+// pools.
 const (
-	dialTimeout         = 5 * time.Second
-	dialKeepAlive       = 30 * time.Second
-	maxIdleConnsPerHost = 512
-	idleConnTimeout     = 90 * time.Second
+	dialTimeout         = h1.DefaultDialTimeout
+	dialKeepAlive       = h1.DefaultKeepAlive
+	maxIdleConnsPerHost = h1.DefaultMaxIdle
+	idleConnTimeout     = h1.DefaultIdleTimeout
 	tlsHandshakeTimeout = 10 * time.Second
-	copyBufferSize      = 32 << 10
 )
 
 // statusClientClosed is logged and counted (code="499", after nginx) for a
@@ -79,6 +89,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: max connections per backend %d must not be negative", ErrBadConfig, c.MaxConnsPerBackend)
 	case c.HealthInterval < 0:
 		return fmt.Errorf("%w: health interval %v must not be negative", ErrBadConfig, c.HealthInterval)
+	case c.MaxResponseHeaderBytes < 0:
+		return fmt.Errorf("%w: max response header bytes %d must not be negative", ErrBadConfig, c.MaxResponseHeaderBytes)
+	case c.RequestBuffer < 0:
+		return fmt.Errorf("%w: request buffer %d must not be negative", ErrBadConfig, c.RequestBuffer)
+	case c.BodyReadTimeout < 0:
+		return fmt.Errorf("%w: body read timeout %v must not be negative", ErrBadConfig, c.BodyReadTimeout)
 	case c.HealthPath != "" && c.HealthPath[0] != '/':
 		return fmt.Errorf("%w: health path %q must start with /", ErrBadConfig, c.HealthPath)
 	}
@@ -102,6 +118,15 @@ func (c Config) withDefaults() Config {
 	if c.HealthInterval == 0 {
 		c.HealthInterval = DefaultHealthInterval
 	}
+	if c.MaxResponseHeaderBytes == 0 {
+		c.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
+	}
+	if c.RequestBuffer == 0 {
+		c.RequestBuffer = DefaultRequestBuffer
+	}
+	if c.BodyReadTimeout == 0 {
+		c.BodyReadTimeout = DefaultBodyReadTimeout
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -117,10 +142,11 @@ type Proxy struct {
 	now      func() time.Time
 	realTime bool        // now is time.Now: latencies can be read off the monotonic clock alone
 	base     time.Time   // window epochs count from here, on the monotonic clock
+	clock    time.Time   // the real clock at New: client waits are timed against it
 	backends [2]*backend // indexed by split.Backend
 
 	writers sync.Pool // *responseWriter
-	buffers bufferPool
+	buffers h1.Buffers
 
 	canaryErrs chan struct{}
 	pending    atomic.Bool // a value is (or is about to be) in canaryErrs
@@ -131,12 +157,23 @@ type Proxy struct {
 
 // backend is one upstream: its proxy, transport and measurements.
 type backend struct {
-	name   split.Backend
-	rp     *httputil.ReverseProxy
-	up     *upstream // the fast path; nil when the backend does not qualify
-	win    *window
-	ctr    counters
-	health *health // nil without Config.HealthPath
+	name split.Backend
+	rp   *httputil.ReverseProxy
+	// lim caps the backend's connections; nil with Config.Transport.
+	lim *h1.Limiter
+	// target and pool are the fast path; nil when the backend does not
+	// qualify (or DisableFastPath).
+	target *h1.Target
+	pool   *h1.Pool
+	// uploads holds a token per request whose body streams (larger than
+	// RequestBuffer): they hold their upstream connection as long as the
+	// client takes to send the body, so they may have half of
+	// MaxConnsPerBackend at most, and slow uploads, however many, leave
+	// the other half to everyone else.
+	uploads chan struct{}
+	win     *window
+	ctr     counters
+	health  *health // nil without Config.HealthPath
 }
 
 // New builds a Proxy forwarding to cfg's backends as sp picks, registering its
@@ -162,39 +199,41 @@ func New(cfg Config, sp *split.Splitter, logger zerolog.Logger, reg prometheus.R
 		idPrefix:   hex.EncodeToString(idb[:]),
 	}
 	p.base = p.now()
+	p.clock = time.Now()
 	p.writers.New = func() any { return new(responseWriter) }
 	for _, b := range [...]split.Backend{split.Stable, split.Canary} {
 		target := cfg.Stable
 		if b == split.Canary {
 			target = cfg.Canary
 		}
-		bk := &backend{name: b, win: newWindow(cfg.Window)}
+		bk := &backend{name: b, win: newWindow(cfg.Window), uploads: make(chan struct{}, max(cfg.MaxConnsPerBackend/2, 1))}
 		rt := cfg.Transport
 		if rt == nil {
-			bk.up = newUpstream(cfg, target)
 			t := newTransport(cfg, target.Scheme == "https")
-			if bk.up != nil {
-				t.DialContext = bk.up.dialShared
-				bk.up.closeTransportIdle = t.CloseIdleConnections
+			// One limiter per backend, for both paths: the Transport dials
+			// through it, the fast path's pool draws on it.
+			bk.lim = h1.NewLimiter(cfg.MaxConnsPerBackend, t.CloseIdleConnections)
+			d := &net.Dialer{Timeout: dialTimeout, KeepAlive: dialKeepAlive}
+			t.DialContext = bk.lim.DialContext(d.DialContext)
+			if !cfg.DisableFastPath {
+				bk.target = h1.NewTarget(target)
+			}
+			if bk.target != nil {
+				bk.pool = h1.NewPool(bk.lim, h1.PoolConfig{
+					Addr:                   bk.target.Addr(),
+					ResponseHeaderTimeout:  cfg.ResponseHeaderTimeout,
+					MaxResponseHeaderBytes: cfg.MaxResponseHeaderBytes,
+					Buffers:                &p.buffers,
+				})
 			}
 			rt = t
 		}
-		bk.rp = &httputil.ReverseProxy{
-			Rewrite: func(pr *httputil.ProxyRequest) {
-				pr.SetURL(target)
-				// Append to, rather than replace, the client's chain.
-				if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
-					pr.Out.Header["X-Forwarded-For"] = prior
-				}
-				pr.SetXForwarded()
-			},
-			Transport:    rt,
-			BufferPool:   &p.buffers,
-			ErrorHandler: p.errorHandler,
-			ErrorLog:     stdlog.New(p.log.With().Str("backend", b.String()).Logger(), "", 0),
-		}
+		bk.rp = p.newReverseProxy(target, rt, b)
 		if cfg.HealthPath != "" {
 			bk.health = newHealth(target, cfg.HealthPath, rt, cfg.Window)
+			if bk.lim != nil {
+				bk.health.reclaim = bk.lim.Reclaim
+			}
 		}
 		p.backends[b] = bk
 	}
@@ -206,20 +245,48 @@ func New(cfg Config, sp *split.Splitter, logger zerolog.Logger, reg prometheus.R
 	return p, nil
 }
 
+// errBadStatus is a backend answer with a status outside 100-599.
+var errBadStatus = errors.New("backend answered a status outside 100-599")
+
+// newReverseProxy returns the standard path to target over rt.
+func (p *Proxy) newReverseProxy(target *url.URL, rt http.RoundTripper, b split.Backend) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			// Append to, rather than replace, the client's chain.
+			if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
+				pr.Out.Header["X-Forwarded-For"] = prior
+			}
+			pr.SetXForwarded()
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.StatusCode < 100 || resp.StatusCode > 599 {
+				return fmt.Errorf("%w: %d", errBadStatus, resp.StatusCode)
+			}
+			return nil
+		},
+		Transport:    rt,
+		BufferPool:   &p.buffers,
+		ErrorHandler: p.errorHandler,
+		ErrorLog:     stdlog.New(p.log.With().Str("backend", b.String()).Logger(), "", 0),
+	}
+}
+
 // newTransport returns a transport tuned for proxying to one backend:
 // long-lived keep-alive connections, bounded per backend.
 func newTransport(cfg Config, https bool) *http.Transport {
 	d := &net.Dialer{Timeout: dialTimeout, KeepAlive: dialKeepAlive}
 	t := &http.Transport{
-		DialContext:           d.DialContext,
-		MaxIdleConns:          0, // no overall limit; per host below
-		MaxIdleConnsPerHost:   maxIdleConnsPerHost,
-		MaxConnsPerHost:       cfg.MaxConnsPerBackend,
-		IdleConnTimeout:       idleConnTimeout,
-		TLSHandshakeTimeout:   tlsHandshakeTimeout,
-		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
-		ExpectContinueTimeout: time.Second,
-		ForceAttemptHTTP2:     https,
+		DialContext:            d.DialContext,
+		MaxIdleConns:           0, // no overall limit; per host below
+		MaxIdleConnsPerHost:    maxIdleConnsPerHost,
+		MaxConnsPerHost:        cfg.MaxConnsPerBackend,
+		IdleConnTimeout:        idleConnTimeout,
+		TLSHandshakeTimeout:    tlsHandshakeTimeout,
+		ResponseHeaderTimeout:  cfg.ResponseHeaderTimeout,
+		MaxResponseHeaderBytes: int64(cfg.MaxResponseHeaderBytes),
+		ExpectContinueTimeout:  time.Second,
+		ForceAttemptHTTP2:      https,
 		// A proxy passes encodings through: no Accept-Encoding of its own,
 		// no transparent decompression (as the fast path).
 		DisableCompression: true,
@@ -233,7 +300,8 @@ func newTransport(cfg Config, https bool) *http.Transport {
 // ServeHTTP forwards r to the backend picked for it and records the outcome.
 //
 // Latency is measured from the start of ServeHTTP until the response is
-// finished (the body fully copied). Protocol upgrades (101, WebSocket) are
+// finished (the body fully copied), less the time spent waiting for the
+// client (see the package doc). Protocol upgrades (101, WebSocket) are
 // counted as requests but kept out of the latency histogram: their duration
 // is the connection's lifetime, not a response time.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -241,11 +309,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rw.w, rw.req = w, r
 	rw.start = p.now()
 	rw.backend = p.sp.Pick(r)
-	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
-		// Tracked for the canary's failover, and ended at its length for
-		// http.Transport (see bodyTracker).
-		rw.body = &bodyTracker{rc: r.Body, remaining: r.ContentLength}
-		r.Body = rw.body
+	if p.realTime {
+		rw.clock, rw.timed = p.clock, true
+	}
+	if r.TLS == nil {
+		// HTTP/1.1 over TLS reaches net/http through the framing guard,
+		// which hides the TLS connection (see StrictTLSListener).
+		r.TLS = h1.TLSState(r.Context())
 	}
 	defer func() {
 		if v := recover(); v != nil {
@@ -253,9 +323,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// (http.ErrAbortHandler) or a panic further down.
 			switch {
 			case rw.kind != KindNone:
+			case rw.body != nil && rw.body.failure() != nil:
+				rw.kind = KindClient
 			case rw.writeErr || r.Context().Err() != nil:
 				rw.kind = KindCanceled
-			case v == http.ErrAbortHandler: //nolint:errorlint // panics carry the sentinel itself
+			case v == http.ErrAbortHandler:
 				rw.kind = KindReset
 			default:
 				rw.kind = KindOther
@@ -264,6 +336,20 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			panic(v)
 		}
 	}()
+	if p.refused(rw, r) {
+		p.finish(rw)
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		b, err := p.readAhead(rw, r)
+		if err != nil {
+			p.clientBodyFailed(rw, r, err)
+			p.finish(rw)
+			return
+		}
+		rw.body = b
+		rw.start = p.now() // the upload read ahead is the client's time
+	}
 	p.forward(rw, r, rw.backend)
 	if rw.failover {
 		// The canary could not be reached and nothing was sent: count the
@@ -271,21 +357,84 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.record(rw, split.Canary, http.StatusBadGateway, rw.kind)
 		rw.failover, rw.retried = false, true
 		rw.backend, rw.kind, rw.status = split.Stable, KindNone, 0
+		rw.wait = 0
+		if rw.body != nil {
+			rw.body.rewind()
+		}
 		rw.start = p.now()
 		p.forward(rw, r, split.Stable)
 	}
 	p.finish(rw)
 }
 
+// refused answers the requests a front door does not forward: CONNECT and
+// TRACE (405, as nginx), and the HTTP/2 preface on HTTP/1.1 (400; the
+// framing guard refuses it first on a guarded listener).
+func (p *Proxy) refused(rw *responseWriter, r *http.Request) bool {
+	switch {
+	case r.Method == http.MethodConnect || r.Method == http.MethodTrace:
+		rw.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+		p.clientError(rw, http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed")
+	case r.Method == "PRI": // a real HTTP/2 preface never reaches a handler
+		p.clientError(rw, http.StatusBadRequest, "HTTP/2 prior knowledge (PRI) on an HTTP/1.1 connection")
+	default:
+		return false
+	}
+	return true
+}
+
+// clientBodyFailed answers a request whose body the client failed to send:
+// 408 when too slow, nothing when it went away, else 400.
+func (p *Proxy) clientBodyFailed(rw *responseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, errBodyTimeout):
+		rw.Header().Set("Connection", "close")
+		p.clientError(rw, http.StatusRequestTimeout, "request body not received in time")
+	case r.Context().Err() != nil:
+		rw.kind = KindCanceled
+	default:
+		rw.Header().Set("Connection", "close")
+		p.clientError(rw, http.StatusBadRequest, "malformed or incomplete request body")
+	}
+}
+
+// clientError answers status with a JSON error for a request failed by its
+// client (KindClient).
+func (p *Proxy) clientError(rw *responseWriter, status int, msg string) {
+	rw.kind = KindClient
+	if rw.status != 0 || rw.hijacked {
+		return // too late to answer
+	}
+	h := rw.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	rw.WriteHeader(status)
+	_, _ = rw.Write([]byte(`{"error":` + strconv.Quote(msg) + "}\n"))
+}
+
 // forward sends r to backend b: over the fast path when both qualify, else
 // through the backend's ReverseProxy.
 func (p *Proxy) forward(rw *responseWriter, r *http.Request, b split.Backend) {
 	bk := p.backends[b]
-	if bk.up != nil && fastEligible(r) {
-		p.forwardFast(rw, r, bk.up)
+	if bk.pool != nil && h1.Eligible(r) {
+		p.forwardFast(rw, r, bk)
 		return
 	}
+	if rw.body != nil && !rw.body.whole {
+		select {
+		case bk.uploads <- struct{}{}:
+			defer func() { <-bk.uploads }()
+		case <-r.Context().Done():
+			rw.kind = KindCanceled
+			return
+		}
+	}
 	bk.rp.ServeHTTP(rw, r)
+	if bk.lim != nil {
+		// The Transport's connection went idle (or closed) just now: if a
+		// request waits for a connection slot, it may take it.
+		bk.lim.Reclaim()
+	}
 }
 
 // finish records the request's final outcome and returns rw to the pool.
@@ -317,6 +466,14 @@ func (p *Proxy) record(rw *responseWriter, b split.Backend, status int, kind Err
 		lat = now.Sub(rw.start)
 		at = p.since(now)
 	}
+	if rw.timed {
+		// The backend's latency: without the waits for the client.
+		wait := rw.wait
+		if rw.body != nil {
+			wait += time.Duration(rw.body.wait.Load())
+		}
+		lat = max(lat-wait, 0)
+	}
 	bk := p.backends[b]
 	c := &bk.ctr
 	if status < 0 || status >= maxStatus {
@@ -325,6 +482,9 @@ func (p *Proxy) record(rw *responseWriter, b split.Backend, status int, kind Err
 	c.codes[status].Add(1)
 	if p.cfg.AccessLog {
 		p.accessLog(rw, b, status, kind, lat)
+	}
+	if kind == KindClient {
+		return // canaryd answered the client's fault itself
 	}
 	if kind == KindCanceled {
 		if status == statusClientClosed {
@@ -401,13 +561,21 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, out *http.Request, err error
 		http.Error(w, http.StatusText(http.StatusBadGateway), http.StatusBadGateway)
 		return
 	}
+	if rw.body != nil {
+		if berr := rw.body.failure(); berr != nil {
+			// The client failed to send its body: the upstream request
+			// failed for that, not for the backend.
+			p.clientBodyFailed(rw, rw.req, berr)
+			return
+		}
+	}
 	kind := classify(err, rw.req.Context().Err() != nil)
 	rw.kind = kind
 	if kind == KindCanceled {
 		return // nobody is listening
 	}
 	if kind.beforeRequest() && rw.backend == split.Canary && !rw.retried && rw.status == 0 &&
-		(rw.body == nil || !rw.body.read.Load()) {
+		(rw.body == nil || !rw.body.sent.Load()) {
 		rw.failover = true
 		return
 	}
@@ -468,8 +636,8 @@ func (p *Proxy) CanaryErrors() <-chan struct{} { return p.canaryErrs }
 func (p *Proxy) Run(ctx context.Context) error {
 	defer func() {
 		for _, bk := range p.backends {
-			if bk.up != nil {
-				bk.up.shutdown()
+			if bk.pool != nil {
+				bk.pool.Close()
 			}
 			if t, ok := bk.rp.Transport.(*http.Transport); ok && p.cfg.Transport == nil {
 				t.CloseIdleConnections()
@@ -490,35 +658,4 @@ func (p *Proxy) Health() (stable, canary HealthStats) {
 	}
 	now := p.since(p.now())
 	return p.backends[split.Stable].health.stats(now), p.backends[split.Canary].health.stats(now)
-}
-
-// bufferPool lends ReverseProxy its copy buffers. Boxes (which sync.Pool
-// needs to hold a slice without allocating) are recycled through a second
-// pool, so a steady state allocates nothing.
-type bufferPool struct {
-	full  sync.Pool // *bufBox holding a buffer
-	empty sync.Pool // *bufBox without one
-}
-
-type bufBox struct{ b []byte }
-
-// Get implements httputil.BufferPool.
-func (bp *bufferPool) Get() []byte {
-	if box, _ := bp.full.Get().(*bufBox); box != nil {
-		b := box.b
-		box.b = nil
-		bp.empty.Put(box)
-		return b
-	}
-	return make([]byte, copyBufferSize)
-}
-
-// Put implements httputil.BufferPool.
-func (bp *bufferPool) Put(b []byte) {
-	box, _ := bp.empty.Get().(*bufBox)
-	if box == nil {
-		box = new(bufBox)
-	}
-	box.b = b
-	bp.full.Put(box)
 }

@@ -13,7 +13,7 @@ const windowSlots = 60
 // slot holds the counts of one slot duration. Every field is updated with
 // atomics only.
 type slot struct {
-	epoch    atomic.Int64 // which slot-duration interval (unix nanos / slot length) this holds
+	epoch    atomic.Int64 // which slot-duration interval this holds: window-clock nanoseconds (Proxy.since) / slot length
 	requests atomic.Uint64
 	errors   atomic.Uint64
 	slow     atomic.Uint64
@@ -70,7 +70,8 @@ func (w *window) slotFor(e int64) *slot {
 	return s
 }
 
-// record counts one request finishing at now (unix nanos). hist says whether
+// record counts one request finishing at now (nanoseconds on the window
+// clock, since the proxy started: see Proxy.since). hist says whether
 // lat goes into the latency histogram.
 func (w *window) record(now int64, lat time.Duration, isErr, isSlow, hist bool) {
 	s := w.slotFor(now / w.slotNanos)

@@ -2,19 +2,23 @@
 # bench-load: canaryd against nginx as a 90/10 canary proxy, side by side.
 #
 # Two nginx backends (stable, canary) answer ~100-byte bodies on loopback.
-# Three contestants: nginx, canaryd, and a bare httputil.ReverseProxy
-# (scripts/stdproxy, the standard-library floor).
+# Four contestants: nginx, canaryd, canaryd with CANARY_FAST_PATH=off
+# (every request through its standard path, httputil.ReverseProxy: what the
+# fast path saves), and a bare httputil.ReverseProxy (scripts/stdproxy, the
+# standard-library floor).
 # Each contestant proxies to them with the same 90/10 split, pinned to core 0;
 # wrk, hey and the backends run on core 1. Rounds are interleaved so drift on
 # the machine hits both contestants alike. Everything is on 127.0.0.1,
 # bounded in time, and torn down on exit.
 #
 # Environment: ROUNDS (3), DURATION (10s), CONNS (64), RATE (2000),
-# CANARYD (bin/canaryd), CORE_PROXY (0), CORE_LOAD (1), OUT (a temp folder),
+# CANARYD (bin/canaryd), COMPARE (another canaryd build, e.g. main's, run as
+# a further contestant "canaryd-compare"; empty = none), CORE_PROXY (0),
+# CORE_LOAD (1), OUT (a temp folder),
 # PROFILE (0; 1 = take a CPU profile of canaryd during its first measured run
 # and an allocation profile after it, into $OUT/cpu.prof and $OUT/allocs.prof;
 # the profiled run's figures are biased by the profiler and are not used),
-# FLEET (0; 1 = a fourth contestant, canaryd-fleet: a replica of a fleet of
+# FLEET (0; 1 = a further contestant, canaryd-fleet: a replica of a fleet of
 # two on a local etcd (Debian's etcd-server), the other replica and etcd on
 # the load core; it publishes its evidence and watches the fleet while it
 # proxies, so the table shows what the fleet costs the request path).
@@ -42,6 +46,7 @@ mkdir -p "$OUT"
 
 P_STABLE=18081 P_CANARY=18082 P_NGINX=18090 P_CANARYD=18091 P_ADMIN=18092 P_PPROF=18093 P_STD=18094
 P_FLEET=18095 P_FLEET_ADMIN=18096 P_FLEET2=18097 P_FLEET2_ADMIN=18098 P_ETCD=18099 P_ETCD_PEER=18100
+P_SLOW=18101 P_SLOW_ADMIN=18102 P_CMP=18103 P_CMP_ADMIN=18104
 BODY='{"service":"demo","version":"1.0.0","status":"ok","items":[1,2,3],"note":"hundred-byte answer!"}'
 
 pids=()
@@ -113,8 +118,28 @@ go build -o "$STDPROXY" ./scripts/stdproxy
 taskset -c "$CORE_PROXY" "$STDPROXY" 127.0.0.1:$P_STD http://127.0.0.1:$P_STABLE http://127.0.0.1:$P_CANARY > "$OUT/stdproxy.log" 2>&1 &
 pids+=($!)
 STD_PID=$!
-CONTESTANTS="nginx canaryd stdlib"
-PORTS="$P_STABLE $P_CANARY $P_NGINX $P_CANARYD $P_STD"
+# The same canaryd with the fast path off.
+CANARY_STABLE_URL=http://127.0.0.1:$P_STABLE CANARY_CANARY_URL=http://127.0.0.1:$P_CANARY \
+CANARY_TOKEN=bench-token-0123456789abcdef CANARY_LISTEN=127.0.0.1:$P_SLOW CANARY_ADMIN_LISTEN=127.0.0.1:$P_SLOW_ADMIN \
+CANARY_WEIGHT=10 CANARY_STATE_FILE="$OUT/state-std.json" CANARY_SLO_MIN_REQUESTS=1000000000 CANARY_LOG_LEVEL=warn \
+CANARY_FAST_PATH=off taskset -c "$CORE_PROXY" "$CANARYD" > "$OUT/canaryd-std.log" 2>&1 &
+pids+=($!)
+CANARYD_STD_PID=$!
+COMPARE=${COMPARE:-}
+if [ -n "$COMPARE" ]; then
+  CANARY_STABLE_URL=http://127.0.0.1:$P_STABLE CANARY_CANARY_URL=http://127.0.0.1:$P_CANARY \
+  CANARY_TOKEN=bench-token-0123456789abcdef CANARY_LISTEN=127.0.0.1:$P_CMP CANARY_ADMIN_LISTEN=127.0.0.1:$P_CMP_ADMIN \
+  CANARY_WEIGHT=10 CANARY_STATE_FILE="$OUT/state-cmp.json" CANARY_SLO_MIN_REQUESTS=1000000000 CANARY_LOG_LEVEL=warn \
+    taskset -c "$CORE_PROXY" "$COMPARE" > "$OUT/canaryd-compare.log" 2>&1 &
+  pids+=($!)
+  CANARYD_CMP_PID=$!
+fi
+CONTESTANTS="nginx canaryd canaryd-fast-path-off stdlib"
+PORTS="$P_STABLE $P_CANARY $P_NGINX $P_CANARYD $P_SLOW $P_STD"
+if [ -n "$COMPARE" ]; then
+  CONTESTANTS="$CONTESTANTS canaryd-compare"
+  PORTS="$PORTS $P_CMP"
+fi
 if [ "$FLEET" = 1 ]; then
   taskset -c "$CORE_LOAD" etcd --name bench --data-dir "$OUT/etcd" \
     --listen-client-urls http://127.0.0.1:$P_ETCD --advertise-client-urls http://127.0.0.1:$P_ETCD \
@@ -196,6 +221,8 @@ for r in $(seq "$ROUNDS"); do
   echo "round $r/$ROUNDS" >&2
   run_one nginx $P_NGINX "$NGINX_WORKER"
   run_one canaryd $P_CANARYD "$CANARYD_PID"
+  run_one canaryd-fast-path-off $P_SLOW "$CANARYD_STD_PID"
+  [ -n "$COMPARE" ] && run_one canaryd-compare $P_CMP "$CANARYD_CMP_PID"
   run_one stdlib $P_STD "$STD_PID"
   if [ "$FLEET" = 1 ]; then run_one canaryd-fleet $P_FLEET "$FLEET_PID"; fi
 done
@@ -206,14 +233,17 @@ NGINX_RSS=$(hwm_kb "$NGINX_WORKER")
 CANARYD_RSS=$(hwm_kb "$CANARYD_PID")
 STD_RSS=$(hwm_kb "$STD_PID")
 FLEET_RSS=$([ "$FLEET" = 1 ] && hwm_kb "$FLEET_PID" || echo 0)
+CANARYD_STD_RSS=$(hwm_kb "$CANARYD_STD_PID")
+CMP_RSS=$([ -n "$COMPARE" ] && hwm_kb "$CANARYD_CMP_PID" || echo 0)
 
 # Median of each column per contestant, then the table.
-awk -v nrss="$NGINX_RSS" -v crss="$CANARYD_RSS" -v srss="$STD_RSS" -v frss="$FLEET_RSS" -v contestants="$CONTESTANTS" '
+awk -v rsslist="nginx=$NGINX_RSS canaryd=$CANARYD_RSS canaryd-fast-path-off=$CANARYD_STD_RSS canaryd-compare=$CMP_RSS canaryd-fleet=$FLEET_RSS stdlib=$STD_RSS" -v contestants="$CONTESTANTS" '
 function median(arr, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (arr[j] < arr[i]) { t = arr[i]; arr[i] = arr[j]; arr[j] = t }
   return (n % 2) ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2 }
 function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
 { k = $1; n[k]++; rps[k, n[k]] = $2; cpu[k, n[k]] = $3; p50[k, n[k]] = ms($4); p99[k, n[k]] = ms($5); fx[k, n[k]] = $6; sh[k, n[k]] = $7 }
 END {
+  nr = split(rsslist, pairs, " "); for (x = 1; x <= nr; x++) { split(pairs[x], kv, "="); rss[kv[1]] = kv[2] }
   printf "| contestant | req/s | CPU µs/req | p50 ms | p99 ms | p99 ms @ fixed rate | peak RSS MB | canary share %% |\n"
   printf "|---|---:|---:|---:|---:|---:|---:|---:|\n"
   nc = split(contestants, names, " ")
@@ -224,9 +254,11 @@ END {
     for (i = 1; i <= m; i++) { a[i] = p99[k, i] } P9 = median(a, m)
     for (i = 1; i <= m; i++) { a[i] = fx[k, i] } F[k] = median(a, m)
     for (i = 1; i <= m; i++) { a[i] = sh[k, i] } S = median(a, m)
-    printf "| %s | %.0f | %.1f | %.2f | %.2f | %.2f | %.1f | %.2f |\n", k, R[k], C[k], P5, P9, F[k], (k == "nginx" ? nrss : k == "canaryd" ? crss : k == "canaryd-fleet" ? frss : srss) / 1024, S }
+    printf "| %s | %.0f | %.1f | %.2f | %.2f | %.2f | %.1f | %.2f |\n", k, R[k], C[k], P5, P9, F[k], rss[k] / 1024, S }
   printf "\ncanaryd/nginx: throughput %.2fx, CPU per request %.2fx, p99 at fixed rate %+.2f ms\n", R["canaryd"] / R["nginx"], C["canaryd"] / C["nginx"], F["canaryd"] - F["nginx"]
   printf "canaryd/stdlib ReverseProxy: throughput %.2fx, CPU per request %.2fx\n", R["canaryd"] / R["stdlib"], C["canaryd"] / C["stdlib"]
+  printf "fast path on/off: throughput %.2fx, CPU per request %.2fx\n", R["canaryd"] / R["canaryd-fast-path-off"], C["canaryd"] / C["canaryd-fast-path-off"]
+  if (n["canaryd-compare"] > 0) printf "canaryd/canaryd-compare: throughput %.2fx, CPU per request %.2fx\n", R["canaryd"] / R["canaryd-compare"], C["canaryd"] / C["canaryd-compare"]
   if (("canaryd-fleet", 1) in rps) printf "canaryd-fleet/canaryd: throughput %.2fx, CPU per request %.2fx, p99 at fixed rate %+.2f ms\n", R["canaryd-fleet"] / R["canaryd"], C["canaryd-fleet"] / C["canaryd"], F["canaryd-fleet"] - F["canaryd"]
 }' "$OUT/results.txt"
 echo "(medians of $ROUNDS interleaved rounds of $DURATION, $CONNS connections; raw figures in $OUT/results.txt)"

@@ -94,13 +94,17 @@ type config struct {
 	LogLevel  string   `env:"CANARY_LOG_LEVEL" envDefault:"info" help:"trace, debug, info, warn or error"`
 	LogFormat string   `env:"CANARY_LOG_FORMAT" envDefault:"json" help:"json or console"`
 
-	_                  struct{}      `group:"Limits and timeouts"`
-	ShutdownTimeout    time.Duration `env:"CANARY_SHUTDOWN_TIMEOUT" envDefault:"30s" help:"how long SIGTERM waits for in-flight requests"`
-	ReadHeaderTimeout  time.Duration `env:"CANARY_READ_HEADER_TIMEOUT" envDefault:"10s" help:"a client must send its request headers within this"`
-	IdleTimeout        time.Duration `env:"CANARY_IDLE_TIMEOUT" envDefault:"75s" help:"idle keep-alive client connections are closed after this"`
-	MaxHeaderBytes     int           `env:"CANARY_MAX_HEADER_BYTES" envDefault:"65536" help:"larger request headers are answered 431"`
-	UpstreamTimeout    time.Duration `env:"CANARY_UPSTREAM_TIMEOUT" envDefault:"60s" help:"wait for a backend's response headers; then 504"`
-	MaxConnsPerBackend int           `env:"CANARY_MAX_CONNS_PER_BACKEND" envDefault:"1024" help:"cap on concurrent upstream connections per backend"`
+	_                      struct{}      `group:"Limits and timeouts"`
+	ShutdownTimeout        time.Duration `env:"CANARY_SHUTDOWN_TIMEOUT" envDefault:"30s" help:"how long SIGTERM waits for in-flight requests"`
+	ReadHeaderTimeout      time.Duration `env:"CANARY_READ_HEADER_TIMEOUT" envDefault:"10s" help:"a client must send its request headers within this"`
+	IdleTimeout            time.Duration `env:"CANARY_IDLE_TIMEOUT" envDefault:"75s" help:"idle keep-alive client connections are closed after this"`
+	MaxHeaderBytes         int           `env:"CANARY_MAX_HEADER_BYTES" envDefault:"65536" help:"larger request headers are answered 431"`
+	UpstreamTimeout        time.Duration `env:"CANARY_UPSTREAM_TIMEOUT" envDefault:"60s" help:"wait for a backend's response headers; then 504"`
+	MaxConnsPerBackend     int           `env:"CANARY_MAX_CONNS_PER_BACKEND" envDefault:"1024" help:"cap on concurrent upstream connections per backend"`
+	MaxResponseHeaderBytes int           `env:"CANARY_MAX_RESPONSE_HEADER_BYTES" envDefault:"65536" help:"a backend answer with a larger header block is a 502 and the backend's error"`
+	RequestBuffer          int           `env:"CANARY_REQUEST_BUFFER" envDefault:"65536" help:"request body bytes read before an upstream connection is taken"`
+	BodyReadTimeout        time.Duration `env:"CANARY_BODY_READ_TIMEOUT" envDefault:"60s" help:"a client must send each CANARY_REQUEST_BUFFER bytes of a body within this"`
+	FastPath               onOff         `env:"CANARY_FAST_PATH" envDefault:"on" help:"off sends every request through the standard path (httputil.ReverseProxy)"`
 
 	_           struct{} `group:"Profiling"`
 	PprofListen string   `env:"CANARY_PPROF_LISTEN" help:"loopback host:port serving /debug/pprof/; empty = off"`
@@ -358,8 +362,26 @@ func parseEnv(v any, environ []string) error {
 	return fmt.Errorf("configuration: %w", first)
 }
 
+// onOff is a switch written on or off (CANARY_FAST_PATH).
+type onOff bool
+
+// UnmarshalText implements encoding.TextUnmarshaler for caarlos0/env.
+func (o *onOff) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "on":
+		*o = true
+	case "off":
+		*o = false
+	default:
+		return fmt.Errorf("%q is not on or off", b)
+	}
+	return nil
+}
+
 func kindName(t reflect.Type) string {
 	switch {
+	case t == reflect.TypeFor[onOff]():
+		return "switch (on or off)"
 	case t == reflect.TypeFor[time.Duration]():
 		return "duration (e.g. 500ms, 5m)"
 	case t.Kind() == reflect.Bool:
@@ -452,6 +474,12 @@ func loadConfig(environ []string) (*config, error) {
 		return nil, bad("CANARY_UPSTREAM_TIMEOUT", "must be positive")
 	case c.MaxConnsPerBackend < 1:
 		return nil, bad("CANARY_MAX_CONNS_PER_BACKEND", "must be at least 1")
+	case c.MaxResponseHeaderBytes < 4096 || c.MaxResponseHeaderBytes > 16<<20:
+		return nil, bad("CANARY_MAX_RESPONSE_HEADER_BYTES", "must be between 4096 and 16777216")
+	case c.RequestBuffer < 1024 || c.RequestBuffer > 64<<20:
+		return nil, bad("CANARY_REQUEST_BUFFER", "must be between 1024 and 67108864")
+	case c.BodyReadTimeout <= 0:
+		return nil, bad("CANARY_BODY_READ_TIMEOUT", "must be positive")
 	}
 	if c.compare, err = judge.ParseCompare(c.Compare); err != nil {
 		return nil, bad("CANARY_COMPARE", "%q must be hold or rollback", c.Compare)

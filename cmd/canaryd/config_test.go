@@ -100,6 +100,14 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"tls half", []string{"CANARY_TLS_CERT_FILE=/x.pem"}, "CANARY_TLS_KEY_FILE"},
 		{"ca missing", []string{"CANARY_UPSTREAM_CA_FILE=" + filepath.Join(dir, "nope.pem")}, "CANARY_UPSTREAM_CA_FILE"},
 		{"shutdown bad", []string{"CANARY_SHUTDOWN_TIMEOUT=soon"}, "CANARY_SHUTDOWN_TIMEOUT"},
+		{"request buffer too small", []string{"CANARY_REQUEST_BUFFER=100"}, "CANARY_REQUEST_BUFFER"},
+		{"request buffer not a number", []string{"CANARY_REQUEST_BUFFER=64k"}, "CANARY_REQUEST_BUFFER"},
+		{"body read timeout zero", []string{"CANARY_BODY_READ_TIMEOUT=0s"}, "CANARY_BODY_READ_TIMEOUT"},
+		{"body read timeout without unit", []string{"CANARY_BODY_READ_TIMEOUT=60"}, "CANARY_BODY_READ_TIMEOUT"},
+		{"response header cap too small", []string{"CANARY_MAX_RESPONSE_HEADER_BYTES=1024"}, "CANARY_MAX_RESPONSE_HEADER_BYTES"},
+		{"response header cap too large", []string{"CANARY_MAX_RESPONSE_HEADER_BYTES=1000000000"}, "CANARY_MAX_RESPONSE_HEADER_BYTES"},
+		{"fast path not on or off", []string{"CANARY_FAST_PATH=true"}, "CANARY_FAST_PATH"},
+		{"fast path set but empty", []string{"CANARY_FAST_PATH="}, "CANARY_FAST_PATH"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
@@ -137,6 +145,26 @@ func TestConfigCompare(t *testing.T) {
 	}
 	if c.compare != judge.CompareRollback || c.CompareMargin != 0.25 {
 		t.Errorf("CANARY_COMPARE=rollback, CANARY_COMPARE_MARGIN=0.25: compare %v, margin %v", c.compare, c.CompareMargin)
+	}
+}
+
+// The request-path variables: their defaults, and CANARY_FAST_PATH's two
+// values.
+func TestRequestPathConfig(t *testing.T) {
+	c, err := loadConfig(baseEnv(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RequestBuffer != 64<<10 || c.BodyReadTimeout.String() != "1m0s" || c.MaxResponseHeaderBytes != 64<<10 || !c.FastPath {
+		t.Errorf("defaults: request buffer %d, body read timeout %v, response header cap %d, fast path %v; want 65536, 1m0s, 65536, on",
+			c.RequestBuffer, c.BodyReadTimeout, c.MaxResponseHeaderBytes, c.FastPath)
+	}
+	c, err = loadConfig(with(baseEnv(t), "CANARY_FAST_PATH=off", "CANARY_REQUEST_BUFFER=1024", "CANARY_BODY_READ_TIMEOUT=5s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.FastPath || c.RequestBuffer != 1024 || c.BodyReadTimeout.String() != "5s" {
+		t.Errorf("CANARY_FAST_PATH=off, CANARY_REQUEST_BUFFER=1024, CANARY_BODY_READ_TIMEOUT=5s: fast path %v, %d, %v", c.FastPath, c.RequestBuffer, c.BodyReadTimeout)
 	}
 }
 

@@ -171,17 +171,21 @@ func build(c *config, log zerolog.Logger) (_ *server, err error) {
 
 func newProxy(c *config, sp *split.Splitter, log zerolog.Logger, reg prometheus.Registerer) (*proxy.Proxy, error) {
 	px, err := proxy.New(proxy.Config{
-		Stable:                c.stable,
-		Canary:                c.canary,
-		Window:                c.SLOWindow,
-		SlowThreshold:         c.SLOP95,
-		ResponseHeaderTimeout: c.UpstreamTimeout,
-		MaxConnsPerBackend:    c.MaxConnsPerBackend,
-		TLSClientConfig:       c.upstreamTLS,
-		HealthPath:            c.HealthPath,
-		HealthInterval:        c.HealthInterval,
-		AccessLog:             c.AccessLog,
-		Redact:                secretsOf(c.tokens),
+		Stable:                 c.stable,
+		Canary:                 c.canary,
+		Window:                 c.SLOWindow,
+		SlowThreshold:          c.SLOP95,
+		ResponseHeaderTimeout:  c.UpstreamTimeout,
+		MaxConnsPerBackend:     c.MaxConnsPerBackend,
+		MaxResponseHeaderBytes: c.MaxResponseHeaderBytes,
+		RequestBuffer:          c.RequestBuffer,
+		BodyReadTimeout:        c.BodyReadTimeout,
+		DisableFastPath:        !bool(c.FastPath),
+		TLSClientConfig:        c.upstreamTLS,
+		HealthPath:             c.HealthPath,
+		HealthInterval:         c.HealthInterval,
+		AccessLog:              c.AccessLog,
+		Redact:                 secretsOf(c.tokens),
 	}, sp, log, reg)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
@@ -348,17 +352,27 @@ func (s *server) buildHTTP(adminHandler http.Handler) error {
 			return bad("CANARY_TLS_CERT_FILE", "%v", err)
 		}
 		tc := &tls.Config{GetCertificate: s.certs.get, MinVersion: tls.VersionTLS12}
-		s.traffic.TLSConfig = tc
 		s.admin.TLSConfig = tc.Clone()
+		// The traffic listener terminates TLS itself (StrictTLSListener), so
+		// that the framing guard covers HTTP/1.1 over TLS too; "h2" in
+		// NextProtos makes net/http serve the HTTP/2 connections it hands
+		// over, and ConnContext gives requests their TLS state.
+		tc.NextProtos = []string{"h2", "http/1.1"}
+		s.traffic.TLSConfig = tc
+		s.traffic.ConnContext = proxy.ConnContext
 		s.reloadables = append(s.reloadables, s.certs)
 		s.scheme = "https"
+	}
+	// Every HTTP/1.1 connection of the traffic listener is guarded: ambiguous
+	// framing (request smuggling) is refused before net/http parses it.
+	smugLog := s.log.With().Str("component", "listener").Logger()
+	rejected := func(reason string) {
+		smugLog.Debug().Str("reason", reason).Msg("request refused: ambiguous framing")
+	}
+	if s.certs == nil {
+		s.trafficLn = proxy.StrictListener(s.trafficLn, rejected)
 	} else {
-		// On plain HTTP the traffic listener refuses ambiguous framing
-		// (request smuggling) before net/http parses it.
-		smugLog := s.log.With().Str("component", "listener").Logger()
-		s.trafficLn = proxy.StrictListener(s.trafficLn, func(reason string) {
-			smugLog.Debug().Str("reason", reason).Msg("request refused: ambiguous framing")
-		})
+		s.trafficLn = proxy.StrictTLSListener(s.trafficLn, s.traffic.TLSConfig.Clone(), c.ReadHeaderTimeout, rejected)
 	}
 	if s.pprofLn != nil {
 		mux := http.NewServeMux()
@@ -417,11 +431,12 @@ func (s *server) run(ctx context.Context, opts serveOptions) error {
 	}
 
 	front := newGroup(ctx)
-	front.Go("traffic listener", s.serveHTTP(s.traffic, s.trafficLn, s.cfg.ShutdownTimeout))
-	front.Go("admin listener", s.serveHTTP(s.admin, s.adminLn, s.cfg.ShutdownTimeout))
+	// The traffic listener's connections arrive with TLS terminated already.
+	front.Go("traffic listener", s.serveHTTP(s.traffic, s.trafficLn, s.cfg.ShutdownTimeout, false))
+	front.Go("admin listener", s.serveHTTP(s.admin, s.adminLn, s.cfg.ShutdownTimeout, s.admin.TLSConfig != nil))
 	if s.pprof != nil {
 		// Profiles in flight are cut at shutdown: they do not hold it up.
-		front.Go("pprof listener", s.serveHTTP(s.pprof, s.pprofLn, 0))
+		front.Go("pprof listener", s.serveHTTP(s.pprof, s.pprofLn, 0, false))
 		s.log.Warn().Str("addr", s.pprofLn.Addr().String()).Msg("pprof enabled")
 	}
 
@@ -461,12 +476,13 @@ func (s *server) storeName() string {
 
 // serveHTTP is srv serving on ln as a Run-style function: it serves until
 // ctx ends, then shuts srv down, waiting up to drain for in-flight requests
-// (0: none) before cutting them off.
-func (s *server) serveHTTP(srv *http.Server, ln net.Listener, drain time.Duration) func(context.Context) error {
+// (0: none) before cutting them off. With terminateTLS, srv terminates TLS on
+// ln's connections (ServeTLS).
+func (s *server) serveHTTP(srv *http.Server, ln net.Listener, drain time.Duration, terminateTLS bool) func(context.Context) error {
 	return func(ctx context.Context) error {
 		served := make(chan error, 1) // Serve's one result
 		go func() {
-			if srv.TLSConfig != nil {
+			if terminateTLS {
 				served <- srv.ServeTLS(ln, "", "")
 			} else {
 				served <- srv.Serve(ln)

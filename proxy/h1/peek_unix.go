@@ -1,0 +1,31 @@
+//go:build unix
+
+package h1
+
+import (
+	"errors"
+	"syscall"
+)
+
+// unread reports whether the connection has something to read in the
+// kernel: bytes nobody asked for, or the backend's close. One non-blocking
+// MSG_PEEK receive, without the runtime's poller: nothing is consumed and
+// nothing waits.
+func (c *conn) unread() bool {
+	if c.rc == nil {
+		return true // cannot tell: not reusable
+	}
+	if err := c.rc.Control(c.peekFn); err != nil {
+		return true
+	}
+	return c.readable
+}
+
+// peek is RawConn.Control's function for unread (bound once per
+// connection, so the check allocates nothing).
+func (c *conn) peek(fd uintptr) {
+	_, _, err := syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	// Nothing to read is the only clean answer: data, end of stream (no
+	// error, nothing read) or an error such as a reset all rule reuse out.
+	c.readable = !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EWOULDBLOCK)
+}

@@ -1,0 +1,40 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"time"
+
+	"github.com/canaryd/canaryd/proxy/h1"
+)
+
+// StrictListener wraps a plain-HTTP traffic listener with the framing
+// guard (see proxy/h1): a request with ambiguous framing (Content-Length
+// with Transfer-Encoding, conflicting lengths, obs-fold, bare LF line ends,
+// a malformed chunk size, ...) is answered 400 and its connection closed
+// before net/http has read it whole, so it never reaches a backend.
+// rejected, if not nil, is told each refusal's reason.
+func StrictListener(ln net.Listener, rejected func(reason string)) net.Listener {
+	return h1.GuardListener(ln, h1.GuardConfig{Rejected: rejected})
+}
+
+// StrictTLSListener terminates TLS on a traffic listener itself, with
+// config, so that the framing guard covers HTTP/1.1 over TLS as well;
+// HTTP/2 connections (by ALPN) go to net/http unguarded, their framing
+// being unambiguous. A handshake must finish within handshakeTimeout.
+//
+// Serve the listener with http.Server.Serve (not ServeTLS), with ConnContext
+// as the server's ConnContext and a TLSConfig whose NextProtos include "h2"
+// so that net/http sets up HTTP/2.
+func StrictTLSListener(ln net.Listener, config *tls.Config, handshakeTimeout time.Duration, rejected func(reason string)) net.Listener {
+	return h1.TLSListener(ln, config, handshakeTimeout, h1.GuardConfig{Rejected: rejected})
+}
+
+// ConnContext is http.Server.ConnContext for a server on a
+// StrictTLSListener: it carries the TLS state of the HTTP/1.1 connections,
+// which net/http cannot see through the guard, to ServeHTTP (Request.TLS,
+// hence X-Forwarded-Proto: https).
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return h1.ConnContext(ctx, c)
+}
