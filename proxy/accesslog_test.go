@@ -64,3 +64,34 @@ func TestAccessLog(t *testing.T) {
 		}
 	}
 }
+
+// TestAccessLogRedactsRotatedSecrets: the secrets given to SetRedact (admin
+// tokens reloaded while canaryd runs) replace those of Config.Redact.
+func TestAccessLogRedactsRotatedSecrets(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer backend.Close()
+	var buf bytes.Buffer
+	sp, _ := split.New(split.Config{}, 0)
+	p, err := proxy.New(proxy.Config{
+		Stable: mustURL(t, backend.URL), Canary: mustURL(t, "http://127.0.0.1:1"), AccessLog: true,
+		Redact: []string{"old-secret-0123456789"},
+	}, sp, zerolog.New(&buf), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(path string) string {
+		buf.Reset()
+		p.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, path, nil))
+		return buf.String()
+	}
+	if line := get("/x/old-secret-0123456789"); strings.Contains(line, "old-secret") || !strings.Contains(line, "[REDACTED]") {
+		t.Errorf("configured secret: %s", line)
+	}
+	p.SetRedact([]string{"new-secret-0123456789"})
+	if line := get("/x/new-secret-0123456789"); strings.Contains(line, "new-secret") || !strings.Contains(line, "[REDACTED]") {
+		t.Errorf("secret set while running: %s", line)
+	}
+	if line := get("/x/old-secret-0123456789"); !strings.Contains(line, "old-secret") {
+		t.Errorf("a secret no longer in force is still redacted: %s", line)
+	}
+}

@@ -153,7 +153,8 @@ type Config struct {
 	AccessLog bool
 	// Redact lists secrets (the admin token) that must never reach the
 	// access log: a logged path or request id containing one has it
-	// replaced by "[REDACTED]". Nil means nothing to redact.
+	// replaced by "[REDACTED]". Nil means nothing to redact. SetRedact
+	// replaces them while the proxy runs.
 	Redact []string
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -151,6 +152,8 @@ type Proxy struct {
 	canaryErrs chan struct{}
 	pending    atomic.Bool // a value is (or is about to be) in canaryErrs
 
+	secrets atomic.Pointer[[]string] // what the access log redacts (SetRedact)
+
 	idPrefix string        // random, per process: request ids are idPrefix-counter
 	ids      atomic.Uint64 // request id counter
 }
@@ -199,6 +202,7 @@ func New(cfg Config, sp *split.Splitter, logger zerolog.Logger, reg prometheus.R
 		idPrefix:   hex.EncodeToString(idb[:]),
 	}
 	p.base = p.now()
+	p.SetRedact(cfg.Redact)
 	p.clock = time.Now()
 	p.writers.New = func() any { return new(responseWriter) }
 	for _, b := range [...]split.Backend{split.Stable, split.Canary} {
@@ -512,7 +516,11 @@ func (p *Proxy) record(rw *responseWriter, b split.Backend, status int, kind Err
 	if hist {
 		c.observeDuration(lat)
 	}
-	if isErr && b == split.Canary && p.pending.CompareAndSwap(false, true) {
+	// A failed or slow canary request wakes the guard: evidence against the
+	// canary is judged at once, not at the next tick (a canary whose every
+	// request is slow is caught within a handful of requests, like one whose
+	// every request fails).
+	if (isErr || isSlow) && b == split.Canary && p.pending.CompareAndSwap(false, true) {
 		select {
 		case p.canaryErrs <- struct{}{}:
 		default:
@@ -520,9 +528,16 @@ func (p *Proxy) record(rw *responseWriter, b split.Backend, status int, kind Err
 	}
 }
 
+// SetRedact replaces the secrets the access log redacts (Config.Redact), for
+// admin tokens rotated while canaryd runs.
+func (p *Proxy) SetRedact(secrets []string) {
+	secrets = slices.Clone(secrets)
+	p.secrets.Store(&secrets)
+}
+
 // redact replaces every configured secret in s.
 func (p *Proxy) redact(s string) string {
-	for _, secret := range p.cfg.Redact {
+	for _, secret := range *p.secrets.Load() {
 		if secret != "" && strings.Contains(s, secret) {
 			s = strings.ReplaceAll(s, secret, "[REDACTED]")
 		}
@@ -623,7 +638,8 @@ func (p *Proxy) Totals() (stable, canary Totals) {
 	return p.backends[split.Stable].ctr.totals(), p.backends[split.Canary].ctr.totals()
 }
 
-// CanaryErrors delivers a value soon after a canary request fails, so the
+// CanaryErrors delivers a value soon after a canary request fails or is
+// slower than Config.SlowThreshold, so the
 // guard can judge at once instead of waiting for its tick. Coalesced: at most
 // one value is pending; the request path takes no lock and does not allocate.
 // After a value was sent, the next one is sent only once Snapshot or Totals

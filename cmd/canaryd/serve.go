@@ -163,7 +163,14 @@ func build(c *config, log zerolog.Logger) (_ *server, err error) {
 		return nil, err
 	}
 	if src := c.tokenSources(); len(src.files()) > 0 {
-		s.tokens = &tokenWatcher{src: src, set: adm.SetTokens, log: log.With().Str("component", "tokens").Logger(), loaded: c.tokenStamp}
+		set := func(tokens []admin.Token) (admin.TokenChange, error) {
+			change, err := adm.SetTokens(tokens)
+			if err == nil {
+				s.proxy.SetRedact(secretsOf(tokens))
+			}
+			return change, err
+		}
+		s.tokens = &tokenWatcher{src: src, set: set, log: log.With().Str("component", "tokens").Logger(), loaded: c.tokenStamp}
 		s.reloadables = append(s.reloadables, s.tokens)
 	}
 	return s, nil
@@ -193,8 +200,8 @@ func newProxy(c *config, sp *split.Splitter, log zerolog.Logger, reg prometheus.
 	return px, nil
 }
 
-// secretsOf lists the tokens' secrets. The proxy's redaction list is fixed
-// at start: a token added by a reload is not in it.
+// secretsOf lists the tokens' secrets, for the proxy's access-log redaction
+// (renewed when the token files are reloaded).
 func secretsOf(tokens []admin.Token) []string {
 	out := make([]string, len(tokens))
 	for i, t := range tokens {
