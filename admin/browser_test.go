@@ -463,17 +463,31 @@ type shot struct {
 // NAME.png, and measures the given elements.
 func (p *page) screenshot(name string, selectors ...string) shot {
 	p.t.Helper()
-	var m struct {
-		Content struct{ Width, Height float64 } `json:"cssContentSize"`
+	return p.capture(name, true, selectors)
+}
+
+// screenshotWindow captures what the window shows (a modal dialog over its
+// backdrop, as a person sees it), like screenshot.
+func (p *page) screenshotWindow(name string, selectors ...string) shot {
+	p.t.Helper()
+	return p.capture(name, false, selectors)
+}
+
+func (p *page) capture(name string, whole bool, selectors []string) shot {
+	p.t.Helper()
+	params := map[string]any{"format": "png"}
+	if whole {
+		var m struct {
+			Content struct{ Width, Height float64 } `json:"cssContentSize"`
+		}
+		p.must("Page.getLayoutMetrics", nil, &m)
+		params["captureBeyondViewport"] = true
+		params["clip"] = map[string]any{"x": 0, "y": 0, "width": 1280, "height": m.Content.Height, "scale": 1}
 	}
-	p.must("Page.getLayoutMetrics", nil, &m)
 	var r struct {
 		Data string `json:"data"`
 	}
-	p.must("Page.captureScreenshot", map[string]any{
-		"format": "png", "captureBeyondViewport": true,
-		"clip": map[string]any{"x": 0, "y": 0, "width": 1280, "height": m.Content.Height, "scale": 1},
-	}, &r)
+	p.must("Page.captureScreenshot", params, &r)
 	raw, err := base64.StdEncoding.DecodeString(r.Data)
 	if err != nil {
 		p.t.Fatal(err)
@@ -492,10 +506,14 @@ func (p *page) screenshot(name string, selectors ...string) shot {
 	}
 	p.t.Logf("screenshot %s: %dx%d, %s", name, img.Bounds().Dx(), img.Bounds().Dy(), file)
 	s := shot{img: img, file: file, rects: map[string]image.Rectangle{}}
+	scroll := "1"
+	if !whole {
+		scroll = "0"
+	}
 	for _, sel := range selectors {
 		var b *struct{ X, Y, W, H float64 }
 		if err := p.eval(fmt.Sprintf(`(() => { const e = document.querySelector(%q); if (!e) return null;
-			const r = e.getBoundingClientRect(); return {X: r.x + scrollX, Y: r.y + scrollY, W: r.width, H: r.height}; })()`, sel), &b); err != nil {
+			const r = e.getBoundingClientRect(); return {X: r.x + scrollX * %s, Y: r.y + scrollY * %s, W: r.width, H: r.height}; })()`, sel, scroll, scroll), &b); err != nil {
 			p.t.Fatal(err)
 		}
 		if b != nil {

@@ -483,14 +483,21 @@ func (in *incident) url() string {
 	return "http://" + in.addr
 }
 
-// confirm clicks a control, checks that it only asked, then confirms.
-func confirm(t *testing.T, p *page, in *incident, control, title string) {
+// confirm clicks a control, checks that it only asked, then confirms. With
+// a name, it takes a screenshot of the question.
+func confirm(t *testing.T, p *page, in *incident, control, title string, name ...string) {
 	t.Helper()
 	before := len(in.guard.Overview().History)
 	p.click(control)
 	p.waitFor("the confirmation of "+control, `document.getElementById("confirm").open`)
 	if got := p.text("#confirm-title"); got != title {
 		t.Errorf("%s: confirmation title = %q; want %q", control, got, title)
+	}
+	for _, n := range name {
+		s := p.screenshotWindow(n, "#confirm")
+		if r := s.rect(t, "#confirm", 0, 1); r.Dx() < 200 || s.count(r, badRed) < 50 {
+			t.Errorf("%s: the confirmation is %v with %d red pixels; want a dialog with a red button", s.file, r, s.count(r, badRed))
+		}
 	}
 	if n := len(in.guard.Overview().History); n != before {
 		t.Fatalf("%s changed the rollout before the confirmation (%d → %d transitions)", control, before, n)
@@ -524,8 +531,13 @@ func TestDashboardIncident(t *testing.T) {
 	resultIs(p, "weight: done (200 OK). The rollout is now paused at 25 %")
 	waitUntil(t, "the splitter at 25%", func() bool { return in.split.Weight() == 2500 })
 	p.waitFor("the new weight", `document.getElementById("weight").textContent === "25 %"`)
+	confirm(t, p, in, "#ctl-resume", "Resume the plan?")
+	resultIs(p, "resume: done (200 OK). The rollout is now progressing at ")
+	if o := in.guard.Overview(); o.State != "progressing" {
+		t.Errorf("after resume: %s; want progressing", o.State)
+	}
 
-	confirm(t, p, in, "#ctl-rollback", "Roll the canary back now?")
+	confirm(t, p, in, "#ctl-rollback", "Roll the canary back now?", "dashboard-confirm")
 	resultIs(p, "rollback: done (200 OK). The rollout is now rolled_back at 0 %")
 	if o := in.guard.Overview(); o.State != "rolled_back" || in.split.Blocked() == 0 {
 		t.Errorf("after rollback: state %s, splitter blocked %d; want rolled_back and blocked", o.State, in.split.Blocked())
@@ -622,9 +634,19 @@ func TestDashboardIncident(t *testing.T) {
 	if n := s.colourful(s.rect(t, "#charts", 0, 1)); n < 500 {
 		t.Errorf("%s: the charts have %d coloured pixels after the recovery; want them in colour again", s.file, n)
 	}
-	if p.text("#rollback-title") == "" {
+	if !p.visible("#rollback") {
 		t.Errorf("the rollback snapshot is gone before a reset")
 	}
+
+	// A new release from the page clears the rollback and its snapshot.
+	p.typeInto("#release-input", "v2.0.1")
+	p.typeInto("#steps-input", "20@1h,100@1h")
+	confirm(t, p, in, "#ctl-start", "Start release v2.0.1?")
+	resultIs(p, "start: done (200 OK). The rollout is now progressing at 20 %, release v2.0.1.")
+	if o := in.guard.Overview(); o.Release != "v2.0.1" || o.State != "progressing" || in.split.Weight() != 2000 {
+		t.Errorf("after start: release %q state %s splitter %d; want v2.0.1 progressing at 2000", o.Release, o.State, in.split.Weight())
+	}
+	p.waitFor("the snapshot to go", `document.getElementById("rollback").getClientRects().length === 0 && document.getElementById("release").textContent === "release v2.0.1"`)
 	p.noProblems()
 }
 

@@ -713,7 +713,7 @@
     // For tests and the curious: what the charts hold.
     $("charts").dataset.historyPoints = String(state.points.length);
     $("charts").dataset.lastPoint = state.lastTime;
-    $("charts-title").textContent = "The last " + human(state.span);
+    $("charts-title").textContent = state.span === 3600e3 ? "The last hour" : "The last " + human(state.span);
     $("chart-note").textContent = state.liveOnly
       ? "(kept by this tab since it opened: this canaryd keeps no history)"
       : state.points.length
@@ -908,7 +908,7 @@
   function describe(op, arg) {
     const ov = (state.last || {}).overview || {};
     const release = ov.release ? " " + ov.release : "";
-    const at = " (now " + (ov.state || "?") + " at " + percent(ov.weight) + ")";
+    const at = " It is now " + (ov.state || "?") + " at " + percent(ov.weight) + ".";
     switch (op) {
       case "pause":
         return ["Pause the plan?", "The weight stays at " + percent(ov.weight) + "; the plan stops advancing until you resume it." + at, "Pause"];
