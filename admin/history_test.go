@@ -244,3 +244,38 @@ func TestHistoryEndpoint(t *testing.T) {
 
 // The guard is what cmd samples; keep the contracts in step.
 var _ admin.Checker = (*guard.Guard)(nil)
+
+// BenchmarkHistory: taking a point, and answering a new tab's GET
+// /dashboard/history with a full hour (720 points).
+func BenchmarkHistory(b *testing.B) {
+	ctl := newFakeController()
+	clock := &fakeClock{now: time.Date(2025, 5, 1, 12, 0, 0, 0, time.UTC)}
+	h, err := admin.NewHistory(ctl, admin.HistoryConfig{Now: clock.Now})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("Sample", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			clock.Advance(5 * time.Second)
+			h.Sample()
+		}
+	})
+	for range 720 {
+		clock.Advance(5 * time.Second)
+		h.Sample()
+	}
+	ts := newTestServerWith(b, ctl, admin.LimiterConfig{}, h)
+	b.Run("GET hour", func(b *testing.B) {
+		b.ReportAllocs()
+		var size int
+		for b.Loop() {
+			rec := ts.do(b, request{path: "/dashboard/history", auth: readAuthed()})
+			if rec.Code != http.StatusOK {
+				b.Fatalf("%d %s", rec.Code, rec.Body)
+			}
+			size = rec.Body.Len()
+		}
+		b.ReportMetric(float64(size), "body-bytes")
+	})
+}

@@ -662,14 +662,14 @@
 
   // ---- charts ---------------------------------------------------------
 
-  // chartPoints are the history's points plus the live one from
+  // chartPoints are the history's points plus the last poll's
   // /canary_check when it is newer, on the server's clock.
   function chartPoints(check) {
     const pts = state.points.slice();
-    const now = Date.now() + state.skew;
+    const at = state.lastOk ? state.lastOk.getTime() + state.skew : -Infinity;
     const lastAt = pts.length ? pts[pts.length - 1].at : -Infinity;
-    if (now > lastAt + 500) {
-      pts.push({ at: now, p: { weight: check.weight, recommendation: check.recommendation, stable: check.stable, canary: check.canary } });
+    if (at > lastAt + 500) {
+      pts.push({ at, p: { weight: check.weight, recommendation: check.recommendation, stable: check.stable, canary: check.canary } });
     }
     return pts;
   }
