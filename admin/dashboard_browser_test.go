@@ -200,8 +200,8 @@ func TestDashboardInBrowser(t *testing.T) {
 			}
 		}
 		for _, c := range []struct{ gate, want string }{
-			{"error_rate", "Errors since this step started: failed at 2025-05-01 12:02:11 after 389 requests (observed 3.1% against 1%)"},
-			{"p95_latency_vs_stable", "Slow requests compared with stable: failed at 2025-05-01 12:02:11 after 389 requests (observed p95 170 ms)"},
+			{"error_rate", "Errors since this step started: failed at 2025-05-01 12:02:11 after 389 requests (observed 3.1% against 1% over the last 5 min)"},
+			{"p95_latency_vs_stable", "Slow requests compared with stable: failed at 2025-05-01 12:02:11 after 389 requests (observed p95 170 ms over the last 5 min)"},
 			{"p95_latency", "Slow requests since this step started: passing"},
 		} {
 			if got := evidence(p, "#rollback-gates", c.gate); !strings.HasPrefix(got, c.want) {
@@ -583,7 +583,7 @@ func TestDashboardIncident(t *testing.T) {
 		t.Fatalf("the record's error_rate gate = %+v; want failed", failed)
 	}
 	sentence := regexp.MustCompile(`^Errors since this step started: failed at (\d{4}-\d\d-\d\d )?` + at + ` after ` +
-		regexp.QuoteMeta(humanInt(failed.Samples)) + ` requests \(observed ([0-9.]+)% against 1%\)`)
+		regexp.QuoteMeta(humanInt(failed.Samples)) + ` requests \(observed ([0-9.]+)% against 1% over the last 1 min\)`)
 	got := evidence(p, "#rollback-gates", "error_rate")
 	m := sentence.FindStringSubmatch(got)
 	if m == nil {
@@ -592,6 +592,10 @@ func TestDashboardIncident(t *testing.T) {
 	// The page rounds to 3 significant digits or fewer.
 	if observed, _ := strconv.ParseFloat(m[2], 64); math.Abs(observed-rb.Canary.ErrorRate*100) > 0.05 {
 		t.Errorf("observed %v%%; want the record's %.3f%%", observed, rb.Canary.ErrorRate*100)
+	}
+	// The objectives now tell the same story, at the same time.
+	if got := evidence(p, "#slo-rows", "error_rate"); !strings.Contains(got, "failed at ") || !strings.Contains(got, at+" after ") {
+		t.Errorf("the objectives' error_rate evidence = %q; want it failed at the rollback's %s", got, at)
 	}
 	p.waitFor("the rollback on the charts", `document.getElementById("charts").dataset.lastPoint > "`+rb.At.UTC().Format(time.RFC3339)+`"`)
 	s := p.screenshot("dashboard-rollback", "#rollback", "#charts", "#chart-errors")

@@ -393,9 +393,15 @@
     return { slo: "other", what: name };
   }
 
-  // observed is "3.1% against 1%" for a failed gate, from the canary's
-  // (and stable's) figures at the moment shown.
-  function observed(info, slo, canary, stable) {
+  // observed is "3.1% against 1% over the last 5 min" for a failed gate,
+  // from the canary's (and stable's) figures over the window at the moment
+  // shown.
+  function observed(info, slo, canary, stable, win) {
+    const text = observedFigures(info, slo, canary, stable);
+    return text && win ? text + " over the last " + win : text;
+  }
+
+  function observedFigures(info, slo, canary, stable) {
     if (!canary) return "";
     if (info.slo === "errors") {
       if (info.vs) return stable ? "observed " + pct(canary.error_rate) + " against stable's " + pct(stable.error_rate) : "observed " + pct(canary.error_rate);
@@ -434,9 +440,10 @@
         return { info, cls: "bad", status: "failed" + at + " (" + pct(g.value) + " of checks failed against " + pct(g.threshold) + ")", why: g.detail || "" };
       }
       const n = ctx.failedAt ? g.samples : f ? f.samples : g.samples;
-      const obs = observed(info, ctx.slo || {}, ctx.canary, ctx.stable);
+      const obs = observed(info, ctx.slo || {}, ctx.canary, ctx.stable, ctx.window);
       const status = "failed" + at + " after " + int(n) + " requests" + (obs ? " (" + obs + ")" : "");
-      const why = info.vs ? "the canary is significantly worse than stable" : "the evidence is conclusive: the canary breaks this objective";
+      const why = info.vs ? "the canary is significantly worse than stable, by more than the margin allowed"
+        : "the evidence is conclusive: the canary breaks this objective";
       return { info, cls: "bad", status, why };
     }
     return { info, cls: "", status: g.verdict || "unknown", why: "" };
@@ -455,10 +462,17 @@
     return (gates || []).map((g) => Object.assign(gateSentence(g, ctx), { gateName: g.name }));
   }
 
-  function renderObjectives(check) {
+  function renderObjectives(check, overview) {
     const slo = check.slo || {};
     const win = check.window ? " (last " + human(durationMs(check.window)) + ")" : "";
-    const ctx = { judge: check.judge, slo, canary: check.canary, stable: check.stable, failures: state.gateFailures };
+    // A gate that failed in the rollback failed then: the rollback's time
+    // is exact, the history's first failing point up to 5 s later.
+    const failures = Object.assign({}, state.gateFailures);
+    const rb = overview.rollback;
+    for (const g of (rb && rb.gates) || []) {
+      if (g.verdict === "fail") failures[g.name] = { since: rb.time, samples: g.samples };
+    }
+    const ctx = { judge: check.judge, slo, canary: check.canary, stable: check.stable, failures, window: windowWords(check) };
     const all = sentences(check.gates, ctx);
     const rows = [
       {
@@ -519,9 +533,15 @@
         " canary requests are in it.";
     } else {
       $("slo-judge").textContent = "Judged by sequential tests that conclude only on strong evidence: a canary that meets its objectives" +
-        " is rolled back by mistake rarely (false-alarm budget " + pct(slo.alpha || 0.01) + " per step)." +
+        " is rolled back by mistake rarely (false-alarm budget α = " + pct(slo.alpha || 0.01) + " per step)." +
         " Latency counts the share of requests slower than " + ms(slo.p95_ms) + ".";
     }
+  }
+
+  // windowWords is the sliding window in words ("5 min"), "" if unknown.
+  function windowWords(check) {
+    const w = durationMs(check.window);
+    return w > 0 ? human(w) : "";
   }
 
   // ---- the rollback snapshot -----------------------------------------
@@ -578,7 +598,7 @@
       cell(tr, ms(b.p95_ms), name === "canary" && b.p95_ms > ((check.slo || {}).p95_ms || Infinity) ? "bad" : "");
       cell(tr, ms(b.p99_ms));
     });
-    const ctx = { judge: check.judge, slo: check.slo, canary: rb.canary, stable, failedAt: at };
+    const ctx = { judge: check.judge, slo: check.slo, canary: rb.canary, stable, failedAt: at, window: windowWords(check) };
     const items = sentences(rb.gates, ctx).map(evidenceItem);
     if (!items.length) items.push(el("li", "muted", rb.reason === "rollback_manual" ? "none: an operator rolled back" : "no gates recorded"));
     $("rollback-gates").replaceChildren(...items);
@@ -603,7 +623,7 @@
 
     fillList("reasons", check.reasons || []);
     renderRollback(overview, check);
-    renderObjectives(check);
+    renderObjectives(check, overview);
 
     fillRows("gates", check.gates || [], (tr, g) => {
       cell(tr, g.name);
