@@ -582,7 +582,7 @@
     }
     sec.hidden = false;
     const at = new Date(rb.time);
-    const who = rb.who === "guard" ? "canaryd's guard" : rb.who || "unknown";
+    const who = (rb.who === "guard" ? "canaryd's guard" : rb.who || "unknown") + (rb.replica ? " on " + rb.replica : "");
     $("rollback-title").textContent = "Rolled back at " + clock(at) + " by " + who;
     $("rollback-summary").textContent = "Why: " + (ROLLBACK_WHY[rb.reason] || rb.reason) + " (" + rb.reason + ")." +
       " The canary gets no traffic until the rollout is reset. The figures and the evidence as they stood at that moment:";
@@ -653,6 +653,21 @@
     }
     fillList("health-reasons", health.reasons || []);
 
+    // The fleet, from a canaryd that has one (a single canaryd is a fleet
+    // of one, its own leader).
+    const fl = check.fleet;
+    $("fleet-section").hidden = !fl;
+    if (fl) {
+      $("fleet-store").textContent = fl.store ? "(" + fl.store + " store, " + (fl.store_ok ? "answering" : "NOT answering") + ")" : "";
+      fillRows("fleet", fl.replicas || [], (tr, r) => {
+        cell(tr, r.id + (r.id === fl.self ? " (this one)" : ""));
+        cell(tr, r.leader ? "leader" : "replica", r.leader ? "ok" : "");
+        cell(tr, int(r.last_report_ms) + " ms ago", r.last_report_ms > 3000 ? "warn" : "");
+        cell(tr, int(r.requests));
+        cell(tr, int(r.canary_requests));
+      });
+    }
+
     fillRows("plan", overview.plan || [], (tr, s) => {
       cell(tr, String(s.index + 1));
       cell(tr, weightText(s.weight));
@@ -668,7 +683,7 @@
       cell(tr, weightText(h.to));
       cell(tr, (h.from_state || "") + " → " + (h.to_state || ""));
       cell(tr, h.reason || "", String(h.reason || "").startsWith("rollback") ? "bad" : "");
-      cell(tr, h.who || "");
+      cell(tr, (h.who || "") + (h.replica ? " on " + h.replica : ""));
     });
 
     $("integrity-summary").textContent = integrity.summary || "";
