@@ -18,6 +18,7 @@
 //	  GET  /dashboard/integrity_details  integrity.Report
 //	  GET  /dashboard/fleet              guard.FleetView (the replicas, the leader, the store)
 //	  GET  /dashboard/session            {"name": "ops-alice", "role": "read"|"operate"}
+//	  GET  /dashboard/history[?since=T]  HistoryView: the points after T (RFC 3339), all without it
 //	Bearer token of the operate role required
 //	  POST /rollout/weight               {"weight": 25.5} → guard.Overview
 //	  POST /rollout/promote              empty body or {} → guard.Overview
@@ -84,4 +85,7 @@ type Config struct {
 	// value means 10 failures at once, then 1 per second, 10,000 addresses
 	// remembered, and the wall clock.
 	AuthLimit LimiterConfig
+	// History is served at GET /dashboard/history (the caller runs it).
+	// Nil means no history is kept: the endpoint answers no points.
+	History *History
 }

@@ -272,6 +272,12 @@ type testServer struct {
 
 func newTestServer(t testing.TB, ctl *fakeController, limit admin.LimiterConfig) *testServer {
 	t.Helper()
+	return newTestServerWith(t, ctl, limit, nil)
+}
+
+// newTestServerWith is newTestServer serving history at /dashboard/history.
+func newTestServerWith(t testing.TB, ctl *fakeController, limit admin.LimiterConfig, history *admin.History) *testServer {
+	t.Helper()
 	if ctl == nil {
 		ctl = newFakeController()
 	}
@@ -284,7 +290,7 @@ func newTestServer(t testing.TB, ctl *fakeController, limit admin.LimiterConfig)
 	if limit.Now == nil {
 		limit.Now = ts.clock.Now
 	}
-	srv, err := admin.New(admin.Config{Tokens: testTokens(), Version: "1.2.3-test", AuthLimit: limit},
+	srv, err := admin.New(admin.Config{Tokens: testTokens(), Version: "1.2.3-test", AuthLimit: limit, History: history},
 		ctl, ts.reg, zerolog.New(ts.logs).Level(zerolog.DebugLevel), ts.reg)
 	if err != nil {
 		t.Fatalf("New: %v", err)

@@ -127,6 +127,7 @@ func (s *Server) routes(gatherer prometheus.Gatherer, metrics authMetrics) *chi.
 		r.Use(requireBearer(s.tokens.Load, s.limiter, metrics, s.log))
 		// Reading takes any token (the read role).
 		get(r, "/canary_check", s.canaryCheck)
+		get(r, "/dashboard/history", s.historyView)
 		get(r, "/dashboard/health_summary", s.healthSummary)
 		get(r, "/dashboard/canary_overview", s.canaryOverview)
 		get(r, "/dashboard/integrity_details", s.integrityDetails)

@@ -42,7 +42,7 @@ func TestE2EAPIShapeGolden(t *testing.T) {
 	in.waitFor("proceed", 50, func(c checkBody) bool { return c.Recommendation == "proceed" })
 	in.adminPost("/rollout/rollback") // so the overview holds a rollback record and history
 	got := map[string][]string{}
-	for _, path := range []string{"/canary_check", "/dashboard/canary_overview", "/dashboard/health_summary", "/dashboard/integrity_details", "/dashboard/fleet"} {
+	for _, path := range []string{"/canary_check", "/dashboard/canary_overview", "/dashboard/health_summary", "/dashboard/integrity_details", "/dashboard/fleet", "/dashboard/history"} {
 		_, body := in.adminGet(path, testToken)
 		var v any
 		if err := json.Unmarshal(body, &v); err != nil {

@@ -108,6 +108,10 @@ type server struct {
 	traffic, admin, pprof       *http.Server
 	trafficLn, adminLn, pprofLn net.Listener // pprofLn is nil when off
 
+	// history is the dashboard's last hour of figures, sampled from the
+	// guard.
+	history *admin.History
+
 	certs  *certReloader // nil without TLS
 	tokens *tokenWatcher // nil without a token file
 	// reloadables are re-read on SIGHUP: the TLS certificate and the token
@@ -155,7 +159,10 @@ func build(c *config, log zerolog.Logger) (_ *server, err error) {
 	if s.guard, err = newGuard(c, s.proxy, sp, s.fleet, s.replica, log, reg); err != nil {
 		return nil, err
 	}
-	adm, err := admin.New(admin.Config{Tokens: c.tokens, Version: buildVersion()}, s.guard, reg, log, reg)
+	if s.history, err = admin.NewHistory(s.guard, admin.HistoryConfig{}); err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	adm, err := admin.New(admin.Config{Tokens: c.tokens, Version: buildVersion(), History: s.history}, s.guard, reg, log, reg)
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
@@ -417,6 +424,7 @@ func (s *server) run(ctx context.Context, opts serveOptions) error {
 	background := newGroup(context.WithoutCancel(ctx))
 	background.Go("guard", s.guard.Run)
 	background.Go("proxy", s.proxy.Run)
+	background.Go("dashboard history", s.history.Run)
 	if s.fleet != nil {
 		background.Go("fleet", func(ctx context.Context) error {
 			err := s.fleet.Run(ctx)
