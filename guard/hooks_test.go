@@ -428,7 +428,9 @@ func TestProgressDeadlineStalls(t *testing.T) {
 	if last := o.History[len(o.History)-1]; o.State != "progressing" || last.Who != "plan" || !strings.HasSuffix(last.Reason, ": stalled") {
 		t.Fatalf("after the deadline: %s, last entry %+v; want progressing, stalled by the plan", o.State, last)
 	}
-	stalled := func(r string) bool { return strings.HasPrefix(r, "stalled: step 1 (5%) has not advanced within the progress deadline of 10m0s") }
+	stalled := func(r string) bool {
+		return strings.HasPrefix(r, "stalled: step 1 (5%) has not advanced within the progress deadline of 10m0s")
+	}
 	if c := h.g.Check(); !slices.ContainsFunc(c.Reasons, stalled) || !slices.ContainsFunc(c.Gates, func(g judge.Gate) bool {
 		return g.Name == "progress_deadline" && g.Verdict == judge.GateHold && g.Value == 600 && g.Threshold == 600
 	}) {
