@@ -101,7 +101,7 @@ func (c Config) Validate() error {
 			switch {
 			case n == "":
 				return errors.New("a metric gate has no name")
-			case slices.Contains(builtinGateNames(), n):
+			case slices.Contains(ReservedGateNames(), n):
 				return fmt.Errorf("metric gate %q has the name of a built-in gate", n)
 			case seen[n]:
 				return fmt.Errorf("two metric gates are named %q", n)

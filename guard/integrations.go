@@ -343,8 +343,9 @@ const (
 	gateDeadline     = "progress_deadline"
 )
 
-// builtinGateNames are the names of the gates canaryd shows itself.
-func builtinGateNames() []string {
+// ReservedGateNames are the names of the gates canaryd shows itself: a
+// metric gate may not take one (CANARY_METRIC_GATES).
+func ReservedGateNames() []string {
 	return []string{judge.GateErrorRate, judge.GateErrorRateChange, judge.GateP95Latency, judge.GateP95LatencyChange,
 		judge.GateErrorRateVsStable, judge.GateP95LatencyVsStable, judge.GateMinRequests,
 		gateIntegrity, gateState, gateConfirmation, gateDeadline, "stable_health_checks", "canary_health_checks"}
