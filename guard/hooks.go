@@ -235,5 +235,5 @@ func awaitingReason(p Proposal, a *Awaiting, every time.Duration) string {
 	if a.Answer == "" {
 		return s + "asking the confirmation endpoint (CANARY_CONFIRM_URL)"
 	}
-	return s + fmt.Sprintf("the confirmation endpoint (CANARY_CONFIRM_URL) answered: %s; asking again every %s", a.Answer, every)
+	return s + fmt.Sprintf("last answer of the confirmation endpoint (CANARY_CONFIRM_URL): %s; asking again every %s", a.Answer, every)
 }

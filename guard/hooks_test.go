@@ -254,7 +254,7 @@ func TestConfirmationHoldsThePlan(t *testing.T) {
 	cfg, clock := baseConfig(t)
 	cfg.EvalInterval = 20 * time.Millisecond
 	cfg.Steps = []guard.Step{{Weight: 500, Observe: time.Minute}, {Weight: 2500, Observe: time.Minute}, {Weight: 10000, Observe: time.Hour}}
-	c := &fakeConfirmer{answer: errors.New("answered 403 Forbidden")}
+	c := &fakeConfirmer{answer: errors.New("403 Forbidden")}
 	cfg.Confirmer = c
 	h := newHarness(t, cfg, clock)
 	h.judge.set(judge.Proceed)
@@ -267,7 +267,7 @@ func TestConfirmationHoldsThePlan(t *testing.T) {
 		t.Fatalf("refused: weight %v step %+v; want held at step 1 (5%%)", chk.Weight, chk.Step)
 	}
 	if !slices.ContainsFunc(chk.Reasons, func(r string) bool {
-		return strings.HasPrefix(r, "awaiting_confirmation: step 1 (5%) to step 2 (25%) is ready since") && strings.Contains(r, "answered 403 Forbidden")
+		return strings.HasPrefix(r, "awaiting_confirmation: step 1 (5%) to step 2 (25%) is ready since") && strings.Contains(r, "last answer of the confirmation endpoint (CANARY_CONFIRM_URL): 403 Forbidden")
 	}) {
 		t.Errorf("reasons %q; want awaiting_confirmation with the answer", chk.Reasons)
 	}
@@ -294,7 +294,7 @@ func TestConfirmationHoldsThePlan(t *testing.T) {
 // A replica of a fleet asks only while it leads.
 func TestFleetOnlyTheLeaderAsksForConfirmation(t *testing.T) {
 	fh := newFleetHarness(t, []guard.Step{{Weight: 500, Observe: time.Minute}, {Weight: 2500, Observe: time.Hour}}, true)
-	c := &fakeConfirmer{answer: errors.New("answered 503 Service Unavailable")}
+	c := &fakeConfirmer{answer: errors.New("503 Service Unavailable")}
 	// The harness is built; rebuild its guard with a confirmer.
 	fh.cfg.Confirmer = c
 	fh.cfg.EvalInterval = 20 * time.Millisecond

@@ -34,8 +34,8 @@ func TestNextConfirmation(t *testing.T) {
 	if next, eff := judged(r, 0, judge.Proceed, true, "accepted"); eff.Transition != nil || next.Awaiting == nil {
 		t.Errorf("a confirmation for a step that was not waiting advanced it: %+v", eff.Transition)
 	}
-	refused, eff := judged(waiting, time.Second, judge.Proceed, false, "answered 403 Forbidden")
-	if eff.Transition != nil || refused.Awaiting.Answer != "answered 403 Forbidden" || !refused.Awaiting.Since.Equal(t0) || eff.Save != guard.SaveProgress {
+	refused, eff := judged(waiting, time.Second, judge.Proceed, false, "403 Forbidden")
+	if eff.Transition != nil || refused.Awaiting.Answer != "403 Forbidden" || !refused.Awaiting.Since.Equal(t0) || eff.Save != guard.SaveProgress {
 		t.Fatalf("refused: awaiting %+v, effects %+v; want the answer kept, still since t0, a progress save", refused.Awaiting, eff)
 	}
 	if waiting.Awaiting.Answer != "" {

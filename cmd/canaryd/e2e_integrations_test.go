@@ -401,7 +401,7 @@ func TestE2EConfirmationGate(t *testing.T) {
 
 	awaiting := func(c checkBody) bool {
 		return slices.ContainsFunc(c.Reasons, func(r string) bool {
-			return strings.HasPrefix(r, "awaiting_confirmation: step 1 (5%) to step 2 (25%)") && strings.Contains(r, "answered 403 Forbidden: waiting for the pipeline's sign-off")
+			return strings.HasPrefix(r, "awaiting_confirmation: step 1 (5%) to step 2 (25%)") && strings.Contains(r, "last answer of the confirmation endpoint (CANARY_CONFIRM_URL): 403 Forbidden: waiting for the pipeline's sign-off")
 		})
 	}
 	c := in.waitFor("awaiting_confirmation", 50, awaiting)

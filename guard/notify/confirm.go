@@ -98,8 +98,8 @@ func ProposalOf(p guard.Proposal) Proposal {
 const maxReasonBytes = 200
 
 // Confirm POSTs p and returns nil on a 2xx answer; otherwise an error
-// saying what the endpoint answered (with the start of its body) or why it
-// did not answer.
+// that is the answer's status with the start of its body ("403 Forbidden:
+// waiting for QA"), or why there was none ("no answer within 10s").
 func (c *Confirmer) Confirm(ctx context.Context, p guard.Proposal) error {
 	body, err := json.Marshal(ProposalOf(p))
 	if err != nil {
@@ -121,7 +121,7 @@ func (c *Confirmer) Confirm(ctx context.Context, p guard.Proposal) error {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("no answer within %s", time.Since(start).Round(time.Second))
 		}
-		return errors.New(plain(err))
+		return errors.New("cannot reach it: " + plain(err))
 	}
 	defer resp.Body.Close()
 	head, _ := io.ReadAll(io.LimitReader(resp.Body, maxReasonBytes))
@@ -129,7 +129,7 @@ func (c *Confirmer) Confirm(ctx context.Context, p guard.Proposal) error {
 	if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
 		return nil
 	}
-	msg := "answered " + resp.Status
+	msg := resp.Status
 	if s := oneLine(head); s != "" {
 		msg += ": " + s
 	}

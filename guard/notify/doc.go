@@ -59,7 +59,7 @@
 // Confirmer POSTs the proposed advance as JSON (release, step, to_step,
 // to_state, from and to weights, since when it is ready, the canary's
 // figures), signed like the events when a secret is set. A 2xx answer lets
-// the plan advance; anything else (with the first 200 bytes of its body in
-// the reason), no answer within the guard's timeout or a connection error
-// holds it.
+// the plan advance; anything else (the status and the first 200 bytes of
+// its body become the reason), no answer within the guard's timeout or a
+// connection error holds it.
 package notify
