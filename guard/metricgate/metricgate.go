@@ -366,7 +366,7 @@ func (s *Set) value(ctx context.Context, query string) (float64, error) {
 		var ue *url.Error
 		switch {
 		case errors.Is(err, context.DeadlineExceeded):
-			return 0, fmt.Errorf("Prometheus (%s) did not answer within %s", s.shown, time.Since(start).Round(time.Millisecond))
+			return 0, fmt.Errorf("no answer from Prometheus (%s) within %s", s.shown, time.Since(start).Round(time.Millisecond))
 		case errors.As(err, &ue):
 			err = ue.Err
 		}
@@ -375,17 +375,17 @@ func (s *Set) value(ctx context.Context, query string) (float64, error) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes+1))
 	if err != nil {
-		return 0, fmt.Errorf("Prometheus (%s): reading its answer: %v", s.shown, err)
+		return 0, fmt.Errorf("reading the answer of Prometheus (%s): %v", s.shown, err)
 	}
 	if len(body) > maxAnswerBytes {
-		return 0, fmt.Errorf("Prometheus's answer is over %d MiB: the query returns too many series (aggregate it to one number)", maxAnswerBytes>>20)
+		return 0, fmt.Errorf("the answer of Prometheus is over %d MiB: the query returns too many series (aggregate it to one number)", maxAnswerBytes>>20)
 	}
 	var a apiAnswer
 	if err := json.Unmarshal(body, &a); err != nil || a.Status == "" {
-		return 0, fmt.Errorf("Prometheus (%s) answered %s without an API answer: is CANARY_PROMETHEUS_URL Prometheus's base URL?", s.shown, resp.Status)
+		return 0, fmt.Errorf("not an API answer from Prometheus (%s) but %s: is CANARY_PROMETHEUS_URL its base URL?", s.shown, resp.Status)
 	}
 	if a.Status != "success" {
-		return 0, fmt.Errorf("Prometheus refused the query (%s): %s", a.ErrorType, a.Error)
+		return 0, fmt.Errorf("the query was refused (%s): %s", a.ErrorType, a.Error)
 	}
 	return decodeResult(a.Data.ResultType, a.Data.Result)
 }

@@ -165,10 +165,10 @@ func TestCheck(t *testing.T) {
 		{vector("1", "2"), "the query returned 2 series"},
 		{vector("NaN"), "the query returned NaN, not a finite number"},
 		{vector("+Inf"), "the query returned +Inf"},
-		{`{"status":"error","errorType":"bad_data","error":"1:1: parse error: unexpected character"}`, "Prometheus refused the query (bad_data): 1:1: parse error"},
+		{`{"status":"error","errorType":"bad_data","error":"1:1: parse error: unexpected character"}`, "the query was refused (bad_data): 1:1: parse error"},
 		{`{"status":"success","data":{"resultType":"matrix","result":[]}}`, "the query returned a matrix"},
-		{"", "answered 502 Bad Gateway without an API answer"},
-		{"hang", "did not answer within"},
+		{"", "but 502 Bad Gateway: is CANARY_PROMETHEUS_URL its base URL?"},
+		{"hang", "no answer from Prometheus (http://127.0.0.1:"},
 	} {
 		p.set("errors", tt.body)
 		got = check(5 * time.Second)

@@ -3,6 +3,7 @@ package notify_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -24,9 +25,7 @@ func TestConfirmer(t *testing.T) {
 	answer := make(chan func(http.ResponseWriter), 1)
 	var last notify.Proposal
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var body []byte
-		body = make([]byte, r.ContentLength)
-		r.Body.Read(body)
+		body, _ := io.ReadAll(r.Body)
 		if !notify.Verify(secret, body, r.Header.Get("X-Canaryd-Signature")) || r.Header.Get("X-Canaryd-Event") != "confirm" {
 			t.Errorf("request headers %v", r.Header)
 		}
