@@ -743,8 +743,8 @@ func TestE2EFleetRestartKeepsTheRollout(t *testing.T) {
 		default:
 			continue
 		}
-		if !strings.HasPrefix(e.Who, "127.0.0.1:") {
-			t.Errorf("history entry %+v; want the caller as who", e)
+		if e.Who != "default (127.0.0.1)" {
+			t.Errorf("history entry %+v; want the caller (token and address) as who", e)
 		}
 	}
 	if starts != 1 || finishes != 1 {
