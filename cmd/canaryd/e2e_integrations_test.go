@@ -423,15 +423,19 @@ func TestE2EConfirmationGate(t *testing.T) {
 			t.Fatalf("while the endpoint answers 403: weight %v, %s; want held at 5%%", c.Weight, c.State)
 		}
 	}
-	if again := len(asks()) - n; again < 5 {
+	again := len(asks()) - n
+	if again < 5 {
 		t.Errorf("asked %d times in 2s while refused; want again every evaluation interval", again)
 	}
+	t.Logf("held at 5%% while the endpoint answered 403: asked %d times in 2s (evaluation interval 50ms)", again)
 	p := asks()[0]
 	if p.Release != "v1" || p.Step != 0 || p.ToStep != 1 || p.ToState != "progressing" || p.From != 5 || p.To != 25 || p.Canary.Requests == 0 || p.Observed < 1 {
 		t.Errorf("proposal %+v; want release v1, step 0 to 1, 5%% to 25%%, the canary's figures", p)
 	}
 	status.Store(http.StatusOK)
+	accepted := time.Now()
 	in.waitFor("step 2", 50, func(c checkBody) bool { return c.Weight == 25 })
+	t.Logf("advanced to 25%% %v after the endpoint began to answer 200", time.Since(accepted).Round(time.Millisecond))
 	in.waitFor("complete", 50, func(c checkBody) bool { return c.Recommendation == "complete" })
 	var confirmed []string
 	for _, h := range in.history() {
@@ -468,6 +472,7 @@ func TestE2EProgressDeadline(t *testing.T) {
 				if at := h[len(h)-1].Time; at.Sub(began) < 3*time.Second {
 					t.Errorf("rolled back %v after the step began; want at least 3s", at.Sub(began))
 				}
+				t.Logf("rolled back (rollback_deadline) %v after the step began", h[len(h)-1].Time.Sub(began).Round(time.Millisecond))
 				if !slices.ContainsFunc(c.Reasons, func(r string) bool {
 					return strings.Contains(r, "rollback_deadline: step 1 (5%) did not advance within the progress deadline of 3s")
 				}) {
@@ -492,6 +497,7 @@ func TestE2EProgressDeadline(t *testing.T) {
 			if last := h[len(h)-1]; last.Time.Sub(began) < 3*time.Second || last.Who != "plan" || !strings.HasSuffix(last.Reason, ": stalled") {
 				t.Errorf("history %+v; want the stall by the plan at least 3s after the step began", last)
 			}
+			t.Logf("stalled %v after the step began", h[len(h)-1].Time.Sub(began).Round(time.Millisecond))
 			_, body := in.adminGet("/dashboard/health_summary", testToken)
 			var hs struct {
 				OverallHealth string   `json:"overall_health"`

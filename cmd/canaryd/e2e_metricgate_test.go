@@ -211,6 +211,10 @@ func TestE2EMetricGatesWithPrometheus(t *testing.T) {
 	// Prometheus back: it scrapes 0.5 > 0.05, for 2 s: rollback_metric.
 	prom.start()
 	began := time.Now()
+	_, g = waitGate("the gate seeing 0.5", func(c checkBody, g map[string]gateBody) bool {
+		return g["checkout_errors"].Value == 0.5 || c.State == "rolled_back"
+	})
+	seen := time.Now()
 	c = in.waitFor("rollback_metric", 0, func(c checkBody) bool { return c.Recommendation != "hold" })
 	if c.Recommendation != "rollback_metric" || c.CanaryOK || c.Weight != 0 || c.State != "rolled_back" {
 		t.Fatalf("after the metric went bad: %+v; want rollback_metric at 0", c)
@@ -234,7 +238,8 @@ func TestE2EMetricGatesWithPrometheus(t *testing.T) {
 	if v, _ := in.metricValue("canary_rollbacks_total", "reason", "rollback_metric"); v != 1 {
 		t.Errorf("canary_rollbacks_total{reason=rollback_metric} = %v; want 1", v)
 	}
-	t.Logf("rolled back %v after Prometheus came back (the gate's for: 2s, checks every 1s, scrapes every 1s)", time.Since(began).Round(10*time.Millisecond))
+	t.Logf("Prometheus back and ready: the gate saw 0.5 (%s) %v later, and the canary was rolled back %v after that (the gate's for: 2s, checks every 1s, scrapes every 1s)",
+		g["checkout_errors"].Verdict, seen.Sub(began).Round(10*time.Millisecond), time.Since(seen).Round(10*time.Millisecond))
 }
 
 // syncBuffer's twin for a process's output is in e2e_test.go; io.Writer
