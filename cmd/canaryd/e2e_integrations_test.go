@@ -359,6 +359,18 @@ func TestE2EWebhookHangingReceiver(t *testing.T) {
 	hooked.adminPost("/rollout/reset")
 	broken.Store(true)
 	hooked.waitFor("rollback", 50, func(c checkBody) bool { return c.Recommendation == "rollback_error_rate" })
+	// Nor is shutdown, beyond the last attempts' 5 s. (The client's spare
+	// connections are closed first: net/http's Shutdown waits up to 5 s
+	// for a connection that never sent a request.)
+	client.CloseIdleConnections()
+	began := time.Now()
+	if code := hooked.stop(); code != 0 {
+		t.Errorf("exit after SIGTERM with a hanging receiver = %d; want 0", code)
+	}
+	t.Logf("stopped %v after SIGTERM with events queued for a hanging receiver", time.Since(began).Round(time.Millisecond))
+	if d := time.Since(began); d > 9*time.Second {
+		t.Errorf("SIGTERM took %v with a hanging receiver; want about 5 s at most (the last attempts)", d)
+	}
 }
 
 // postJSONRaw posts body and returns the status and raw answer.
