@@ -58,16 +58,21 @@ func TestIntegrationsConfigErrorsNameTheVariable(t *testing.T) {
 		{"interval too short", []string{prom, "CANARY_METRIC_GATES=" + gates, "CANARY_METRIC_GATE_INTERVAL=100ms"}, "CANARY_METRIC_GATE_INTERVAL"},
 		{"typo", []string{"CANARY_WEBHOOK_UR=http://x"}, "CANARY_WEBHOOK_UR"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			code := run(context.Background(), nil, with(baseEnv(t), tc.env...), &stdout, &stderr)
-			if code != exitConfig {
-				t.Fatalf("exit = %d; want %d (stderr %q)", code, exitConfig, stderr.String())
-			}
-			if out := stderr.String(); strings.Count(out, "\n") != 1 || !strings.HasPrefix(out, "canaryd: "+tc.wantVar+":") {
-				t.Errorf("stderr = %q; want one line naming %s", out, tc.wantVar)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { exitsNaming(t, with(baseEnv(t), tc.env...), tc.wantVar) })
+	}
+}
+
+// exitsNaming runs canaryd with env and expects exit status 2 with one
+// line on stderr naming the variable.
+func exitsNaming(t *testing.T, env []string, variable string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), nil, env, &stdout, &stderr)
+	if code != exitConfig {
+		t.Fatalf("exit = %d; want %d (stderr %q)", code, exitConfig, stderr.String())
+	}
+	if out := stderr.String(); strings.Count(out, "\n") != 1 || !strings.HasPrefix(out, "canaryd: "+variable+":") {
+		t.Errorf("stderr = %q; want one line naming %s", out, variable)
 	}
 }
 
