@@ -451,3 +451,26 @@ func TestProgressDeadlineStalls(t *testing.T) {
 		t.Errorf("canary_progress_stalled = %v after the step advanced; want 0", v)
 	}
 }
+
+// The progress deadline acts where the plan runs: a replica that does not
+// lead never stalls the step; the leader does, once, for the fleet.
+func TestFleetOnlyTheLeaderStalls(t *testing.T) {
+	fh := newFleetHarness(t, []guard.Step{{Weight: 500, Observe: time.Minute}, {Weight: 2500, Observe: time.Hour}}, false)
+	fh.cfg.ProgressDeadline = 10 * time.Minute
+	fh.harness = newHarness(t, fh.cfg, fh.clock)
+	fh.harness.judge = &fh.local.fakeJudge
+	fh.start()
+	fh.clock.Advance(time.Hour)
+	if o := fh.wakeFleet(); len(o.History) != 1 || gaugeValue(t, fh.reg, "canary_progress_stalled") != 0 {
+		t.Fatalf("a replica that does not lead: history %+v; want no stall", o.History)
+	}
+	fh.fleet.set(func(f *fakeFleet) { f.leading = true })
+	fh.wakeFleet()
+	o := fh.wakeFleet()
+	if last := o.History[len(o.History)-1]; len(o.History) != 2 || last.Replica != "r1" || !strings.HasSuffix(last.Reason, ": stalled") {
+		t.Fatalf("the leader: history %+v; want one stall by r1", o.History)
+	}
+	if gaugeValue(t, fh.reg, "canary_progress_stalled") != 1 {
+		t.Error("canary_progress_stalled = 0 on the leader after the stall")
+	}
+}
