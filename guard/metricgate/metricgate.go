@@ -360,13 +360,12 @@ func (s *Set) value(ctx context.Context, query string) (float64, error) {
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
-	start := time.Now()
 	resp, err := s.client.Do(req)
 	if err != nil {
 		var ue *url.Error
 		switch {
 		case errors.Is(err, context.DeadlineExceeded):
-			return 0, fmt.Errorf("no answer from Prometheus (%s) within %s", s.shown, time.Since(start).Round(time.Millisecond))
+			return 0, fmt.Errorf("no answer from Prometheus (%s) within %s", s.shown, s.cfg.Timeout)
 		case errors.As(err, &ue):
 			err = ue.Err
 		}

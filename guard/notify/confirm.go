@@ -101,6 +101,10 @@ const maxReasonBytes = 200
 // that is the answer's status with the start of its body ("403 Forbidden:
 // waiting for QA"), or why there was none ("no answer within 10s").
 func (c *Confirmer) Confirm(ctx context.Context, p guard.Proposal) error {
+	var budget time.Duration // the time the caller gives it, for the reason
+	if dl, ok := ctx.Deadline(); ok {
+		budget = time.Until(dl)
+	}
 	body, err := json.Marshal(ProposalOf(p))
 	if err != nil {
 		return err
@@ -115,11 +119,10 @@ func (c *Confirmer) Confirm(ctx context.Context, p guard.Proposal) error {
 	if len(c.cfg.Secret) > 0 {
 		req.Header.Set(SignatureHeader, Sign(c.cfg.Secret, body))
 	}
-	start := time.Now()
 	resp, err := c.client.Do(req)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("no answer within %s", time.Since(start).Round(time.Second))
+			return fmt.Errorf("no answer within %s", budget.Round(100*time.Millisecond))
 		}
 		return errors.New("cannot reach it: " + plain(err))
 	}
