@@ -220,8 +220,14 @@ func TestE2EWebhookEvents(t *testing.T) {
 	if ev := accepted[1]; ev.Who != "plan" || ev.Step != 1 || ev.Steps != 3 || ev.From != 5 || ev.To != 25 || ev.Release != "v1" {
 		t.Errorf("step event %+v; want the plan's step 2 of 3, 5%% to 25%%, release v1", ev)
 	}
-	delivered, _ := in.metricValue("canary_webhook_deliveries_total", "result", "delivered")
-	retried, _ := in.metricValue("canary_webhook_deliveries_total", "result", "retried")
+	// The receiver records an event before its answer reaches canaryd:
+	// the last one is counted a moment later.
+	var delivered, retried float64
+	waitUntil(t, "7 counted as delivered", func() bool {
+		delivered, _ = in.metricValue("canary_webhook_deliveries_total", "result", "delivered")
+		return delivered >= 7
+	})
+	retried, _ = in.metricValue("canary_webhook_deliveries_total", "result", "retried")
 	if delivered != 7 || retried < 3 {
 		t.Errorf("canary_webhook_deliveries_total: delivered %v, retried %v; want 7 and at least 3", delivered, retried)
 	}
