@@ -132,6 +132,7 @@ func TestDashboardCoversMetrics(t *testing.T) {
 		"canary_health_checks_total", "canary_slo_error_rate_ratio", "canary_slo_p95_seconds",
 		"canary_overall_health", "canary_verdict", "canary_step",
 		"canary_store_up", "canary_is_leader", "canary_fleet_replicas",
+		"canary_progress_stalled", "canary_webhook_deliveries_total",
 	} {
 		if !used[want] {
 			t.Errorf("no dashboard panel shows %s", want)
@@ -151,7 +152,7 @@ func TestAlertRules(t *testing.T) {
 	for _, want := range []string{
 		"CanaryErrorRateHigh", "CanaryLatencyP95High", "CanaryRollbackRequired", "CanaryIntegrityFailed",
 		"CanaryUnhealthy", "CanaryHealthCheckFailures", "CanarydDown", "CanaryRollbackManual",
-		"CanaryStoreDown", "CanaryStateNotPersisted",
+		"CanaryStoreDown", "CanaryStateNotPersisted", "CanaryProgressStalled", "CanaryWebhookFailing",
 	} {
 		if !slices.Contains(names, want) {
 			t.Errorf("alerts.yml has no alert %s (alerts: %v)", want, names)

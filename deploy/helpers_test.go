@@ -156,6 +156,8 @@ var knownMetrics = map[string]bool{
 	"canary_fleet_replicas":                  true,
 	"canary_fleet_info":                      true,
 	"canary_admin_auth_failures_total":       true,
+	"canary_progress_stalled":                true,
+	"canary_webhook_deliveries_total":        true,
 	"canary_admin_auth_rate_limited_total":   true,
 	"process_cpu_seconds_total":              true,
 	"process_resident_memory_bytes":          true,

@@ -114,6 +114,27 @@ type Config struct {
 	// summed evidence, at the leader's share of slo) or the replica's own
 	// (at its share). Nil means judges built from Judge.
 	NewJudge func(fleet bool, slo judge.SLO) judge.Judge
+
+	// Notifier, if non-nil, hears of every transition this guard stores
+	// (CANARY_WEBHOOK_URL). Nil means none is announced.
+	Notifier Notifier
+	// Confirmer, if non-nil, must accept every advance the plan makes by
+	// itself before it happens (CANARY_CONFIRM_URL); the guard that runs
+	// the plan asks it at most once per EvalInterval while the step waits.
+	// Nil means the plan advances on its own.
+	Confirmer Confirmer
+	// ProgressDeadline, if positive, is how long a step may run without
+	// advancing (CANARY_PROGRESS_DEADLINE); DeadlineAction says what then
+	// happens (the zero value: the step is stalled). Zero means no
+	// deadline.
+	ProgressDeadline time.Duration
+	DeadlineAction   DeadlineAction
+	// MetricGates, if non-nil, are checked every MetricGateInterval (zero
+	// means 30s): a gate outside its bound holds the plan, and for its
+	// "for" rolls the canary back (rollback_metric); a gate that cannot be
+	// checked holds the plan. Nil means none.
+	MetricGates        MetricGates
+	MetricGateInterval time.Duration
 }
 
 // Check is the body of GET /canary_check.
@@ -228,6 +249,10 @@ type RollbackRecord struct {
 	Replica string       `json:"replica,omitempty"`
 	Canary  BackendView  `json:"canary"`
 	Gates   []judge.Gate `json:"gates"`
+	// Detail says what broke when the reason alone does not (the metric
+	// gate and its value, the step that missed the progress deadline);
+	// empty otherwise.
+	Detail string `json:"detail,omitempty"`
 }
 
 // HealthSummary is the body of GET /dashboard/health_summary.

@@ -55,8 +55,16 @@
 //	                                                                                               save, else up to the last save
 //	progressing               proceed for Steps[i].Observe          progressing  plan     yes      step i+1
 //	progressing               ... and i is the last step            complete     plan     if 100% is new
+//	progressing               ... with Rules.Confirm, not confirmed progressing  -        no       no transition: Awaiting set (saved at once),
+//	                                                                                               the endpoint's answers kept in it; the next
+//	                                                                                               confirmed proceed advances (", confirmed")
+//	progressing               a verdict, the step started           progressing  plan     no       stalled (StalledAt), once; the observation and
+//	                          Rules.Deadline ago (DeadlineStall)                                   Awaiting stay; an advance clears it
+//	progressing               ... (DeadlineRollback)                rolled_back  guard    -        rollback_deadline, a failing progress_deadline gate
 //	fixed, progressing,       judge verdict rollback_*              rolled_back  guard    -        the gates and figures kept as evidence
 //	paused, complete
+//	fixed, progressing,       a metric gate failed                  rolled_back  guard    -        rollback_metric, naming the gate (Detail)
+//	paused, complete          (EventMetricFailed)
 //	any but rolled_back,      integrity check FAILED                rolled_back  guard    -        rollback_integrity
 //	finished
 //	any but rolled_back,      Rollback                              rolled_back  admin    -        rollback_manual; a no-op when rolled back or finished
@@ -81,7 +89,9 @@
 // changes anything.
 //
 // A step advances only after the judge said proceed continuously for the
-// step's observe time while the canary was observable (it gets requests and
+// step's observe time while the canary was observable (and every metric
+// gate passed: a gate that is pending or cannot be checked turns proceed
+// into hold) (it gets requests and
 // passes its health checks): any other verdict restarts that clock. The one
 // exception is a restart of canaryd: the observation a step had earned (up to
 // the last save; saves happen at every transition and every 5 s) survives,
@@ -103,6 +113,34 @@
 // release follows the configured plan (CANARY_STEPS, or CANARY_WEIGHT without
 // steps), and a restart with another configured plan adopts it, clamping the
 // step.
+//
+// # Integrations
+//
+// Next names every transition's kind (Effects.Kind: started, restarted,
+// held, step, complete, rolled_back, weight, paused, resumed, reset,
+// finished, stalled). Once the store accepted a transition, the guard that
+// made it hands a Notice (the history entry, its kind, an id that hashes
+// the entry) to Config.Notifier (guard/notify): a transition that lost the
+// compare-and-swap and was dropped is never announced, one computed again
+// on a newer record is announced as computed, and a transition another
+// writer stored is that writer's to announce. So each transition of a
+// fleet's history is announced once, by the replica that wrote it.
+//
+// The confirmation gate (Config.Confirmer, Rules.Confirm) and the progress
+// deadline (Rules.Deadline) are part of EventJudged, so they act where the
+// plan runs: a single canaryd, or the leader of a fleet. The leader asks
+// the confirmer in a loop of its own, at most one request at a time and
+// once per EvalInterval while the record is Awaiting; an acceptance wakes
+// an evaluation at once. Awaiting and StalledAt are in the record, so every
+// replica shows them. An operator's Promote is never asked about.
+//
+// The metric gates (Config.MetricGates, guard/metricgate) are checked in a
+// loop of their own every MetricGateInterval by every replica (a check is
+// one query per gate; the replicas ask the same Prometheus): a gate that
+// is not passing holds the plan where it runs, and a failing one rolls the
+// fleet back from whichever replica saw it first (EventMetricFailed),
+// written like any rollback. A check begun before the judges restarted
+// (a reset, a new step) does not act; the gates' "for" restarts with them.
 //
 // # Store
 //
@@ -179,7 +217,8 @@
 // # Recommendation
 //
 // rolled_back gives its reason (rollback_error_rate, rollback_latency,
-// rollback_integrity, rollback_manual); complete gives complete; paused,
+// rollback_integrity, rollback_manual, rollback_deadline,
+// rollback_metric); complete gives complete; paused,
 // held and finished give hold; otherwise the judge's last verdict (proceed
 // or hold; hold while the canary fails its health checks). canary_ok is false
 // exactly when Recommendation.IsRollback.
@@ -188,9 +227,10 @@
 //
 // overall_health is unhealthy only when users are hurt: stable fails its
 // health checks, or they fail more than 5% of the time over the window. A
-// rolled-back canary (stable serves everyone), a held or paused rollout, a
-// canary failing its checks, too little canary data, a gate within 20% of its
-// threshold or an unsaved state are degraded.
+// rolled-back canary (stable serves everyone), a held, paused or stalled
+// rollout, a canary failing its checks, too little canary data, a gate
+// within 20% of its threshold, a metric gate not passing or an unsaved
+// state are degraded.
 //
 // # Metrics
 //
@@ -205,7 +245,8 @@
 // plan's step index, -1 without a plan), canary_state_persisted (0/1),
 // canary_state_persist_failures_total, canary_store_up (1 while the store
 // answers), canary_is_leader (1 while this replica leads; a single canaryd
-// always does), canary_fleet_replicas (the live replicas it sees; 1 alone)
-// and canary_fleet_info{fleet,replica,store} (always 1: the labels that
-// alert rules and dashboards aggregate a fleet by).
+// always does), canary_fleet_replicas (the live replicas it sees; 1 alone),
+// canary_fleet_info{fleet,replica,store} (always 1: the labels that
+// alert rules and dashboards aggregate a fleet by) and
+// canary_progress_stalled (1 while the step is stalled).
 package guard

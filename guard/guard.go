@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,9 +23,19 @@ import (
 
 // Defaults for zero Config values.
 const (
-	defaultEvalInterval      = time.Second
-	defaultIntegrityInterval = 5 * time.Minute
-	defaultWindow            = 5 * time.Minute
+	defaultEvalInterval       = time.Second
+	defaultIntegrityInterval  = 5 * time.Minute
+	defaultWindow             = 5 * time.Minute
+	defaultMetricGateInterval = 30 * time.Second
+)
+
+// The integrations' bounds.
+const (
+	// confirmTimeout bounds one request to the confirmation endpoint; no
+	// answer within it holds the plan like a refusal.
+	confirmTimeout = 10 * time.Second
+	// metricCheckTimeout bounds one check of the metric gates.
+	metricCheckTimeout = 20 * time.Second
 )
 
 // Saving.
@@ -78,8 +89,25 @@ func (c Config) Validate() error {
 	if c.SLO.ErrorRate < 0 || c.SLO.ErrorRate > 1 {
 		return fmt.Errorf("error-rate objective %v must lie in [0, 1]", c.SLO.ErrorRate)
 	}
-	if c.SLO.P95 < 0 || c.Window < 0 || c.EvalInterval < 0 || c.IntegrityInterval < 0 {
+	if c.SLO.P95 < 0 || c.Window < 0 || c.EvalInterval < 0 || c.IntegrityInterval < 0 || c.MetricGateInterval < 0 {
 		return errors.New("p95 objective, window and intervals must not be negative")
+	}
+	if c.ProgressDeadline < 0 {
+		return errors.New("progress deadline must not be negative")
+	}
+	if c.MetricGates != nil {
+		seen := map[string]bool{}
+		for _, n := range c.MetricGates.Names() {
+			switch {
+			case n == "":
+				return errors.New("a metric gate has no name")
+			case slices.Contains(ReservedGateNames(), n):
+				return fmt.Errorf("metric gate %q has the name of a built-in gate", n)
+			case seen[n]:
+				return fmt.Errorf("two metric gates are named %q", n)
+			}
+			seen[n] = true
+		}
 	}
 	return nil
 }
@@ -111,6 +139,9 @@ type Guard struct {
 	// kick wakes the store loop to schedule the retry of a save that
 	// failed elsewhere; saveNow asks it to save (see requestSave).
 	kick, saveNow chan struct{}
+	// wakeEval asks Run for an evaluation now (the confirmation endpoint
+	// accepted an advance); askNow wakes the confirmation loop.
+	wakeEval, askNow chan struct{}
 
 	// saveMu serialises the store's I/O (saves, loads, quarantines). It is
 	// taken before mu, and never while mu is held: mu is never held during
@@ -175,8 +206,28 @@ type Guard struct {
 	// (the canary observable) without a break since; zero otherwise.
 	vouched time.Time
 
+	// confirm is where the confirmation endpoint stands on the advance the
+	// plan waits to make (this guard asks while it runs the plan).
+	confirm confirmState
+	// metricRestart asks the next metric-gate check to forget the gates'
+	// time outside their bounds (the judges restarted); metricGen counts
+	// those restarts, so that a check begun before one does not act.
+	metricRestart bool
+	metricGen     uint64
+
 	// The last evaluation's findings.
 	evaluation
+}
+
+// confirmState is the confirmation gate as the guard that asks sees it.
+type confirmState struct {
+	// asked is the advance last asked about (zero: none), at askedAt on
+	// the real clock; granted says the endpoint accepted it, answer is its
+	// last answer (or why there was none).
+	asked   Proposal
+	askedAt time.Time
+	granted bool
+	answer  string
 }
 
 // evaluation is what the guard last found: the judge's result, the
@@ -189,14 +240,19 @@ type evaluation struct {
 	stableHealth proxy.HealthStats
 	canaryHealth proxy.HealthStats
 	integ        integrity.Report
+	// metric are the metric gates' states at their last check (nil
+	// without metric gates; "not checked yet" before the first).
+	metric []MetricGate
 }
 
-// pendingChange is an applied change that is not saved yet.
+// pendingChange is an applied change that is not saved yet; notice is its
+// transition's, announced once it is saved (nil: it moved nothing).
 type pendingChange struct {
-	id    uint64
-	seq   uint64
-	ev    Event
-	basis Record
+	id     uint64
+	seq    uint64
+	ev     Event
+	basis  Record
+	notice *Notice
 }
 
 // saveStatus is how saving goes.
@@ -238,6 +294,9 @@ func New(cfg Config, src Source, router Router, log zerolog.Logger, reg promethe
 	if cfg.Window == 0 {
 		cfg.Window = defaultWindow
 	}
+	if cfg.MetricGateInterval == 0 {
+		cfg.MetricGateInterval = defaultMetricGateInterval
+	}
 	if cfg.IntegrityManifest != "" && cfg.IntegrityRoot == "" {
 		cfg.IntegrityRoot = filepath.Dir(cfg.IntegrityManifest)
 	}
@@ -257,8 +316,9 @@ func New(cfg Config, src Source, router Router, log zerolog.Logger, reg promethe
 	id := make([]byte, 6)
 	rand.Read(id)
 	g := &Guard{
-		cfg:      cfg,
-		rules:    Rules{Plan: Plan{Steps: cfg.Steps, Weight: cfg.Weight}},
+		cfg: cfg,
+		rules: Rules{Plan: Plan{Steps: cfg.Steps, Weight: cfg.Weight}, Confirm: cfg.Confirmer != nil,
+			Deadline: cfg.ProgressDeadline, DeadlineAction: cfg.DeadlineAction},
 		src:      src,
 		router:   router,
 		log:      log.With().Str("component", "guard").Logger(),
@@ -270,11 +330,18 @@ func New(cfg Config, src Source, router Router, log zerolog.Logger, reg promethe
 		id:       hex.EncodeToString(id),
 		kick:     make(chan struct{}, 1),
 		saveNow:  make(chan struct{}, 1),
+		wakeEval: make(chan struct{}, 1),
+		askNow:   make(chan struct{}, 1),
 		awaiting: map[uint64]error{},
 		evaluation: evaluation{
 			integ: integrity.Disabled(),
 			last:  judge.Result{Verdict: judge.Hold, Reasons: []string{"not judged yet"}},
 		},
+	}
+	if cfg.MetricGates != nil {
+		for _, n := range cfg.MetricGates.Names() {
+			g.metric = append(g.metric, MetricGate{Name: n, Detail: "not checked yet"})
+		}
 	}
 	if g.cfg.ReplicaID == "" {
 		g.cfg.ReplicaID, _ = os.Hostname()
@@ -428,6 +495,12 @@ func (g *Guard) Run(ctx context.Context) error {
 	if g.cfg.IntegrityManifest != "" {
 		wg.Go(func() { g.integrityLoop(ctx) })
 	}
+	if g.cfg.MetricGates != nil {
+		wg.Go(func() { g.metricLoop(ctx) })
+	}
+	if g.cfg.Confirmer != nil {
+		wg.Go(func() { g.confirmLoop(ctx) })
+	}
 	wg.Go(func() { g.storeLoop(ctx) })
 	tick := time.NewTicker(g.cfg.EvalInterval)
 	defer tick.Stop()
@@ -451,6 +524,8 @@ func (g *Guard) Run(ctx context.Context) error {
 		case <-errs:
 			g.evaluate(true)
 		case <-fleetChanges:
+			g.evaluate(false)
+		case <-g.wakeEval:
 			g.evaluate(false)
 		case <-publish:
 			g.publish(false)
@@ -694,15 +769,17 @@ func (g *Guard) judgeSnapshot(snap *proxy.Snapshot, stableH, canaryH proxy.Healt
 	if g.fleet != nil {
 		save = g.judgeFleetLocked(snap, res, canaryH, peers)
 	} else {
-		g.last = res
+		g.last = g.metricHoldLocked(res)
 		g.stableView, g.canaryView = backendView(&snap.Stable), backendView(&snap.Canary)
 		ev := Event{
 			Kind: EventJudged, At: g.lastAt, Who: whoGuard,
-			Verdict: res.Verdict, Gates: res.Gates, Canary: g.canaryView,
+			Verdict: g.last.Verdict, Gates: g.last.Gates, Canary: g.canaryView,
 			Observable: !(canaryH.Enabled && !canaryH.Healthy) && snap.Canary.Requests > 0,
 		}
+		ev.Confirmed, ev.ConfirmAnswer = g.confirmedLocked()
 		next, eff, _ := Next(g.rec, ev, g.rules)
 		g.applyLocked(ev, next, eff)
+		g.askIfAwaitingLocked()
 		save = eff.Save
 	}
 	g.updateMetricsLocked()
@@ -745,7 +822,7 @@ func (g *Guard) judgeFleetLocked(snap *proxy.Snapshot, local judge.Result, canar
 	if fleet.Reasons == nil {
 		fleet.Reasons = []string{}
 	}
-	g.last = fleet
+	g.last = g.metricHoldLocked(fleet)
 	g.stableView, g.canaryView = backendView(&fsnap.Stable), backendView(&fsnap.Canary)
 	observable := !(canaryH.Enabled && !canaryH.Healthy) && fsnap.Canary.Requests > 0
 	switch {
@@ -762,11 +839,14 @@ func (g *Guard) judgeFleetLocked(snap *proxy.Snapshot, local judge.Result, canar
 		})
 	}
 	if leading && g.fleet.StoreErr() == nil && g.save.err == nil {
-		apply(Event{
+		ev := Event{
 			Kind: EventJudged, At: g.lastAt, Who: whoGuard, Replica: g.fleet.Self(),
-			Verdict: fleet.Verdict, Gates: fleet.Gates, Canary: g.canaryView,
+			Verdict: g.last.Verdict, Gates: g.last.Gates, Canary: g.canaryView,
 			Observable: observable,
-		})
+		}
+		ev.Confirmed, ev.ConfirmAnswer = g.confirmedLocked()
+		apply(ev)
+		g.askIfAwaitingLocked()
 	}
 	return save
 }
@@ -812,6 +892,9 @@ func (g *Guard) restartJudgesLocked(rec Record) {
 	g.baseStable, g.baseCanary = snap.Stable.Totals, snap.Canary.Totals
 	g.epoch, g.epochRelease = rec.EvidenceSince, rec.Release
 	g.vouched = time.Time{}
+	// The metric gates' "for" starts again with the evidence.
+	g.metricRestart = true
+	g.metricGen++
 	if g.fleet != nil {
 		if live := liveReplicas(g.fleet.Self(), g.fleet.Peers()); live != g.localR {
 			g.setShareLocked(live)
@@ -878,10 +961,17 @@ func (g *Guard) applyLocked(ev Event, next Record, eff Effects) uint64 {
 		}
 		g.nextID++
 		id = g.nextID
-		g.pending = append(g.pending, pendingChange{id: id, seq: g.seq, ev: ev, basis: basis})
+		pc := pendingChange{id: id, seq: g.seq, ev: ev, basis: basis}
+		if tr := eff.Transition; tr != nil && g.cfg.Notifier != nil {
+			n := noticeOf(*tr, eff.Kind, next)
+			pc.notice = &n
+		}
+		g.pending = append(g.pending, pc)
 		if n := len(g.pending) - maxPending; n > 0 {
 			// A store down for long: the oldest changes stay in the record in
-			// force, but are no longer replayed one by one after a conflict.
+			// force, but are no longer replayed one by one after a conflict,
+			// so they are announced now.
+			g.announceLocked(g.pending[:n])
 			g.pending = append([]pendingChange(nil), g.pending[n:]...)
 		}
 	}
@@ -975,6 +1065,8 @@ func (g *Guard) savedLocked(rec Record, rev Revision, seq uint64) {
 	for _, p := range g.pending {
 		if p.seq > seq {
 			kept = append(kept, p)
+		} else {
+			g.announceLocked([]pendingChange{p})
 		}
 	}
 	g.pending = kept
@@ -1083,7 +1175,7 @@ func (g *Guard) rebaseLocked(stored Record, rev Revision) {
 		if p.ev.Kind == EventJudged && !p.ev.Verdict.IsRollback() {
 			continue // a plan step is judged again on the newer state
 		}
-		next, _, err := Rebase(p.basis, cur, p.ev, g.rules)
+		next, eff, err := Rebase(p.basis, cur, p.ev, g.rules)
 		if err != nil {
 			g.log.Warn().Err(err).Str("event", p.ev.Kind.String()).Str("who", p.ev.Who).
 				Msg("a change was not applied: the stored rollout changed meanwhile")
@@ -1093,6 +1185,11 @@ func (g *Guard) rebaseLocked(stored Record, rev Revision) {
 			continue
 		}
 		p.basis = cur
+		p.notice = nil
+		if tr := eff.Transition; tr != nil && g.cfg.Notifier != nil {
+			n := noticeOf(*tr, eff.Kind, next)
+			p.notice = &n
+		}
 		cur = next
 		kept = append(kept, p)
 	}

@@ -33,6 +33,9 @@ const (
 	// EventLead: this replica became the leader of its fleet, the one
 	// that judges the fleet's evidence and runs the plan.
 	EventLead
+	// EventMetricFailed: a metric gate was outside its bound for its "for"
+	// (CANARY_METRIC_GATES).
+	EventMetricFailed
 )
 
 // String names the event as the admin API does (its command's name).
@@ -62,6 +65,8 @@ func (k EventKind) String() string {
 		return "finish"
 	case EventLead:
 		return "lead"
+	case EventMetricFailed:
+		return "metric_failed"
 	}
 	return fmt.Sprintf("event(%d)", uint8(k))
 }
@@ -104,10 +109,17 @@ type Event struct {
 	// checks), without which a step earns no observation.
 	Verdict    judge.Verdict
 	Observable bool
-	// Gates and Canary (EventJudged, EventIntegrityFailed, EventRollback)
-	// are the evidence a rollback record keeps.
+	// Confirmed (EventJudged) says that the confirmation endpoint accepted
+	// the advance the record waits to make (Record.Awaiting); ConfirmAnswer
+	// is its last answer about it, kept in Awaiting ("" when none yet).
+	Confirmed     bool
+	ConfirmAnswer string
+	// Gates and Canary (EventJudged, EventIntegrityFailed, EventRollback,
+	// EventMetricFailed) are the evidence a rollback record keeps; Detail
+	// (EventMetricFailed) names the gates that failed.
 	Gates  []judge.Gate
 	Canary BackendView
+	Detail string
 }
 
 // Rules is the configuration Next applies.
@@ -116,6 +128,16 @@ type Rules struct {
 	// steps): the plan of a fresh rollout, of a new CANARY_RELEASE and of a
 	// Start without steps. It replaces a stored non-Custom plan at boot.
 	Plan Plan
+	// Confirm makes every advance the plan makes by itself (a step, or
+	// complete) wait until Event.Confirmed says the confirmation endpoint
+	// accepted it (CANARY_CONFIRM_URL); meanwhile the record is Awaiting.
+	// An operator's Promote does not wait.
+	Confirm bool
+	// Deadline, if positive, is how long a step may run without advancing
+	// (CANARY_PROGRESS_DEADLINE), counted from Record.StepStartedAt; then
+	// DeadlineAction applies. Zero means no deadline.
+	Deadline       time.Duration
+	DeadlineAction DeadlineAction
 }
 
 // Save says when a record that Next returned must be written.
@@ -127,7 +149,8 @@ const (
 	// SaveProgress: only the earned observation changed; save it now and
 	// then (every few seconds), so a crash loses little of it.
 	SaveProgress
-	// SaveNow: a transition; save it at once.
+	// SaveNow: a transition, or a change every replica must see soon (the
+	// plan starts or stops waiting for confirmation); save it at once.
 	SaveNow
 )
 
@@ -143,9 +166,10 @@ type Effects struct {
 	// RolledBack is the reason of the rollback this event made, to count
 	// (canary_rollbacks_total); "" for none.
 	RolledBack Recommendation
-	// Transition is the history entry Next appended, to log; nil when the
-	// event moved nothing.
+	// Transition is the history entry Next appended, to log and announce;
+	// nil when the event moved nothing. Kind says what it did.
 	Transition *Transition
+	Kind       TransitionKind
 	// Save says how soon the record must be written.
 	Save Save
 }
@@ -156,6 +180,15 @@ type Effects struct {
 // is a pure function: it reads no clock (ev.At is the time) and touches
 // nothing; r is not modified. The package doc's table is its specification.
 func Next(r Record, ev Event, rules Rules) (Record, Effects, error) {
+	next, eff, err := transition(r, ev, rules)
+	if err == nil && eff.Transition != nil {
+		eff.Kind = kindOf(ev, r, next)
+	}
+	return next, eff, err
+}
+
+// transition is Next without naming the transition's kind.
+func transition(r Record, ev Event, rules Rules) (Record, Effects, error) {
 	// r is a copy; its slices are shared with the caller's record and never
 	// written in place: move and remember build new ones.
 	switch ev.Kind {
@@ -163,13 +196,19 @@ func Next(r Record, ev Event, rules Rules) (Record, Effects, error) {
 		next, eff := boot(r, ev, rules)
 		return next, eff, nil
 	case EventJudged:
-		next, eff := judged(r, ev)
+		next, eff := judged(r, ev, rules)
 		return next, eff, nil
 	case EventIntegrityFailed:
 		if r.State == StateRolledBack || r.State == StateFinished {
 			return r, Effects{}, nil
 		}
-		next, eff := rollback(r, ev, RecRollbackIntegrity)
+		next, eff := rollback(r, ev, RecRollbackIntegrity, "")
+		return next, eff, nil
+	case EventMetricFailed:
+		if !r.State.judged() {
+			return r, Effects{}, nil
+		}
+		next, eff := rollback(r, ev, RecRollbackMetric, ev.Detail)
 		return next, eff, nil
 	case EventSetWeight:
 		if ev.Weight > split.MaxWeight {
@@ -195,7 +234,7 @@ func Next(r Record, ev Event, rules Rules) (Record, Effects, error) {
 		if r.State == StateRolledBack || r.State == StateFinished {
 			return r, Effects{}, nil // the canary gets no traffic already
 		}
-		next, eff := rollback(r, ev, RecRollbackManual)
+		next, eff := rollback(r, ev, RecRollbackManual, "")
 		return next, eff, nil
 	case EventPause:
 		if r.State != StateProgressing {
@@ -280,7 +319,11 @@ func move(r Record, ev Event, to State, step int, weight uint32, reason string, 
 	if fresh || from != to || r.Step != step || fromWeight != weight {
 		r.StepStartedAt = ev.At
 		r.Observation = Observation{}
+		r.StalledAt = time.Time{}
 	}
+	// Waiting for confirmation is re-established by the next verdict if
+	// the step is still ready (a restart, a stall: the same step).
+	r.Awaiting = nil
 	restart = restart && !to.BlocksCanary()
 	if restart {
 		// Strictly later than before, even on a coarse or stopped clock:
@@ -314,8 +357,9 @@ func move(r Record, ev Event, to State, step int, weight uint32, reason string, 
 	return r, Effects{Route: true, RestartJudge: restart, Transition: &tr, Save: SaveNow}
 }
 
-// rollback moves r to rolled_back for reason, keeping the evidence.
-func rollback(r Record, ev Event, reason Recommendation) (Record, Effects) {
+// rollback moves r to rolled_back for reason, keeping the evidence and
+// detail (what broke, when the reason alone does not say).
+func rollback(r Record, ev Event, reason Recommendation, detail string) (Record, Effects) {
 	r, eff := move(r, ev, StateRolledBack, r.Step, 0, string(reason), false, false)
 	r.Rollback = &RollbackRecord{
 		At:      ev.At,
@@ -324,6 +368,7 @@ func rollback(r Record, ev Event, reason Recommendation) (Record, Effects) {
 		Replica: ev.Replica,
 		Canary:  ev.Canary,
 		Gates:   append([]judge.Gate{}, ev.Gates...),
+		Detail:  detail,
 	}
 	eff.RolledBack = reason
 	return r, eff
@@ -453,15 +498,18 @@ func start(r Record, ev Event, rules Rules) (Record, Effects, error) {
 
 // judged acts on a verdict: a rollback, or the plan's observation clock.
 // A step advances after its observe time of continuous proceed verdicts
-// while the canary is observable; any other verdict restarts that clock,
-// except a hold while the judge gathers evidence again after a restart,
-// which keeps (but does not add to) what the step had earned.
-func judged(r Record, ev Event) (Record, Effects) {
+// while the canary is observable (and, with Rules.Confirm, once the
+// confirmation endpoint accepted it); any other verdict restarts that
+// clock, except a hold while the judge gathers evidence again after a
+// restart, which keeps (but does not add to) what the step had earned. A
+// step that has not advanced within Rules.Deadline stalls or is rolled
+// back.
+func judged(r Record, ev Event, rules Rules) (Record, Effects) {
 	if !r.State.judged() {
 		return r, Effects{}
 	}
 	if ev.Verdict.IsRollback() {
-		return rollback(r, ev, Recommendation(ev.Verdict))
+		return rollback(r, ev, Recommendation(ev.Verdict), "")
 	}
 	if r.State != StateProgressing {
 		return r, Effects{}
@@ -474,27 +522,81 @@ func judged(r Record, ev Event) (Record, Effects) {
 		v = judge.Hold
 	}
 	o := r.Observation
+	var awaiting *Awaiting
 	switch {
 	case v == judge.Proceed:
 		if o.Since.IsZero() {
 			o.Since, o.Restored = ev.At, false
 		}
 		st := r.Plan.Steps[r.Step]
-		if o.Earned(ev.At) >= st.Observe {
-			ev.Who = whoPlan
-			reason := fmt.Sprintf("step %d (%s%%) observed healthy for %s", r.Step+1, split.FormatPercent(st.Weight), st.Observe)
-			if next := r.Step + 1; next < len(r.Plan.Steps) {
-				return move(r, ev, StateProgressing, next, r.Plan.Steps[next].Weight, reason, true, false)
-			}
-			return move(r, ev, StateComplete, r.Step, split.MaxWeight, reason+"; plan complete", r.Weight != split.MaxWeight, false)
+		if o.Earned(ev.At) < st.Observe {
+			break
 		}
+		if rules.Confirm && !(ev.Confirmed && r.Awaiting != nil) {
+			// Ready: the plan waits for the confirmation endpoint.
+			awaiting = r.Awaiting
+			if awaiting == nil {
+				awaiting = &Awaiting{Since: ev.At}
+			}
+			if ev.ConfirmAnswer != "" && ev.ConfirmAnswer != awaiting.Answer {
+				a := *awaiting // records are values: never written in place
+				a.Answer = ev.ConfirmAnswer
+				awaiting = &a
+			}
+			break
+		}
+		ev.Who = whoPlan
+		reason := fmt.Sprintf("step %d (%s%%) observed healthy for %s", r.Step+1, split.FormatPercent(st.Weight), st.Observe)
+		if rules.Confirm {
+			reason += "; confirmed"
+		}
+		if next := r.Step + 1; next < len(r.Plan.Steps) {
+			return move(r, ev, StateProgressing, next, r.Plan.Steps[next].Weight, reason, true, false)
+		}
+		return move(r, ev, StateComplete, r.Step, split.MaxWeight, reason+"; plan complete", r.Weight != split.MaxWeight, false)
 	case v == judge.Hold && o.Restored:
 		o.Since = time.Time{}
 	default:
 		o = Observation{}
 	}
-	r.Observation = o
-	return r, Effects{Save: SaveProgress}
+	save := SaveProgress
+	if (awaiting == nil) != (r.Awaiting == nil) {
+		save = SaveNow // every replica shows whether the plan waits
+	}
+	r.Observation, r.Awaiting = o, awaiting
+	if next, eff, ok := deadline(r, ev, rules); ok {
+		return next, eff
+	}
+	return r, Effects{Save: save}
+}
+
+// deadline stalls or rolls back a progressing step that has not advanced
+// within rules.Deadline of its start (once: a stalled step stays stalled
+// until it advances or the state changes). ok is false when the deadline
+// does not apply.
+func deadline(r Record, ev Event, rules Rules) (_ Record, _ Effects, ok bool) {
+	if rules.Deadline <= 0 || r.State != StateProgressing || !r.StalledAt.IsZero() || r.StepStartedAt.IsZero() {
+		return r, Effects{}, false
+	}
+	ran := ev.At.Sub(r.StepStartedAt)
+	if ran < rules.Deadline {
+		return r, Effects{}, false
+	}
+	st := r.Plan.Steps[r.Step]
+	what := fmt.Sprintf("step %d (%s%%) did not advance within the progress deadline of %s", r.Step+1, split.FormatPercent(st.Weight), rules.Deadline)
+	if rules.DeadlineAction == DeadlineRollback {
+		ev.Who = whoGuard
+		ev.Gates = append(append([]judge.Gate{}, ev.Gates...), judge.Gate{Name: gateDeadline, Value: ran.Seconds(),
+			Threshold: rules.Deadline.Seconds(), Unit: "s", Verdict: judge.GateFail, Detail: what})
+		next, eff := rollback(r, ev, RecRollbackDeadline, what)
+		return next, eff, true
+	}
+	ev.Who = whoPlan
+	next, eff := move(r, ev, StateProgressing, r.Step, r.Weight, what+": stalled", false, false)
+	// Nothing else changes: the step goes on earning its observation and
+	// may still advance.
+	next.StalledAt, next.Awaiting = ev.At, r.Awaiting
+	return next, eff, true
 }
 
 // remember adds release to the seen releases, keeping the last

@@ -41,6 +41,15 @@ func verdict(v judge.Verdict, observable bool) func(*guard.Event) {
 	return func(e *guard.Event) { e.Verdict, e.Observable, e.Who = v, observable, "guard" }
 }
 
+func asGuard(e *guard.Event) { e.Who = "guard" }
+
+// deadline is rules3 with a progress deadline.
+func deadline(d time.Duration, action guard.DeadlineAction) guard.Rules {
+	r := rules3
+	r.Deadline, r.DeadlineAction = d, action
+	return r
+}
+
 // TestNext is the package doc's transition table, row by row: from a
 // record, an event gives a state, step and weight, says whether the judge
 // restarts and what is counted, or refuses.
@@ -135,6 +144,33 @@ func TestNext(t *testing.T) {
 			want{state: guard.StateRolledBack, weight: 0, rolled: guard.RecRollbackIntegrity}},
 		{"integrity failure while finished does nothing", rec(guard.StateFinished, 0, 0, plan3), ev(guard.EventIntegrityFailed), rules3,
 			want{state: guard.StateFinished, noop: true}},
+		{"metric gate failure rolls back", running, ev(guard.EventMetricFailed, asGuard, func(e *guard.Event) { e.Detail = "metric gate checkout: 0.3 above its max 0.05 for 2m0s" }), rules3,
+			want{state: guard.StateRolledBack, weight: 0, rolled: guard.RecRollbackMetric, who: "guard", reason: "rollback_metric"}},
+		{"metric gate failure while paused rolls back", paused7, ev(guard.EventMetricFailed, asGuard), rules3,
+			want{state: guard.StateRolledBack, step: 1, weight: 0, rolled: guard.RecRollbackMetric}},
+		{"metric gate failure while held does nothing", rec(guard.StateHeld, 0, 0, plan3), ev(guard.EventMetricFailed, asGuard), rules3,
+			want{state: guard.StateHeld, noop: true}},
+		{"metric gate failure while finished does nothing", rec(guard.StateFinished, 0, 0, plan3), ev(guard.EventMetricFailed, asGuard), rules3,
+			want{state: guard.StateFinished, noop: true}},
+		{"metric gate failure when rolled back does nothing", rec(guard.StateRolledBack, 1, 0, plan3), ev(guard.EventMetricFailed, asGuard), rules3,
+			want{state: guard.StateRolledBack, step: 1, noop: true}},
+
+		// The progress deadline (the running step began an hour ago).
+		{"deadline passed: stalled", running, ev(guard.EventJudged, verdict(judge.Hold, true)), deadline(30*time.Minute, guard.DeadlineStall),
+			want{state: guard.StateProgressing, weight: 500, who: "plan", reason: "step 1 (5%) did not advance within the progress deadline of 30m0s: stalled"}},
+		{"deadline passed: rolled back", running, ev(guard.EventJudged, verdict(judge.Hold, true)), deadline(30*time.Minute, guard.DeadlineRollback),
+			want{state: guard.StateRolledBack, weight: 0, rolled: guard.RecRollbackDeadline, who: "guard", reason: "rollback_deadline"}},
+		{"deadline not passed", running, ev(guard.EventJudged, verdict(judge.Hold, true)), deadline(2*time.Hour, guard.DeadlineRollback),
+			want{state: guard.StateProgressing, weight: 500, noop: true}},
+		{"deadline passed, already stalled", func() guard.Record { r := running; r.StalledAt = t0.Add(-time.Minute); return r }(),
+			ev(guard.EventJudged, verdict(judge.Hold, true)), deadline(30*time.Minute, guard.DeadlineRollback),
+			want{state: guard.StateProgressing, weight: 500, noop: true}},
+		{"deadline passed, but the step advances", running, ev(guard.EventJudged, verdict(judge.Proceed, true)), deadline(30*time.Minute, guard.DeadlineRollback),
+			want{state: guard.StateProgressing, step: 1, weight: 2500, restart: true, who: "plan"}},
+		{"deadline does not apply while paused", paused7, ev(guard.EventJudged, verdict(judge.Hold, true)), deadline(time.Second, guard.DeadlineRollback),
+			want{state: guard.StatePaused, step: 1, weight: 700, noop: true}},
+		{"a rollback verdict wins over the deadline", running, ev(guard.EventJudged, verdict(judge.RollbackErrorRate, true)), deadline(time.Second, guard.DeadlineStall),
+			want{state: guard.StateRolledBack, weight: 0, rolled: guard.RecRollbackErrorRate}},
 
 		// Operators.
 		{"weight pauses", running, ev(guard.EventSetWeight, func(e *guard.Event) { e.Weight = 1234 }), rules3,

@@ -30,6 +30,7 @@ type metrics struct {
 	isLeader          prometheus.Gauge
 	fleetReplicas     prometheus.Gauge
 	fleetInfo         *prometheus.GaugeVec
+	stalled           prometheus.Gauge
 }
 
 // integrityStatuses are the values of canary_integrity_status{status}.
@@ -88,6 +89,9 @@ func newMetrics(reg prometheus.Registerer, slo judge.SLO, fleet, replica, store 
 			Name: "canary_fleet_info", Help: "Always 1: the fleet this canaryd belongs to (its etcd prefix, or its replica id alone), its replica id and its store, for aggregating across replicas.",
 		}, []string{"fleet", "replica", "store"}),
 	}
+	m.stalled = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "canary_progress_stalled", Help: "1 while the current step has not advanced within the progress deadline (CANARY_PROGRESS_DEADLINE), else 0.",
+	})
 	m.fleetInfo.WithLabelValues(fleet, replica, store).Set(1)
 	for _, r := range RollbackReasons() {
 		m.rollbacks.WithLabelValues(string(r))
@@ -99,7 +103,7 @@ func newMetrics(reg prometheus.Registerer, slo judge.SLO, fleet, replica, store 
 	}
 	for _, c := range []prometheus.Collector{m.weight, m.rollbackRequired, m.rollbacks, m.integrityVerified, m.integrityStatus,
 		m.sloErrorRate, m.sloP95, m.overall, m.verdict, m.step, m.persisted, m.persistFailures,
-		m.storeUp, m.isLeader, m.fleetReplicas, m.fleetInfo} {
+		m.storeUp, m.isLeader, m.fleetReplicas, m.fleetInfo, m.stalled} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
@@ -146,6 +150,7 @@ func (m *metrics) update(f *facts) {
 	m.storeUp.Set(b2f(f.fleet.storeErr == nil))
 	m.isLeader.Set(b2f(f.fleet.leading))
 	m.fleetReplicas.Set(float64(f.fleet.live))
+	m.stalled.Set(b2f(f.stalled()))
 }
 
 // b2f is 1 for true, 0 for false.

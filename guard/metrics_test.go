@@ -33,9 +33,9 @@ func TestMetrics(t *testing.T) {
 	for _, mf := range mfs {
 		series[mf.GetName()] = len(mf.GetMetric())
 	}
-	if series["canary_verdict"] != 7 || series["canary_rollbacks_total"] != 4 || series["canary_overall_health"] != 3 ||
-		series["canary_integrity_status"] != 3 || series["canary_integrity_verified"] != 0 {
-		t.Errorf("series per family = %v; want 7 verdicts, 4 rollback reasons, 3 health and 3 integrity statuses, no integrity_verified while disabled", series)
+	if series["canary_verdict"] != 9 || series["canary_rollbacks_total"] != 6 || series["canary_overall_health"] != 3 ||
+		series["canary_integrity_status"] != 3 || series["canary_integrity_verified"] != 0 || series["canary_progress_stalled"] != 1 {
+		t.Errorf("series per family = %v; want 9 verdicts, 6 rollback reasons, 3 health and 3 integrity statuses, no integrity_verified while disabled, the stalled gauge", series)
 	}
 
 	h.must(h.g.Promote("admin"))
@@ -65,15 +65,20 @@ canary_is_leader 1
 canary_overall_health{status="degraded"} 1
 canary_overall_health{status="healthy"} 0
 canary_overall_health{status="unhealthy"} 0
+# HELP canary_progress_stalled 1 while the current step has not advanced within the progress deadline (CANARY_PROGRESS_DEADLINE), else 0.
+# TYPE canary_progress_stalled gauge
+canary_progress_stalled 0
 # HELP canary_rollback_required 1 while the canary is rolled back, else 0.
 # TYPE canary_rollback_required gauge
 canary_rollback_required 1
 # HELP canary_rollbacks_total Rollbacks this process decided, by reason.
 # TYPE canary_rollbacks_total counter
+canary_rollbacks_total{reason="rollback_deadline"} 0
 canary_rollbacks_total{reason="rollback_error_rate"} 0
 canary_rollbacks_total{reason="rollback_integrity"} 0
 canary_rollbacks_total{reason="rollback_latency"} 1
 canary_rollbacks_total{reason="rollback_manual"} 0
+canary_rollbacks_total{reason="rollback_metric"} 0
 # HELP canary_slo_error_rate_ratio Configured maximum canary error rate (objective).
 # TYPE canary_slo_error_rate_ratio gauge
 canary_slo_error_rate_ratio 0.01
@@ -97,10 +102,12 @@ canary_store_up 1
 canary_verdict{verdict="complete"} 0
 canary_verdict{verdict="hold"} 0
 canary_verdict{verdict="proceed"} 0
+canary_verdict{verdict="rollback_deadline"} 0
 canary_verdict{verdict="rollback_error_rate"} 0
 canary_verdict{verdict="rollback_integrity"} 0
 canary_verdict{verdict="rollback_latency"} 1
 canary_verdict{verdict="rollback_manual"} 0
+canary_verdict{verdict="rollback_metric"} 0
 # HELP canary_weight_ratio Share of requests the canary is meant to receive (0..1).
 # TYPE canary_weight_ratio gauge
 canary_weight_ratio 0

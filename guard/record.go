@@ -42,6 +42,15 @@ type Record struct {
 	// Observation is what the current step has earned towards its observe
 	// time.
 	Observation Observation
+	// Awaiting, set only while progressing, says that the step has earned
+	// its observation and the plan waits for the confirmation endpoint
+	// before it advances (Rules.Confirm); nil otherwise. Every transition
+	// clears it.
+	Awaiting *Awaiting
+	// StalledAt, set only while progressing, is when the current step
+	// passed the progress deadline without advancing (Rules.Deadline with
+	// DeadlineStall); zero otherwise. A new step, state or weight clears it.
+	StalledAt time.Time
 	// Rollback, set exactly in StateRolledBack, is why and on what evidence.
 	Rollback *RollbackRecord
 	// History is the bounded list of transitions, oldest first.
@@ -226,6 +235,8 @@ type recordJSON struct {
 	ObservedNs    int64           `json:"observed_ns"`
 	HealthySince  time.Time       `json:"healthy_since,omitzero"`
 	Restored      bool            `json:"restored,omitempty"`
+	Awaiting      *Awaiting       `json:"awaiting,omitempty"`
+	StalledAt     time.Time       `json:"stalled_at,omitzero"`
 	Rollback      *RollbackRecord `json:"rollback,omitempty"`
 	History       []Transition    `json:"history"`
 	Releases      []string        `json:"releases,omitempty"`
@@ -254,6 +265,8 @@ func EncodeRecord(r Record, rev Revision) ([]byte, error) {
 		ObservedNs:    int64(r.Observation.Banked),
 		HealthySince:  r.Observation.Since,
 		Restored:      r.Observation.Restored,
+		Awaiting:      r.Awaiting,
+		StalledAt:     r.StalledAt,
 		Rollback:      r.Rollback,
 		History:       r.History,
 		Releases:      r.Releases,
@@ -295,6 +308,8 @@ func DecodeRecord(data []byte) (Record, Revision, error) {
 		StepStartedAt: rj.StepStartedAt,
 		EvidenceSince: rj.EvidenceSince,
 		Observation:   Observation{Banked: time.Duration(rj.ObservedNs), Since: rj.HealthySince, Restored: rj.Restored},
+		Awaiting:      rj.Awaiting,
+		StalledAt:     rj.StalledAt,
 		Rollback:      rj.Rollback,
 		History:       rj.History,
 		Releases:      rj.Releases,

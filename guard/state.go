@@ -98,7 +98,8 @@ func (s State) judged() bool {
 }
 
 // Recommendation is the answer of /canary_check: one of the judge's verdicts
-// or one the guard adds (complete, rollback_integrity, rollback_manual).
+// or one the guard adds (complete, rollback_integrity, rollback_manual,
+// rollback_deadline, rollback_metric).
 // Decide with its methods, never with its text.
 type Recommendation string
 
@@ -112,16 +113,22 @@ const (
 	RecRollbackLatency                  = Recommendation(judge.RollbackLatency)
 	RecRollbackIntegrity Recommendation = "rollback_integrity"
 	RecRollbackManual    Recommendation = "rollback_manual"
+	// RecRollbackDeadline: a step did not advance within the progress
+	// deadline, and its action is rollback.
+	RecRollbackDeadline Recommendation = "rollback_deadline"
+	// RecRollbackMetric: a metric gate was outside its bound for its "for".
+	RecRollbackMetric Recommendation = "rollback_metric"
 )
 
 // Recommendations lists every recommendation, in the order of the README.
 func Recommendations() []Recommendation {
-	return []Recommendation{RecProceed, RecHold, RecComplete, RecRollbackErrorRate, RecRollbackLatency, RecRollbackIntegrity, RecRollbackManual}
+	return []Recommendation{RecProceed, RecHold, RecComplete, RecRollbackErrorRate, RecRollbackLatency, RecRollbackIntegrity, RecRollbackManual,
+		RecRollbackDeadline, RecRollbackMetric}
 }
 
 // RollbackReasons lists the recommendations that are rollbacks.
 func RollbackReasons() []Recommendation {
-	return []Recommendation{RecRollbackErrorRate, RecRollbackLatency, RecRollbackIntegrity, RecRollbackManual}
+	return []Recommendation{RecRollbackErrorRate, RecRollbackLatency, RecRollbackIntegrity, RecRollbackManual, RecRollbackDeadline, RecRollbackMetric}
 }
 
 // IsRollback reports whether r asks for the canary to be rolled back (the

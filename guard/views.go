@@ -43,6 +43,10 @@ type facts struct {
 
 	slo    judge.SLO
 	window time.Duration
+	// rules are the machine's rules (the deadline); every is the
+	// evaluation interval, how often the confirmation endpoint is asked.
+	rules Rules
+	every time.Duration
 }
 
 // factsLocked snapshots the guard with the given health figures (fresh ones
@@ -59,6 +63,8 @@ func (g *Guard) factsLocked(stableH, canaryH proxy.HealthStats) facts {
 		evaluation: g.evaluation,
 		slo:        g.cfg.SLO,
 		window:     g.cfg.Window,
+		rules:      g.rules,
+		every:      g.cfg.EvalInterval,
 	}
 	f.fleet = g.fleetFactsLocked(f.now)
 	if !g.booted {
@@ -269,6 +275,14 @@ func (f *facts) overallHealth() (string, []string) {
 	case StatePaused:
 		weak = append(weak, "rollout paused")
 	}
+	if f.stalled() {
+		weak = append(weak, f.stalledReason())
+	}
+	for _, m := range f.metric {
+		if m.Status != MetricPass && !f.rec.State.BlocksCanary() {
+			weak = append(weak, "metric gate "+m.Name+" ("+m.Status.String()+"): "+m.Detail)
+		}
+	}
 	if h := f.canaryHealth; h.Enabled && h.FailureRate() > maxHealthFailureRate {
 		weak = append(weak, fmt.Sprintf("canary health checks fail %.1f%% of the time (limit %.0f%%)", 100*h.FailureRate(), 100*maxHealthFailureRate))
 	}
@@ -304,7 +318,11 @@ func (f *facts) reasons() []string {
 			if rb.Replica != "" {
 				by += " on replica " + rb.Replica
 			}
-			r = append(r, fmt.Sprintf("rolled back (%s) by %s at %s; reset to try again", rb.Reason, by, rb.At.UTC().Format(time.RFC3339)))
+			what := ""
+			if rb.Detail != "" {
+				what = ": " + rb.Detail
+			}
+			r = append(r, fmt.Sprintf("rolled back (%s%s) by %s at %s; reset to try again", rb.Reason, what, by, rb.At.UTC().Format(time.RFC3339)))
 		}
 	case StatePaused:
 		r = append(r, "rollout paused at weight "+split.FormatPercent(f.rec.Weight)+"%; resume to continue")
@@ -318,6 +336,17 @@ func (f *facts) reasons() []string {
 		r = append(r, "plan complete at 100%")
 	case StateFinished:
 		r = append(r, fmt.Sprintf("release %q finished: the canary gets no traffic until POST /rollout/start", f.rec.Release))
+	}
+	if p, ok := proposalOf(&f.rec); ok {
+		r = append(r, awaitingReason(p, f.rec.Awaiting, f.every))
+	}
+	if f.stalled() {
+		r = append(r, f.stalledReason())
+	}
+	for _, m := range f.metric {
+		if m.Status != MetricPass {
+			r = append(r, "metric gate "+m.Name+" ("+m.Status.String()+"): "+m.Detail)
+		}
 	}
 	if !f.persisted {
 		r = append(r, "the rollout state in force is not saved yet (see /dashboard/health_summary)")
@@ -338,7 +367,22 @@ func (f *facts) reasons() []string {
 // note.
 func (f *facts) gates() []judge.Gate {
 	gates := append([]judge.Gate{}, f.last.Gates...)
+	for _, m := range f.metric {
+		gates = append(gates, m.gate())
+	}
 	gates = append(gates, integrityGate(f.integ))
+	if p, ok := proposalOf(&f.rec); ok {
+		gates = append(gates, judge.Gate{Name: gateConfirmation, Value: max(f.now.Sub(f.rec.Awaiting.Since), 0).Seconds(), Unit: "s",
+			Verdict: judge.GateHold, Detail: awaitingReason(p, f.rec.Awaiting, f.every)})
+	}
+	if d := f.rules.Deadline; d > 0 && f.rec.State == StateProgressing && !f.rec.StepStartedAt.IsZero() {
+		gt := judge.Gate{Name: gateDeadline, Value: max(f.now.Sub(f.rec.StepStartedAt), 0).Seconds(), Threshold: d.Seconds(), Unit: "s",
+			Verdict: judge.GatePass, Detail: fmt.Sprintf("the step must advance within %s of its start (CANARY_PROGRESS_DEADLINE)", d)}
+		if f.stalled() {
+			gt.Verdict, gt.Detail = judge.GateHold, f.stalledReason()
+		}
+		gates = append(gates, gt)
+	}
 	for _, b := range []struct {
 		name string
 		h    proxy.HealthStats
@@ -437,4 +481,17 @@ func (f *facts) plan() []StepView {
 		plan[i] = sv
 	}
 	return plan
+}
+
+// stalled reports whether the current step passed the progress deadline
+// without advancing (and the plan goes on trying).
+func (f *facts) stalled() bool {
+	return f.rec.State == StateProgressing && !f.rec.StalledAt.IsZero()
+}
+
+// stalledReason says which step stalled and since when.
+func (f *facts) stalledReason() string {
+	w := f.rec.Weight
+	return fmt.Sprintf("stalled: step %d (%s%%) has not advanced within the progress deadline of %s (CANARY_PROGRESS_DEADLINE): it began at %s, stalled at %s",
+		f.rec.Step+1, split.FormatPercent(w), f.rules.Deadline, f.rec.StepStartedAt.UTC().Format(time.RFC3339), f.rec.StalledAt.UTC().Format(time.RFC3339))
 }

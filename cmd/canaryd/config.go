@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,6 +22,8 @@ import (
 	"github.com/canaryd/canaryd/guard"
 	"github.com/canaryd/canaryd/guard/etcdstore"
 	"github.com/canaryd/canaryd/guard/judge"
+	"github.com/canaryd/canaryd/guard/metricgate"
+	"github.com/canaryd/canaryd/guard/notify"
 	"github.com/canaryd/canaryd/split"
 )
 
@@ -80,6 +83,18 @@ type config struct {
 	IntegrityRoot     string        `env:"CANARY_INTEGRITY_ROOT" help:"folder the manifest's paths are rooted at (default: the manifest's folder)"`
 	IntegrityInterval time.Duration `env:"CANARY_INTEGRITY_INTERVAL" envDefault:"5m" help:"re-verification period"`
 
+	_                      struct{}      `group:"Integrations"`
+	WebhookURL             string        `env:"CANARY_WEBHOOK_URL" help:"POST a JSON event for every rollout transition here (http:// or https://)"`
+	WebhookSecret          string        `env:"CANARY_WEBHOOK_SECRET" help:"sign webhook and confirmation bodies (X-Canaryd-Signature: sha256=HMAC), 16+ characters"`
+	WebhookSecretFile      string        `env:"CANARY_WEBHOOK_SECRET_FILE" help:"file holding the secret instead (trailing newline trimmed)"`
+	WebhookFormat          string        `env:"CANARY_WEBHOOK_FORMAT" envDefault:"json" help:"json (canaryd's event) or slack (an incoming-webhook message)"`
+	ConfirmURL             string        `env:"CANARY_CONFIRM_URL" help:"asked before each step advance and complete: a 2xx answer proceeds, anything else holds"`
+	ProgressDeadline       time.Duration `env:"CANARY_PROGRESS_DEADLINE" help:"a step that has not advanced within this is stalled (or rolled back); empty or 0 = off"`
+	ProgressDeadlineAction string        `env:"CANARY_PROGRESS_DEADLINE_ACTION" envDefault:"stall" help:"stall (a reason, a metric, an alert) or rollback (rollback_deadline)"`
+	PrometheusURL          string        `env:"CANARY_PROMETHEUS_URL" help:"Prometheus base URL the metric gates are queried at"`
+	MetricGates            string        `env:"CANARY_METRIC_GATES" help:"JSON file of metric gates: [{name, query, max and/or min, for}]"`
+	MetricGateInterval     time.Duration `env:"CANARY_METRIC_GATE_INTERVAL" envDefault:"30s" help:"how often the metric gates are checked"`
+
 	_              struct{} `group:"TLS"`
 	TLSCertFile    string   `env:"CANARY_TLS_CERT_FILE" help:"certificate (PEM) for TLS on both listeners; reloaded on change and SIGHUP"`
 	TLSKeyFile     string   `env:"CANARY_TLS_KEY_FILE" help:"its private key (PEM)"`
@@ -120,6 +135,10 @@ type config struct {
 	tokens         []admin.Token     // every admin token, the default one first
 	tokenStamp     string            // the token files' stamp when tokens were read
 	etcd           *etcdstore.Config // nil: single instance with the state file
+	webhookSecret  []byte            // CANARY_WEBHOOK_SECRET or its file; nil: unsigned
+	webhookFormat  notify.Format
+	deadlineAction guard.DeadlineAction
+	metricGates    []metricgate.Gate // nil: no metric gates
 }
 
 // tokenSources are the variables the admin tokens come from.
@@ -511,6 +530,9 @@ func loadConfig(environ []string) (*config, error) {
 	if err := loadFleet(c); err != nil {
 		return nil, err
 	}
+	if err := loadIntegrations(c); err != nil {
+		return nil, err
+	}
 	if c.UpstreamCAFile != "" {
 		pem, err := os.ReadFile(c.UpstreamCAFile)
 		if err != nil {
@@ -601,6 +623,88 @@ func loadFleet(c *config) error {
 		}
 	}
 	c.etcd = e
+	return nil
+}
+
+// loadIntegrations checks the webhook, confirmation, deadline and metric
+// gate variables and reads the secret and the gates file.
+func loadIntegrations(c *config) error {
+	if c.WebhookURL != "" {
+		if _, err := notify.ParseURL(c.WebhookURL); err != nil {
+			return bad("CANARY_WEBHOOK_URL", "%v", err)
+		}
+	}
+	if c.ConfirmURL != "" {
+		if _, err := notify.ParseURL(c.ConfirmURL); err != nil {
+			return bad("CANARY_CONFIRM_URL", "%v", err)
+		}
+	}
+	secretVar := "CANARY_WEBHOOK_SECRET"
+	switch {
+	case c.WebhookSecret != "" && c.WebhookSecretFile != "":
+		return bad("CANARY_WEBHOOK_SECRET_FILE", "set CANARY_WEBHOOK_SECRET or CANARY_WEBHOOK_SECRET_FILE, not both")
+	case c.WebhookSecretFile != "":
+		secretVar = "CANARY_WEBHOOK_SECRET_FILE"
+		b, err := os.ReadFile(c.WebhookSecretFile)
+		if err != nil {
+			return bad(secretVar, "cannot read the secret: %v", err)
+		}
+		c.webhookSecret = []byte(strings.TrimRight(string(b), "\r\n"))
+		if len(c.webhookSecret) == 0 {
+			return bad(secretVar, "%s is empty", c.WebhookSecretFile)
+		}
+	case c.WebhookSecret != "":
+		c.webhookSecret = []byte(c.WebhookSecret)
+	}
+	if c.webhookSecret != nil {
+		if err := notify.ValidateSecret(c.webhookSecret); err != nil {
+			return bad(secretVar, "%v", err)
+		}
+		if c.WebhookURL == "" && c.ConfirmURL == "" {
+			return bad(secretVar, "is set but neither CANARY_WEBHOOK_URL nor CANARY_CONFIRM_URL is: nothing to sign")
+		}
+	}
+	var err error
+	if c.webhookFormat, err = notify.ParseFormat(c.WebhookFormat); err != nil {
+		return bad("CANARY_WEBHOOK_FORMAT", "%q must be json or slack", c.WebhookFormat)
+	}
+	if c.deadlineAction, err = guard.ParseDeadlineAction(c.ProgressDeadlineAction); err != nil {
+		return bad("CANARY_PROGRESS_DEADLINE_ACTION", "%q must be stall or rollback", c.ProgressDeadlineAction)
+	}
+	switch {
+	case c.ProgressDeadline < 0:
+		return bad("CANARY_PROGRESS_DEADLINE", "must not be negative (unset it, or 0, for no deadline)")
+	case c.ProgressDeadline == 0 && c.deadlineAction == guard.DeadlineRollback:
+		return bad("CANARY_PROGRESS_DEADLINE_ACTION", "is rollback but CANARY_PROGRESS_DEADLINE is not set: there is no deadline to act on")
+	}
+	for i, st := range c.steps {
+		if c.ProgressDeadline > 0 && c.ProgressDeadline <= st.Observe {
+			return bad("CANARY_PROGRESS_DEADLINE", "%v is not longer than step %d's observation time (%v in CANARY_STEPS): that step could never advance in time",
+				c.ProgressDeadline, i+1, st.Observe)
+		}
+	}
+	switch {
+	case c.MetricGates != "" && c.PrometheusURL == "":
+		return bad("CANARY_PROMETHEUS_URL", "required with CANARY_METRIC_GATES: the Prometheus the gates are queried at")
+	case c.MetricGates == "" && c.PrometheusURL != "":
+		return bad("CANARY_METRIC_GATES", "required with CANARY_PROMETHEUS_URL: the file of gates to check")
+	case c.MetricGates == "":
+		return nil
+	}
+	if c.MetricGateInterval < time.Second {
+		return bad("CANARY_METRIC_GATE_INTERVAL", "%v must be at least 1s", c.MetricGateInterval)
+	}
+	if c.metricGates, err = metricgate.Load(c.MetricGates); err != nil {
+		return bad("CANARY_METRIC_GATES", "%v", err)
+	}
+	for _, g := range c.metricGates {
+		if slices.Contains(guard.ReservedGateNames(), g.Name) {
+			return bad("CANARY_METRIC_GATES", "%s: gate %q has the name of a gate canaryd shows itself; choose another", c.MetricGates, g.Name)
+		}
+	}
+	if _, err := metricgate.New(metricgate.Config{URL: c.PrometheusURL, Gates: c.metricGates}); err != nil {
+		return bad("CANARY_PROMETHEUS_URL", "%v", strings.TrimPrefix(err.Error(), "metricgate: "))
+	}
 	return nil
 }
 

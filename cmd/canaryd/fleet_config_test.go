@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,16 +41,7 @@ func TestFleetConfigErrorsNameTheVariable(t *testing.T) {
 		{"replica id with space", []string{ep, "CANARY_REPLICA_ID=web 1"}, "CANARY_REPLICA_ID"},
 		{"replica id too long", []string{"CANARY_REPLICA_ID=" + strings.Repeat("w", 129)}, "CANARY_REPLICA_ID"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			code := run(context.Background(), nil, with(baseEnv(t), tc.env...), &stdout, &stderr)
-			if code != exitConfig {
-				t.Fatalf("exit = %d; want %d (stderr %q)", code, exitConfig, stderr.String())
-			}
-			if out := stderr.String(); strings.Count(out, "\n") != 1 || !strings.HasPrefix(out, "canaryd: "+tc.wantVar+":") {
-				t.Errorf("stderr = %q; want one line naming %s", out, tc.wantVar)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { exitsNaming(t, with(baseEnv(t), tc.env...), tc.wantVar) })
 	}
 }
 

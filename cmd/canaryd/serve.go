@@ -27,6 +27,8 @@ import (
 	"github.com/canaryd/canaryd/guard"
 	"github.com/canaryd/canaryd/guard/etcdstore"
 	"github.com/canaryd/canaryd/guard/judge"
+	"github.com/canaryd/canaryd/guard/metricgate"
+	"github.com/canaryd/canaryd/guard/notify"
 	"github.com/canaryd/canaryd/proxy"
 	"github.com/canaryd/canaryd/split"
 )
@@ -96,12 +98,16 @@ func serve(ctx context.Context, c *config, log zerolog.Logger, opts serveOptions
 
 // server is canaryd built and bound, not yet running.
 type server struct {
-	cfg    *config
-	log    zerolog.Logger
-	proxy  *proxy.Proxy
-	guard  *guard.Guard
-	fleet  *etcdstore.Fleet // nil for a single canaryd (the state file)
-	scheme string           // http or https, for the log
+	cfg   *config
+	log   zerolog.Logger
+	proxy *proxy.Proxy
+	guard *guard.Guard
+	fleet *etcdstore.Fleet // nil for a single canaryd (the state file)
+	// webhook delivers the rollout's events (nil without
+	// CANARY_WEBHOOK_URL); it runs after everything else has stopped, so
+	// that the last transitions are sent.
+	webhook *notify.Webhook
+	scheme  string // http or https, for the log
 	// replica is this canaryd's id (CANARY_REPLICA_ID, or derived).
 	replica string
 
@@ -156,7 +162,12 @@ func build(c *config, log zerolog.Logger) (_ *server, err error) {
 			}
 		}()
 	}
-	if s.guard, err = newGuard(c, s.proxy, sp, s.fleet, s.replica, log, reg); err != nil {
+	hooks, err := newIntegrations(c, log, reg)
+	if err != nil {
+		return nil, err
+	}
+	s.webhook = hooks.webhook
+	if s.guard, err = newGuard(c, s.proxy, sp, s.fleet, s.replica, hooks, log, reg); err != nil {
 		return nil, err
 	}
 	if s.history, err = admin.NewHistory(s.guard, admin.HistoryConfig{}); err != nil {
@@ -276,7 +287,45 @@ func replicaTaken(err error) error {
 	return bad("CANARY_REPLICA_ID", "%v (another live replica of this fleet uses it; give each replica its own CANARY_REPLICA_ID)", err)
 }
 
-func newGuard(c *config, px *proxy.Proxy, sp *split.Splitter, fleet *etcdstore.Fleet, replica string, log zerolog.Logger, reg prometheus.Registerer) (*guard.Guard, error) {
+// integrations are the guard's outside parts, each nil when not
+// configured.
+type integrations struct {
+	webhook   *notify.Webhook
+	confirmer *notify.Confirmer
+	gates     *metricgate.Set
+}
+
+// newIntegrations builds the webhook, the confirmation client and the
+// metric gates from c. canary_webhook_deliveries_total is registered
+// either way, so that dashboards always find it.
+func newIntegrations(c *config, log zerolog.Logger, reg prometheus.Registerer) (integrations, error) {
+	var in integrations
+	m, err := notify.NewMetrics(reg)
+	if err != nil {
+		return in, err
+	}
+	if c.WebhookURL != "" {
+		in.webhook, err = notify.New(notify.Config{URL: c.WebhookURL, Secret: c.webhookSecret, Format: c.webhookFormat, Version: buildVersion(), Metrics: m}, log)
+		if err != nil {
+			return in, bad("CANARY_WEBHOOK_URL", "%v", err)
+		}
+	}
+	if c.ConfirmURL != "" {
+		in.confirmer, err = notify.NewConfirmer(notify.ConfirmConfig{URL: c.ConfirmURL, Secret: c.webhookSecret, Version: buildVersion()})
+		if err != nil {
+			return in, bad("CANARY_CONFIRM_URL", "%v", err)
+		}
+	}
+	if len(c.metricGates) > 0 {
+		in.gates, err = metricgate.New(metricgate.Config{URL: c.PrometheusURL, Gates: c.metricGates})
+		if err != nil {
+			return in, bad("CANARY_PROMETHEUS_URL", "%v", err)
+		}
+	}
+	return in, nil
+}
+
+func newGuard(c *config, px *proxy.Proxy, sp *split.Splitter, fleet *etcdstore.Fleet, replica string, hooks integrations, log zerolog.Logger, reg prometheus.Registerer) (*guard.Guard, error) {
 	cfg := guard.Config{
 		Release: c.Release,
 		Weight:  c.weight,
@@ -297,9 +346,21 @@ func newGuard(c *config, px *proxy.Proxy, sp *split.Splitter, fleet *etcdstore.F
 		IntegrityRoot:     c.IntegrityRoot,
 		IntegrityInterval: c.IntegrityInterval,
 		ReplicaID:         replica,
+		ProgressDeadline:  c.ProgressDeadline,
+		DeadlineAction:    c.deadlineAction,
 	}
 	if fleet != nil {
 		cfg.Store, cfg.Fleet = fleet, fleet
+	}
+	// Interfaces get nil, not a typed nil pointer, when a part is off.
+	if hooks.webhook != nil {
+		cfg.Notifier = hooks.webhook
+	}
+	if hooks.confirmer != nil {
+		cfg.Confirmer = hooks.confirmer
+	}
+	if hooks.gates != nil {
+		cfg.MetricGates, cfg.MetricGateInterval = hooks.gates, c.MetricGateInterval
 	}
 	g, err := guard.New(cfg, px, sp, log, reg)
 	if errors.Is(err, guard.ErrStateFile) {
@@ -421,6 +482,12 @@ func listen(name, addr string) (net.Listener, error) {
 // listeners drain first, then the background parts (guard, proxy, reloads)
 // stop, so the state the guard saves last is after the last request.
 func (s *server) run(ctx context.Context, opts serveOptions) error {
+	// The webhook starts first and stops last: it delivers what the guard
+	// stores until the guard's final save.
+	last := newGroup(context.WithoutCancel(ctx))
+	if s.webhook != nil {
+		last.Go("webhook", s.webhook.Run)
+	}
 	background := newGroup(context.WithoutCancel(ctx))
 	background.Go("guard", s.guard.Run)
 	background.Go("proxy", s.proxy.Run)
@@ -457,7 +524,7 @@ func (s *server) run(ctx context.Context, opts serveOptions) error {
 
 	s.log.Info().Str("traffic", s.scheme+"://"+s.trafficLn.Addr().String()).Str("admin", s.scheme+"://"+s.adminLn.Addr().String()).
 		Str("stable", s.cfg.stable.Redacted()).Str("canary", s.cfg.canary.Redacted()).Str("release", s.cfg.Release).
-		Str("replica", s.replica).Str("store", s.storeName()).Str("version", buildVersion()).Msg("canaryd serving")
+		Str("replica", s.replica).Str("store", s.storeName()).Strs("integrations", s.integrationNames()).Str("version", buildVersion()).Msg("canaryd serving")
 	if opts.ready != nil {
 		opts.ready(s.trafficLn.Addr(), s.adminLn.Addr())
 	}
@@ -474,11 +541,33 @@ func (s *server) run(ctx context.Context, opts serveOptions) error {
 	front.Stop()
 	frontErr := front.Wait()
 	background.Stop()
-	err := errors.Join(frontErr, background.Wait())
+	backgroundErr := background.Wait()
+	last.Stop()
+	err := errors.Join(frontErr, backgroundErr, last.Wait())
 	if err == nil {
 		s.log.Info().Msg("canaryd stopped")
 	}
 	return err
+}
+
+// integrationNames says which integrations are on, for the log (never
+// their URLs, which may hold secrets).
+func (s *server) integrationNames() []string {
+	c := s.cfg
+	names := []string{}
+	if c.WebhookURL != "" {
+		names = append(names, "webhook ("+c.webhookFormat.String()+")")
+	}
+	if c.ConfirmURL != "" {
+		names = append(names, "confirmation")
+	}
+	if c.ProgressDeadline > 0 {
+		names = append(names, fmt.Sprintf("progress deadline %v (%s)", c.ProgressDeadline, c.deadlineAction))
+	}
+	if len(c.metricGates) > 0 {
+		names = append(names, fmt.Sprintf("%d metric gates every %v", len(c.metricGates), c.MetricGateInterval))
+	}
+	return names
 }
 
 // storeName says where the rollout is kept, for the log.
