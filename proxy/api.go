@@ -104,20 +104,55 @@ import (
 
 // Config configures a Proxy. Zero values mean the documented defaults.
 type Config struct {
-	// Stable and Canary are the backends' base URLs (http or https, with an
-	// optional path prefix). Both are required and must differ.
+	// Stable and Canary are the backends' base URLs (http, https or h2c,
+	// with an optional path prefix) when each is one URL. A backend is
+	// either one URL here or a pool in StableURLs/CanaryURLs, not both;
+	// both backends are required and share no endpoint URL.
 	Stable *url.URL
 	Canary *url.URL
+	// StableURLs and CanaryURLs are the backends as pools: each URL (one
+	// scheme per backend, each URL distinct) is an endpoint, and a URL whose
+	// host is a name is one endpoint per address the name resolves to (see
+	// DNSRefresh). Nil means the backend is the single URL in Stable
+	// (Canary).
+	StableURLs []*url.URL
+	CanaryURLs []*url.URL
+	// LoadBalancer chooses an endpoint within a backend's pool. The zero
+	// value is LeastRequest.
+	LoadBalancer LoadBalancer
+	// DNSRefresh is how often Run resolves the host names of the backend
+	// URLs again (an IP address is not resolved). Zero means 30s. With
+	// Transport set nothing is resolved: the Transport dials.
+	DNSRefresh time.Duration
+	// Resolver resolves the host names. Nil means net.DefaultResolver
+	// (tests inject their own).
+	Resolver Resolver
+	// EjectConsecutiveFailures is how many failures in a row (a connect
+	// failure, or an answer counted as an error) eject an endpoint from its
+	// pool, as Envoy's outlier detection does. Zero means 5; negative means
+	// never.
+	EjectConsecutiveFailures int
+	// EjectTime is how long a first ejection lasts; each repeat doubles it,
+	// up to MaxEjectTime. Zero means 30s.
+	EjectTime time.Duration
+	// ErrorStatuses are the HTTP statuses that count as errors. The zero
+	// value means 5xx.
+	ErrorStatuses StatusSet
+	// GRPCErrorCodes are the gRPC statuses (grpc-status) that count as
+	// errors. The zero value means DefaultGRPCErrorCodes: UNKNOWN,
+	// DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS.
+	GRPCErrorCodes GRPCCodes
 	// Window is the sliding window over which Snapshot reports. Zero means 5m.
 	Window time.Duration
 	// SlowThreshold is the latency above which a request counts as slow (the
 	// p95 SLO). Zero means 500ms.
 	SlowThreshold time.Duration
-	// Transport, if non-nil, is used for both backends and their health
+	// Transport, if non-nil, is used for every endpoint and its health
 	// checks (tests); ResponseHeaderTimeout, MaxConnsPerBackend and
-	// TLSClientConfig then do not apply. If nil, each backend gets its own
-	// http.Transport tuned for proxying (keep-alive, 512 idle connections,
-	// 5s dial timeout, HTTP/2 attempted for https).
+	// TLSClientConfig then do not apply, and host names are not resolved.
+	// If nil, each endpoint gets its own http.Transport tuned for proxying
+	// (keep-alive, 512 idle connections, 5s dial timeout, HTTP/2 attempted
+	// for https, HTTP/2 only for h2c), dialing the endpoint's address.
 	Transport http.RoundTripper
 	// ResponseHeaderTimeout bounds the wait for a backend's response headers;
 	// past it the client gets 504. Zero means 60s.
@@ -144,9 +179,11 @@ type Config struct {
 	DisableFastPath bool
 	// TLSClientConfig is used for https backends. Nil means the system roots.
 	TLSClientConfig *tls.Config
-	// HealthPath, if set, is probed on both backends every HealthInterval
-	// (zero means 5s) by Run. A canary failing its checks gets no traffic
-	// until it recovers (split.BlockUnhealthy).
+	// HealthPath, if set, is probed on every endpoint of both backends
+	// every HealthInterval (zero means 5s) by Run. An endpoint failing its
+	// checks gets no traffic while another of its pool passes; a canary
+	// none of whose endpoints passes gets no traffic until one recovers
+	// (split.BlockUnhealthy).
 	HealthPath     string
 	HealthInterval time.Duration
 	// AccessLog logs one line per proxied request.
@@ -217,20 +254,51 @@ type Histogram struct {
 	Counts []uint64
 }
 
-// HealthStats are one backend's active health-check figures.
+// HealthStats are one backend's active health-check figures, and its
+// pool's endpoints.
 type HealthStats struct {
 	// Enabled is false when no HealthPath is configured.
 	Enabled bool
-	// Checks and Failures count probes within the window.
+	// Checks and Failures count check rounds within the window: a round
+	// probes every endpoint of the pool and fails when none passes (for a
+	// pool of one, a round is a probe).
 	Checks   uint64
 	Failures uint64
-	// Healthy is the current state: false after consecutive failed probes,
-	// true again after consecutive successes.
+	// Healthy is the current state: true while any endpoint passes its
+	// checks (an endpoint turns unhealthy after consecutive failed probes,
+	// healthy again after consecutive successes). Always true without
+	// checks.
 	Healthy bool
-	// LastError describes the last failed probe ("" if none).
+	// LastError describes the last failed round ("" if none).
 	LastError string
-	// LastCheck is when the last probe finished (zero if none yet).
+	// LastCheck is when the last round finished (zero if none yet).
 	LastCheck time.Time
+	// Endpoints are the pool's endpoints as they are now, in the order of
+	// the configured URLs (a name's addresses sorted). Filled with or
+	// without health checks.
+	Endpoints []EndpointStats
+}
+
+// EndpointStats are one endpoint's state and figures.
+type EndpointStats struct {
+	// URL is the configured URL the endpoint comes from (its host, a name
+	// or an address, is the Host sent), without credentials.
+	URL string
+	// Address is the host:port dialed: an address the URL's name resolved
+	// to, or the name itself while it has never resolved.
+	Address string
+	// Healthy is false while the endpoint fails its active checks (always
+	// true without checks).
+	Healthy bool
+	// EjectedUntil is when the endpoint's current ejection ends; zero when
+	// it is not ejected.
+	EjectedUntil time.Time
+	// InFlight is the number of requests it is serving now.
+	InFlight int64
+	// Requests and Errors count its attempts within the window (an error as
+	// in Stats).
+	Requests uint64
+	Errors   uint64
 }
 
 // FailureRate is Failures/Checks, 0 without checks.
