@@ -206,7 +206,8 @@ func (bk *backend) pickOther(p *Proxy, now int64, failed *endpoint) *endpoint {
 			continue
 		}
 		if p.cfg.LoadBalancer == RoundRobin {
-			return cands[(bk.rr.Add(1)-1)%uint64(len(cands))]
+			// Without taking a turn: the retry is the failed turn's.
+			return cands[bk.rr.Load()%uint64(len(cands))]
 		}
 		a, b := cands[rand.IntN(len(cands))], cands[rand.IntN(len(cands))]
 		if b.inFlight.Load() < a.inFlight.Load() {
