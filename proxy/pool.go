@@ -191,19 +191,27 @@ func (bk *backend) pick(p *Proxy, now int64) *endpoint {
 }
 
 // pickOther chooses an endpoint other than failed for a retry: from the
-// active set, else from those not ejected, else from all; nil when the pool
-// has no other endpoint.
+// active set, else from those not ejected, else from all; among them, those
+// whose last attempt did not fail, if any (a retry should not land on an
+// endpoint failing as well). Nil when the pool has no other endpoint. Off
+// the common path: it may allocate.
 func (bk *backend) pickOther(p *Proxy, now int64, failed *endpoint) *endpoint {
 	set := bk.set.Load()
 	for _, from := range [...][]*endpoint{set.active, set.all} {
-		var cands []*endpoint
+		var cands, good []*endpoint
 		for _, ep := range from {
 			if ep != failed && ep.ejectedUntil.Load() <= now {
 				cands = append(cands, ep)
+				if ep.consecutive.Load() == 0 {
+					good = append(good, ep)
+				}
 			}
 		}
 		if len(cands) == 0 {
 			continue
+		}
+		if len(good) > 0 {
+			cands = good
 		}
 		if p.cfg.LoadBalancer == RoundRobin {
 			// Without taking a turn: the retry is the failed turn's.
