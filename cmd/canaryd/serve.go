@@ -178,29 +178,30 @@ func build(c *config, log zerolog.Logger) (_ *server, err error) {
 }
 
 func newProxy(c *config, sp *split.Splitter, log zerolog.Logger, reg prometheus.Registerer) (*proxy.Proxy, error) {
-	px, err := proxy.New(proxy.Config{
-		StableURLs:               c.stable,
-		CanaryURLs:               c.canary,
-		LoadBalancer:             c.lb,
-		DNSRefresh:               c.DNSRefresh,
-		EjectConsecutiveFailures: ejectAfter(c.EjectConsecutiveFailures),
-		EjectTime:                c.EjectTime,
-		ErrorStatuses:            c.errorStatuses,
-		GRPCErrorCodes:           c.grpcErrorCodes,
-		Window:                   c.SLOWindow,
-		SlowThreshold:            c.SLOP95,
-		ResponseHeaderTimeout:    c.UpstreamTimeout,
-		MaxConnsPerBackend:       c.MaxConnsPerBackend,
-		MaxResponseHeaderBytes:   c.MaxResponseHeaderBytes,
-		RequestBuffer:            c.RequestBuffer,
-		BodyReadTimeout:          c.BodyReadTimeout,
-		DisableFastPath:          !bool(c.FastPath),
-		TLSClientConfig:          c.upstreamTLS,
-		HealthPath:               c.HealthPath,
-		HealthInterval:           c.HealthInterval,
-		AccessLog:                c.AccessLog,
-		Redact:                   secretsOf(c.tokens),
-	}, sp, log, reg)
+	cfg := proxy.Config{
+		Window:                 c.SLOWindow,
+		SlowThreshold:          c.SLOP95,
+		ResponseHeaderTimeout:  c.UpstreamTimeout,
+		MaxConnsPerBackend:     c.MaxConnsPerBackend,
+		MaxResponseHeaderBytes: c.MaxResponseHeaderBytes,
+		RequestBuffer:          c.RequestBuffer,
+		BodyReadTimeout:        c.BodyReadTimeout,
+		DisableFastPath:        !bool(c.FastPath),
+		TLSClientConfig:        c.upstreamTLS,
+		HealthPath:             c.HealthPath,
+		HealthInterval:         c.HealthInterval,
+		AccessLog:              c.AccessLog,
+		Redact:                 secretsOf(c.tokens),
+	}
+	// The backends as pools, and what counts as an error.
+	cfg.StableURLs, cfg.CanaryURLs = c.stable, c.canary
+	cfg.LoadBalancer = c.lb
+	cfg.DNSRefresh = c.DNSRefresh
+	cfg.EjectConsecutiveFailures = ejectAfter(c.EjectConsecutiveFailures)
+	cfg.EjectTime = c.EjectTime
+	cfg.ErrorStatuses = c.errorStatuses
+	cfg.GRPCErrorCodes = c.grpcErrorCodes
+	px, err := proxy.New(cfg, sp, log, reg)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
