@@ -132,6 +132,8 @@ func TestDashboardCoversMetrics(t *testing.T) {
 		"canary_health_checks_total", "canary_slo_error_rate_ratio", "canary_slo_p95_seconds",
 		"canary_overall_health", "canary_verdict", "canary_step",
 		"canary_store_up", "canary_is_leader", "canary_fleet_replicas",
+		"canary_errors_total", "canary_endpoints", "canary_endpoint_requests_total",
+		"canary_retries_total", "canary_failovers_total",
 	} {
 		if !used[want] {
 			t.Errorf("no dashboard panel shows %s", want)
