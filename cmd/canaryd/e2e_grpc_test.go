@@ -65,6 +65,22 @@ func (s *testService) FullDuplexCall(stream grpc.BidiStreamingServer[testpb.Stre
 	}
 }
 
+func (s *testService) StreamingInputCall(stream grpc.ClientStreamingServer[testpb.StreamingInputCallRequest, testpb.StreamingInputCallResponse]) error {
+	s.calls.Add(1)
+	s.stamp(stream.Context())
+	total := 0
+	for {
+		req, err := stream.Recv()
+		if err == io.EOF {
+			return stream.SendAndClose(&testpb.StreamingInputCallResponse{AggregatedPayloadSize: int32(total)})
+		}
+		if err != nil {
+			return err
+		}
+		total += len(req.GetPayload().GetBody())
+	}
+}
+
 func (s *testService) StreamingOutputCall(req *testpb.StreamingOutputCallRequest, stream grpc.ServerStreamingServer[testpb.StreamingOutputCallResponse]) error {
 	s.calls.Add(1)
 	for _, p := range req.GetResponseParameters() {
@@ -107,7 +123,7 @@ func grpcClient(t *testing.T, in *instance) testpb.TestServiceClient {
 	return testpb.NewTestServiceClient(cc)
 }
 
-// TestE2EGRPCPassesThrough: unary, bidirectional-streaming and
+// TestE2EGRPCPassesThrough: unary, bidirectional-, client- and
 // server-streaming calls through canaryd to an h2c backend, with headers,
 // trailers and flow control intact.
 func TestE2EGRPCPassesThrough(t *testing.T) {
@@ -195,6 +211,28 @@ func TestE2EGRPCPassesThrough(t *testing.T) {
 		}
 	})
 
+	t.Run("client stream", func(t *testing.T) {
+		stream, err := c.StreamingInputCall(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 64 {
+			if err := stream.Send(&testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: make([]byte, 32<<10)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		resp, err := stream.CloseAndRecv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetAggregatedPayloadSize() != 64*32<<10 {
+			t.Errorf("the backend received %d bytes; want %d", resp.GetAggregatedPayloadSize(), 64*32<<10)
+		}
+		if got := stream.Trailer().Get("x-trailer"); len(got) != 1 || got[0] != "stable-done" {
+			t.Errorf("stream trailers = %v; want x-trailer stable-done", stream.Trailer())
+		}
+	})
+
 	t.Run("flow control", func(t *testing.T) {
 		// The backend streams 64 MiB to a client that reads nothing for a
 		// while: flow control must hold it back (what it sent is bounded by
@@ -232,8 +270,8 @@ func TestE2EGRPCPassesThrough(t *testing.T) {
 	})
 
 	// Every call was judged: status OK, no error.
-	if v, _ := in.metricValue("canary_grpc_responses_total", "backend", "stable", "grpc_code", "OK"); v != 3 {
-		t.Errorf(`canary_grpc_responses_total{stable,OK} = %v; want 3`, v)
+	if v, _ := in.metricValue("canary_grpc_responses_total", "backend", "stable", "grpc_code", "OK"); v != 4 {
+		t.Errorf(`canary_grpc_responses_total{stable,OK} = %v; want 4`, v)
 	}
 	if v, _ := in.metricValue("canary_errors_total", "backend", "stable"); v != 0 {
 		t.Errorf("canary_errors_total{stable} = %v; want 0", v)
