@@ -114,6 +114,7 @@ func (k *killable) kill() {
 // load sends GETs from workers until stopped, counting what clients saw.
 type load struct {
 	stop     chan struct{}
+	once     sync.Once
 	wg       sync.WaitGroup
 	ok, bad  atomic.Int64
 	mu       sync.Mutex
@@ -153,8 +154,10 @@ func startLoad(in *instance, workers int) *load {
 	return l
 }
 
+// finish stops the load and waits for the workers; once, however often it
+// is called.
 func (l *load) finish() {
-	close(l.stop)
+	l.once.Do(func() { close(l.stop) })
 	l.wg.Wait()
 }
 
@@ -236,7 +239,6 @@ func TestE2EPoolEndpointKilledUnderLoad(t *testing.T) {
 	before := l.ok.Load()
 	waitUntil(t, "more traffic after the readmission", func() bool { return l.ok.Load() > before+500 })
 	l.finish()
-	l.stop = make(chan struct{}) // the deferred finish is then a no-op
 	t.Logf("%d requests answered 200, %d not", l.ok.Load(), l.bad.Load())
 	if l.bad.Load() != 0 {
 		t.Errorf("%d client-visible failures while an endpoint died: %v", l.bad.Load(), l.failures[:min(len(l.failures), 5)])
