@@ -288,3 +288,45 @@ func TestE2EPoolEjectionCap(t *testing.T) {
 		t.Errorf("answers with half the pool ejected = %v; want 200 × 200", codes)
 	}
 }
+
+// TestE2EAttemptsAndAnswers (issue 16 item 6): with the canary down, each
+// request sent to it is a canary failure and a stable 200, and /metrics
+// shows both: the attempts (canary_requests_total, canary_errors_total,
+// canary_failovers_total, what the judge rolled back on) and the answers
+// clients got (canary_responses_total: every one a 200 from stable).
+func TestE2EAttemptsAndAnswers(t *testing.T) {
+	stable := newBackend(t, "stable", nil)
+	dead := newBackend(t, "canary", nil)
+	dead.Close()
+	in := start(t, testEnv(t, stable, dead, "CANARY_WEIGHT=50"))
+	const n = 400
+	if codes := in.send(n); codes[200] != n {
+		t.Fatalf("answers = %v; want %d × 200", codes, n)
+	}
+	value := func(name string, labels ...string) float64 {
+		v, _ := in.metricValue(name, labels...)
+		return v
+	}
+	canaryAttempts := value("canary_requests_total", "backend", "canary", "code", "502")
+	failovers := value("canary_failovers_total")
+	if canaryAttempts < 1 || failovers != canaryAttempts || value("canary_errors_total", "backend", "canary") != canaryAttempts ||
+		value("canary_upstream_errors_total", "backend", "canary", "kind", "connect") != canaryAttempts {
+		t.Errorf("canary attempts %v, failovers %v, errors %v, connect failures %v; want all equal and > 0", canaryAttempts, failovers,
+			value("canary_errors_total", "backend", "canary"), value("canary_upstream_errors_total", "backend", "canary", "kind", "connect"))
+	}
+	if got := value("canary_responses_total", "backend", "stable", "code", "200"); got != n {
+		t.Errorf("canary_responses_total{stable,200} = %v; want %d (every client answer)", got, n)
+	}
+	if got := value("canary_requests_total", "backend", "stable", "code", "200"); got != n {
+		t.Errorf("canary_requests_total{stable,200} = %v; want %d", got, n)
+	}
+	if _, ok := in.metricValue("canary_responses_total", "backend", "canary"); ok {
+		t.Error("canary_responses_total has a canary series; no client got a canary answer")
+	}
+	// The judge counted the same failed attempts (its figures are those of
+	// its last evaluation, at most a tick old).
+	waitUntil(t, "/canary_check to show the failed attempts and the rollback", func() bool {
+		c := in.check()
+		return c.Recommendation == "rollback_error_rate" && float64(c.Canary.Errors) == canaryAttempts && c.Canary.Requests == c.Canary.Errors
+	})
+}
