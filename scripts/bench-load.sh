@@ -25,7 +25,13 @@
 # POOL3 (0; 1 = a further contestant, canaryd-pool3: the same canaryd with a
 # stable pool of three endpoints, the stable nginx listening on three ports,
 # CANARY_LB as POOL_LB (least_request); the table shows what a pool costs
-# against canaryd's one-endpoint stable).
+# against canaryd's one-endpoint stable),
+# ONLY (the contestants to measure, space-separated, e.g.
+# "canaryd canaryd-compare canaryd-pool3"; empty = all): on a shared machine,
+# fewer contestants make shorter rounds, and more of them in the same time.
+# Each pair of canaryd contestants is also compared round by round (the
+# median of the per-round ratios), which cancels most of the drift a busy
+# machine puts between rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +46,8 @@ PROFILE=${PROFILE:-0}
 FLEET=${FLEET:-0}
 POOL3=${POOL3:-0}
 POOL_LB=${POOL_LB:-least_request}
+ONLY=${ONLY:-}
+wanted() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 OUT=${OUT:-$(mktemp -d /tmp/canaryd-bench-load.XXXXXX)}
 for tool in nginx wrk hey taskset; do
   command -v "$tool" >/dev/null || { echo "bench-load: $tool is not installed (apt-get install nginx wrk hey util-linux)" >&2; exit 2; }
@@ -242,14 +250,15 @@ if [ "$PROFILE" = 1 ]; then
 fi
 for r in $(seq "$ROUNDS"); do
   echo "round $r/$ROUNDS" >&2
-  run_one nginx $P_NGINX "$NGINX_WORKER"
-  run_one canaryd $P_CANARYD "$CANARYD_PID"
-  run_one canaryd-fast-path-off $P_SLOW "$CANARYD_STD_PID"
-  [ -n "$COMPARE" ] && run_one canaryd-compare $P_CMP "$CANARYD_CMP_PID"
-  [ "$POOL3" = 1 ] && run_one canaryd-pool3 $P_POOL "$CANARYD_POOL_PID"
-  run_one stdlib $P_STD "$STD_PID"
-  if [ "$FLEET" = 1 ]; then run_one canaryd-fleet $P_FLEET "$FLEET_PID"; fi
+  wanted nginx && run_one nginx $P_NGINX "$NGINX_WORKER"
+  wanted canaryd && run_one canaryd $P_CANARYD "$CANARYD_PID"
+  wanted canaryd-fast-path-off && run_one canaryd-fast-path-off $P_SLOW "$CANARYD_STD_PID"
+  [ -n "$COMPARE" ] && wanted canaryd-compare && run_one canaryd-compare $P_CMP "$CANARYD_CMP_PID"
+  [ "$POOL3" = 1 ] && wanted canaryd-pool3 && run_one canaryd-pool3 $P_POOL "$CANARYD_POOL_PID"
+  wanted stdlib && run_one stdlib $P_STD "$STD_PID"
+  if [ "$FLEET" = 1 ] && wanted canaryd-fleet; then run_one canaryd-fleet $P_FLEET "$FLEET_PID"; fi
 done
+CONTESTANTS=$(for c in $CONTESTANTS; do wanted "$c" && echo -n "$c "; done)
 if [ "$FLEET" = 1 ]; then
   echo "fleet: $(curl -s -H 'Authorization: Bearer bench-token-0123456789abcdef' http://127.0.0.1:$P_FLEET_ADMIN/dashboard/fleet)" >&2
 fi
@@ -269,6 +278,13 @@ fi
 awk -v rsslist="nginx=$NGINX_RSS canaryd=$CANARYD_RSS canaryd-fast-path-off=$CANARYD_STD_RSS canaryd-compare=$CMP_RSS canaryd-pool3=$POOL_RSS canaryd-fleet=$FLEET_RSS stdlib=$STD_RSS" -v contestants="$CONTESTANTS" '
 function median(arr, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (arr[j] < arr[i]) { t = arr[i]; arr[i] = arr[j]; arr[j] = t }
   return (n % 2) ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2 }
+# paired prints the median, lowest and highest of the per-round ratios of
+# a to b (round i of a against round i of b), throughput and CPU per request.
+function paired(a, b,   m, i, rr, cr) {
+  m = n[a] < n[b] ? n[a] : n[b]; if (m == 0) return
+  for (i = 1; i <= m; i++) { rr[i] = rps[a, i] / rps[b, i]; cr[i] = cpu[a, i] / cpu[b, i] }
+  printf "%s/%s, round by round (%d pairs): throughput median %.3fx", a, b, m, median(rr, m); printf " (%.2f-%.2f),", rr[1], rr[m]
+  printf " CPU per request median %.3fx", median(cr, m); printf " (%.2f-%.2f)\n", cr[1], cr[m] }
 function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
 { k = $1; n[k]++; rps[k, n[k]] = $2; cpu[k, n[k]] = $3; p50[k, n[k]] = ms($4); p99[k, n[k]] = ms($5); fx[k, n[k]] = $6; sh[k, n[k]] = $7 }
 END {
@@ -276,7 +292,7 @@ END {
   printf "| contestant | req/s | CPU µs/req | p50 ms | p99 ms | p99 ms @ fixed rate | peak RSS MB | canary share %% |\n"
   printf "|---|---:|---:|---:|---:|---:|---:|---:|\n"
   nc = split(contestants, names, " ")
-  for (x = 1; x <= nc; x++) { k = names[x]; m = n[k]
+  for (x = 1; x <= nc; x++) { k = names[x]; m = n[k]; if (m == 0) continue
     for (i = 1; i <= m; i++) { a[i] = rps[k, i] } R[k] = median(a, m)
     for (i = 1; i <= m; i++) { a[i] = cpu[k, i] } C[k] = median(a, m)
     for (i = 1; i <= m; i++) { a[i] = p50[k, i] } P5 = median(a, m)
@@ -284,11 +300,15 @@ END {
     for (i = 1; i <= m; i++) { a[i] = fx[k, i] } F[k] = median(a, m)
     for (i = 1; i <= m; i++) { a[i] = sh[k, i] } S = median(a, m)
     printf "| %s | %.0f | %.1f | %.2f | %.2f | %.2f | %.1f | %.2f |\n", k, R[k], C[k], P5, P9, F[k], rss[k] / 1024, S }
-  printf "\ncanaryd/nginx: throughput %.2fx, CPU per request %.2fx, p99 at fixed rate %+.2f ms\n", R["canaryd"] / R["nginx"], C["canaryd"] / C["nginx"], F["canaryd"] - F["nginx"]
-  printf "canaryd/stdlib ReverseProxy: throughput %.2fx, CPU per request %.2fx\n", R["canaryd"] / R["stdlib"], C["canaryd"] / C["stdlib"]
-  printf "fast path on/off: throughput %.2fx, CPU per request %.2fx\n", R["canaryd"] / R["canaryd-fast-path-off"], C["canaryd"] / C["canaryd-fast-path-off"]
-  if (n["canaryd-pool3"] > 0) printf "canaryd-pool3/canaryd (three stable endpoints against one): throughput %.3fx, CPU per request %.3fx, p99 at fixed rate %+.2f ms\n", R["canaryd-pool3"] / R["canaryd"], C["canaryd-pool3"] / C["canaryd"], F["canaryd-pool3"] - F["canaryd"]
-  if (n["canaryd-compare"] > 0) printf "canaryd/canaryd-compare: throughput %.2fx, CPU per request %.2fx\n", R["canaryd"] / R["canaryd-compare"], C["canaryd"] / C["canaryd-compare"]
+  printf "\n"
+  if (n["canaryd"] > 0 && n["nginx"] > 0) printf "canaryd/nginx: throughput %.2fx, CPU per request %.2fx, p99 at fixed rate %+.2f ms\n", R["canaryd"] / R["nginx"], C["canaryd"] / C["nginx"], F["canaryd"] - F["nginx"]
+  if (n["canaryd"] > 0 && n["stdlib"] > 0) printf "canaryd/stdlib ReverseProxy: throughput %.2fx, CPU per request %.2fx\n", R["canaryd"] / R["stdlib"], C["canaryd"] / C["stdlib"]
+  if (n["canaryd"] > 0 && n["canaryd-fast-path-off"] > 0) printf "fast path on/off: throughput %.2fx, CPU per request %.2fx\n", R["canaryd"] / R["canaryd-fast-path-off"], C["canaryd"] / C["canaryd-fast-path-off"]
+  paired("canaryd-pool3", "canaryd")
+  paired("canaryd", "canaryd-compare")
+  paired("canaryd-fleet", "canaryd")
+  if (n["canaryd-pool3"] > 0 && n["canaryd"] > 0) printf "canaryd-pool3/canaryd (three stable endpoints against one): throughput %.3fx, CPU per request %.3fx, p99 at fixed rate %+.2f ms\n", R["canaryd-pool3"] / R["canaryd"], C["canaryd-pool3"] / C["canaryd"], F["canaryd-pool3"] - F["canaryd"]
+  if (n["canaryd-compare"] > 0 && n["canaryd"] > 0) printf "canaryd/canaryd-compare: throughput %.2fx, CPU per request %.2fx\n", R["canaryd"] / R["canaryd-compare"], C["canaryd"] / C["canaryd-compare"]
   if (("canaryd-fleet", 1) in rps) printf "canaryd-fleet/canaryd: throughput %.2fx, CPU per request %.2fx, p99 at fixed rate %+.2f ms\n", R["canaryd-fleet"] / R["canaryd"], C["canaryd-fleet"] / C["canaryd"], F["canaryd-fleet"] - F["canaryd"]
 }' "$OUT/results.txt"
 echo "(medians of $ROUNDS interleaved rounds of $DURATION, $CONNS connections; raw figures in $OUT/results.txt)"
