@@ -252,17 +252,29 @@ if [ "$PROFILE" = 1 ]; then
   curl -s -o "$OUT/allocs.prof" "http://127.0.0.1:$P_PPROF/debug/pprof/allocs"
   echo "  profiles: $OUT/cpu.prof $OUT/allocs.prof (go tool pprof -top $CANARYD $OUT/cpu.prof)" >&2
 fi
+# run_contestant measures one contestant by name.
+run_contestant() {
+  case $1 in
+    nginx) run_one nginx $P_NGINX "$NGINX_WORKER" ;;
+    canaryd) run_one canaryd $P_CANARYD "$CANARYD_PID" ;;
+    canaryd-fast-path-off) run_one canaryd-fast-path-off $P_SLOW "$CANARYD_STD_PID" ;;
+    canaryd-compare) run_one canaryd-compare $P_CMP "$CANARYD_CMP_PID" ;;
+    canaryd-pool3) run_one canaryd-pool3 $P_POOL "$CANARYD_POOL_PID" ;;
+    stdlib) run_one stdlib $P_STD "$STD_PID" ;;
+    canaryd-fleet) run_one canaryd-fleet $P_FLEET "$FLEET_PID" ;;
+  esac
+}
+ORDER=()
+for c in $CONTESTANTS; do wanted "$c" && ORDER+=("$c"); done
+# Each round starts one contestant further along, so that no contestant is
+# always the one measured first (or right after another).
 for r in $(seq "$ROUNDS"); do
   echo "round $r/$ROUNDS" >&2
-  wanted nginx && run_one nginx $P_NGINX "$NGINX_WORKER"
-  wanted canaryd && run_one canaryd $P_CANARYD "$CANARYD_PID"
-  wanted canaryd-fast-path-off && run_one canaryd-fast-path-off $P_SLOW "$CANARYD_STD_PID"
-  [ -n "$COMPARE" ] && wanted canaryd-compare && run_one canaryd-compare $P_CMP "$CANARYD_CMP_PID"
-  [ "$POOL3" = 1 ] && wanted canaryd-pool3 && run_one canaryd-pool3 $P_POOL "$CANARYD_POOL_PID"
-  wanted stdlib && run_one stdlib $P_STD "$STD_PID"
-  if [ "$FLEET" = 1 ] && wanted canaryd-fleet; then run_one canaryd-fleet $P_FLEET "$FLEET_PID"; fi
+  for i in "${!ORDER[@]}"; do
+    run_contestant "${ORDER[$(( (i + r - 1) % ${#ORDER[@]} ))]}"
+  done
 done
-CONTESTANTS=$(for c in $CONTESTANTS; do wanted "$c" && echo -n "$c "; done)
+CONTESTANTS="${ORDER[*]}"
 if [ "$FLEET" = 1 ]; then
   echo "fleet: $(curl -s -H 'Authorization: Bearer bench-token-0123456789abcdef' http://127.0.0.1:$P_FLEET_ADMIN/dashboard/fleet)" >&2
 fi
