@@ -133,6 +133,8 @@ func TestDashboardCoversMetrics(t *testing.T) {
 		"canary_overall_health", "canary_verdict", "canary_step",
 		"canary_store_up", "canary_is_leader", "canary_fleet_replicas",
 		"canary_progress_stalled", "canary_webhook_deliveries_total",
+		"canary_errors_total", "canary_endpoints", "canary_endpoint_requests_total",
+		"canary_retries_total", "canary_failovers_total",
 	} {
 		if !used[want] {
 			t.Errorf("no dashboard panel shows %s", want)

@@ -295,6 +295,28 @@ type StoreView struct {
 type BackendHealth struct {
 	BackendView
 	Checks HealthChecks `json:"health_checks"`
+	// Endpoints are the backend's pool: one per URL, or per address a URL's
+	// host name resolves to (never null; one entry for a single URL).
+	Endpoints []EndpointView `json:"endpoints"`
+}
+
+// EndpointView is one endpoint of a backend's pool in the health summary.
+type EndpointView struct {
+	// URL is the configured URL it comes from (credentials removed);
+	// Address the host:port canaryd connects to.
+	URL     string `json:"url"`
+	Address string `json:"address"`
+	// Healthy is false while it fails its active health checks (true
+	// without checks).
+	Healthy bool `json:"healthy"`
+	// EjectedUntil is when its ejection from the pool ends; null when it is
+	// not ejected.
+	EjectedUntil *time.Time `json:"ejected_until"`
+	// InFlight is the number of requests it serves now; Requests and
+	// Errors count its attempts over the window.
+	InFlight int64  `json:"in_flight"`
+	Requests uint64 `json:"requests"`
+	Errors   uint64 `json:"errors"`
 }
 
 // HealthChecks summarises one backend's active health checks over the window.

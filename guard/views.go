@@ -219,8 +219,8 @@ func (f *facts) health() HealthSummary {
 		Reasons:          reasons,
 		State:            f.rec.State.String(),
 		Recommendation:   recommendation(f),
-		Stable:           BackendHealth{BackendView: f.stableView, Checks: healthChecks(f.stableHealth)},
-		Canary:           BackendHealth{BackendView: f.canaryView, Checks: healthChecks(f.canaryHealth)},
+		Stable:           BackendHealth{BackendView: f.stableView, Checks: healthChecks(f.stableHealth), Endpoints: endpointViews(f.stableHealth)},
+		Canary:           BackendHealth{BackendView: f.canaryView, Checks: healthChecks(f.canaryHealth), Endpoints: endpointViews(f.canaryHealth)},
 		Integrity:        integrityView(f.integ),
 		StateFileProblem: f.rec.Problem,
 		StateStore:       StoreView{Kind: f.storeKind, Persisted: f.persisted, Up: f.fleet.storeErr == nil},
@@ -443,6 +443,26 @@ func healthChecks(h proxy.HealthStats) HealthChecks {
 		FailureRate: h.FailureRate(),
 		LastError:   h.LastError,
 	}
+}
+
+// endpointViews shows a backend's pool.
+func endpointViews(h proxy.HealthStats) []EndpointView {
+	out := make([]EndpointView, len(h.Endpoints))
+	for i, e := range h.Endpoints {
+		out[i] = EndpointView{
+			URL:      e.URL,
+			Address:  e.Address,
+			Healthy:  e.Healthy,
+			InFlight: e.InFlight,
+			Requests: e.Requests,
+			Errors:   e.Errors,
+		}
+		if !e.EjectedUntil.IsZero() {
+			until := e.EjectedUntil
+			out[i].EjectedUntil = &until
+		}
+	}
+	return out
 }
 
 // sloView shows the SLO.

@@ -25,7 +25,7 @@ func TestConfigValidate(t *testing.T) {
 		{"valid with health", func(c *proxy.Config) { c.HealthPath = "/healthz" }, ""},
 		{"no stable", func(c *proxy.Config) { c.Stable = nil }, "stable backend URL is required"},
 		{"no canary", func(c *proxy.Config) { c.Canary = nil }, "canary backend URL is required"},
-		{"ftp scheme", func(c *proxy.Config) { c.Canary = mustURL(t, "ftp://canary") }, "must start with http:// or https://"},
+		{"ftp scheme", func(c *proxy.Config) { c.Canary = mustURL(t, "ftp://canary") }, "must start with http://, https:// or h2c://"},
 		{"no host", func(c *proxy.Config) { c.Stable = mustURL(t, "http:///path") }, "has no host"},
 		{"same backends", func(c *proxy.Config) { c.Canary = c.Stable }, "must differ"},
 		{"negative window", func(c *proxy.Config) { c.Window = -time.Second }, "window"},

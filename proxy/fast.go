@@ -15,12 +15,12 @@ import (
 // see the package doc of h1 for the rest. Everything else takes the
 // standard path.
 
-// forwardFast sends r to bk over its pool and relays the answer. A failure
+// forwardFast sends r to ep over its pool and relays the answer. A failure
 // before anything reached the client goes to errorHandler, as on the
 // standard path; one after aborts the response.
-func (p *Proxy) forwardFast(rw *responseWriter, r *http.Request, bk *backend) {
+func (p *Proxy) forwardFast(rw *responseWriter, r *http.Request, ep *endpoint) {
 	var err error
-	if rw.wbuf, err = bk.target.AppendRequest(rw.wbuf[:0], r); err != nil {
+	if rw.wbuf, err = ep.target.AppendRequest(rw.wbuf[:0], r); err != nil {
 		p.errorHandler(rw, r, err)
 		return
 	}
@@ -28,7 +28,7 @@ func (p *Proxy) forwardFast(rw *responseWriter, r *http.Request, bk *backend) {
 	if !p.realTime {
 		start = time.Now() // deadlines need the real clock
 	}
-	err = bk.pool.Exchange(rw, r, rw.wbuf, start)
+	err = ep.pool.Exchange(rw, r, rw.wbuf, start)
 	switch {
 	case err == nil:
 	case rw.status == 0 && !rw.hijacked:

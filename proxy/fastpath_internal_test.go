@@ -20,17 +20,18 @@ func TestFastPathSwitch(t *testing.T) {
 		off          bool
 		stable, want string
 	}{
-		{false, "http://stable.test", "fast"},
-		{true, "http://stable.test", "standard"},
-		{false, "https://stable.test", "standard"},
+		{false, "http://127.0.0.1:1", "fast"},
+		{true, "http://127.0.0.1:1", "standard"},
+		{false, "https://127.0.0.1:1", "standard"},
+		{false, "h2c://127.0.0.1:1", "standard"},
 	} {
 		u, _ := url.Parse(tc.stable)
-		p, err := New(Config{Stable: u, Canary: &url.URL{Scheme: "http", Host: "canary.test"}, DisableFastPath: tc.off}, sp, zerolog.Nop(), nil)
+		p, err := New(Config{Stable: u, Canary: &url.URL{Scheme: "http", Host: "127.0.0.1:2"}, DisableFastPath: tc.off}, sp, zerolog.Nop(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		got := "standard"
-		if bk := p.backends[split.Stable]; bk.pool != nil && bk.target != nil {
+		if ep := p.backends[split.Stable].set.Load().all[0]; ep.pool != nil && ep.target != nil {
 			got = "fast"
 		}
 		if got != tc.want {

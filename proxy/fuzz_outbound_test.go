@@ -93,7 +93,7 @@ var fuzzTargets = []string{
 func standardRequest(t *testing.T, p *Proxy, target *url.URL, r *http.Request) ([]byte, error) {
 	conn := newCaptureConn()
 	defer conn.Close()
-	tr := newTransport(p.cfg, false)
+	tr := newTransport(p.cfg, schemeHTTP)
 	tr.DialContext = func(context.Context, string, string) (net.Conn, error) { return conn, nil }
 	defer tr.CloseIdleConnections()
 	var rpErr error
@@ -136,7 +136,7 @@ func FuzzOutboundRequest(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	p, err := New(Config{Stable: &url.URL{Scheme: "http", Host: "stable.test"}, Canary: &url.URL{Scheme: "http", Host: "canary.test"}},
+	p, err := New(Config{Stable: &url.URL{Scheme: "http", Host: "127.0.0.1:1"}, Canary: &url.URL{Scheme: "http", Host: "127.0.0.1:2"}},
 		sp, zerolog.Nop(), nil)
 	if err != nil {
 		f.Fatal(err)

@@ -14,55 +14,44 @@ import (
 	"github.com/canaryd/canaryd/split"
 )
 
-// Health checking: a backend starts healthy, turns unhealthy after
-// healthFlipAfter consecutive failed probes and healthy again after as many
-// consecutive successes. A probe is a GET of the backend's base URL joined
-// with Config.HealthPath; a 2xx or 3xx answer within the probe timeout
-// (the smaller of the interval and 2s) is a success.
+// Health checking: every endpoint of a pool is probed each round. An
+// endpoint starts healthy, turns unhealthy after healthFlipAfter
+// consecutive failed probes and healthy again after as many consecutive
+// successes. A probe is a GET of the endpoint's URL joined with
+// Config.HealthPath, sent to its address; a 2xx or 3xx answer within the
+// probe timeout (the smaller of the interval and 2s) is a success. A
+// backend is healthy while any of its endpoints is; its round fails when no
+// endpoint passes (what canary_health_checks_total and HealthStats count,
+// so that one endpoint down in a pool of three, which hurts no one, does
+// not read as a failing backend).
 const (
 	healthFlipAfter   = 2
 	healthMaxTimeout  = 2 * time.Second
 	healthBodyDiscard = 64 << 10
 )
 
-// health is one backend's active health-check state.
-type health struct {
+// probe is one endpoint's active health checks: its state and recent
+// results.
+type probe struct {
 	url    string
 	client *http.Client
-	slotNs int64
-	// reclaim is the backend limiter's Reclaim: a probe's connection goes
-	// idle in the Transport. Nil with an injected Transport.
-	reclaim func()
-
-	mu        sync.Mutex // protects everything below
-	healthy   bool
-	streak    int // consecutive results contradicting healthy
-	lastErr   string
-	lastCheck time.Time
-	ok, fail  uint64 // cumulative
-	ring      [windowSlots]healthSlot
+	ring   healthRing
 }
 
-type healthSlot struct {
-	epoch          int64
-	checks, failed uint64
-}
-
-func newHealth(base *url.URL, path string, rt http.RoundTripper, window time.Duration) *health {
-	return &health{
+func newProbe(base *url.URL, path string, rt http.RoundTripper, window time.Duration) *probe {
+	return &probe{
 		url: base.JoinPath(path).String(),
 		client: &http.Client{
 			Transport: rt,
 			// A redirect is an answer: 3xx counts as success, not followed.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		slotNs:  max(int64(window)/windowSlots, 1),
-		healthy: true,
+		ring: newHealthRing(window),
 	}
 }
 
-// probe runs one check and returns the error ("" on success).
-func (h *health) probe(ctx context.Context, timeout time.Duration) string {
+// check runs one probe and returns the error ("" on success).
+func (h *probe) check(ctx context.Context, timeout time.Duration) string {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.url, nil)
@@ -82,10 +71,34 @@ func (h *health) probe(ctx context.Context, timeout time.Duration) string {
 	return ""
 }
 
-// observe records a probe result at time at (now: nanoseconds on the
-// window clock, see Proxy.since) and reports whether the health state
-// flipped, and the new state.
-func (h *health) observe(at time.Time, now int64, errText string) (flipped, healthy bool) {
+// healthRing is a health-check state (healthy, flipping after
+// healthFlipAfter contradicting results) with its results over the
+// window: an endpoint's probes, or a backend's rounds.
+type healthRing struct {
+	slotNs int64
+
+	mu        sync.Mutex // protects everything below
+	healthy   bool
+	streak    int // consecutive results contradicting healthy
+	lastErr   string
+	lastCheck time.Time
+	ok, fail  uint64 // cumulative
+	ring      [windowSlots]healthSlot
+}
+
+type healthSlot struct {
+	epoch          int64
+	checks, failed uint64
+}
+
+func newHealthRing(window time.Duration) healthRing {
+	return healthRing{slotNs: max(int64(window)/windowSlots, 1), healthy: true}
+}
+
+// observe records a result at time at (now: nanoseconds on the window
+// clock, see Proxy.since) and reports whether the health state flipped,
+// and the new state.
+func (h *healthRing) observe(at time.Time, now int64, errText string) (flipped, healthy bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	e := now / h.slotNs
@@ -116,7 +129,8 @@ func (h *health) observe(at time.Time, now int64, errText string) (flipped, heal
 	return false, h.healthy
 }
 
-func (h *health) stats(now int64) HealthStats {
+// stats returns the figures within the window ending at now.
+func (h *healthRing) stats(now int64) HealthStats {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	st := HealthStats{Enabled: true, Healthy: h.healthy, LastError: h.lastErr, LastCheck: h.lastCheck}
@@ -130,14 +144,14 @@ func (h *health) stats(now int64) HealthStats {
 	return st
 }
 
-func (h *health) cumulative() (ok, failed uint64) {
+func (h *healthRing) cumulative() (ok, failed uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.ok, h.fail
 }
 
-// runHealth probes both backends every interval until ctx ends.
-func (p *Proxy) runHealth(ctx context.Context) error {
+// runHealth probes every endpoint every interval until ctx ends.
+func (p *Proxy) runHealth(ctx context.Context) {
 	timeout := min(p.cfg.HealthInterval, healthMaxTimeout)
 	t := time.NewTicker(p.cfg.HealthInterval)
 	defer t.Stop()
@@ -145,46 +159,88 @@ func (p *Proxy) runHealth(ctx context.Context) error {
 		p.checkOnce(ctx, timeout)
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-t.C:
 		}
 	}
 }
 
-// checkOnce probes both backends concurrently and applies the results.
+// checkOnce runs one round: it probes every endpoint of both backends
+// concurrently and applies the results, per endpoint and per backend.
 func (p *Proxy) checkOnce(ctx context.Context, timeout time.Duration) {
 	var wg sync.WaitGroup
 	for _, b := range [...]split.Backend{split.Stable, split.Canary} {
+		wg.Go(func() { p.checkBackend(ctx, p.backends[b], timeout) })
+	}
+	wg.Wait()
+}
+
+// checkBackend probes bk's endpoints. The round fails when none passes;
+// the backend is healthy while any endpoint is.
+func (p *Proxy) checkBackend(ctx context.Context, bk *backend, timeout time.Duration) {
+	all := bk.set.Load().all
+	errs := make([]string, len(all))
+	var wg sync.WaitGroup
+	for i, ep := range all {
 		wg.Go(func() {
 			defer func() {
 				if v := recover(); v != nil {
-					p.log.Error().Str("backend", b.String()).Interface("panic", v).Msg("health probe panicked")
+					errs[i] = fmt.Sprint("probe panicked: ", v)
+					p.log.Error().Str("backend", bk.name.String()).Str("endpoint", ep.addr).Interface("panic", v).Msg("health probe panicked")
 				}
 			}()
-			h := p.backends[b].health
-			errText := h.probe(ctx, timeout)
-			if h.reclaim != nil {
-				h.reclaim()
-			}
-			if ctx.Err() != nil {
-				return // shutting down: not the backend's fault
-			}
-			at := p.now()
-			flipped, healthy := h.observe(at, p.since(at), errText)
-			if !flipped {
-				return
-			}
+			errs[i] = ep.health.check(ctx, timeout)
+			bk.lim.Reclaim()
+		})
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return // shutting down: not the backend's fault
+	}
+	at := p.now()
+	now := p.since(at)
+	passed := false
+	roundErr := ""
+	for i, ep := range all {
+		if errs[i] == "" {
+			passed = true
+		} else if roundErr == "" {
+			roundErr = ep.addr + ": " + errs[i]
+		}
+		if flipped, healthy := ep.health.ring.observe(at, now, errs[i]); flipped {
 			var ev *zerolog.Event
 			if healthy {
 				ev = p.log.Info()
 			} else {
-				ev = p.log.Warn().Str("error", errText)
+				ev = p.log.Warn().Str("error", errs[i])
 			}
-			ev.Str("backend", b.String()).Bool("healthy", healthy).Msg("backend health changed")
-			if b == split.Canary {
-				p.sp.Block(split.BlockUnhealthy, !healthy)
-			}
-		})
+			ev.Str("backend", bk.name.String()).Str("endpoint", ep.addr).Bool("healthy", healthy).Msg("endpoint health changed")
+			bk.setHealthy(p, ep, healthy)
+		}
 	}
-	wg.Wait()
+	if passed {
+		roundErr = ""
+	} else if len(all) == 1 {
+		roundErr = errs[0]
+	}
+	wasHealthy := bk.healthy.Load()
+	healthy := false
+	for _, ep := range all {
+		healthy = healthy || ep.healthy.Load()
+	}
+	bk.rounds.observe(at, now, roundErr)
+	if healthy == wasHealthy {
+		return
+	}
+	bk.healthy.Store(healthy)
+	var ev *zerolog.Event
+	if healthy {
+		ev = p.log.Info()
+	} else {
+		ev = p.log.Warn().Str("error", roundErr)
+	}
+	ev.Str("backend", bk.name.String()).Bool("healthy", healthy).Msg("backend health changed")
+	if bk.name == split.Canary {
+		p.sp.Block(split.BlockUnhealthy, !healthy)
+	}
 }

@@ -19,6 +19,16 @@ func StrictListener(ln net.Listener, rejected func(reason string)) net.Listener 
 	return h1.GuardListener(ln, h1.GuardConfig{Rejected: rejected})
 }
 
+// StrictH2CListener is StrictListener for a server that also serves
+// plaintext HTTP/2 with prior knowledge (http.Server.Protocols with
+// UnencryptedHTTP2; CANARY_H2C): a connection that opens with the HTTP/2
+// connection preface (RFC 9113 §3.4) passes through unguarded, since HTTP/2
+// frames its messages unambiguously; every other connection is guarded as
+// HTTP/1.1, and the preface anywhere else still answered 400.
+func StrictH2CListener(ln net.Listener, rejected func(reason string)) net.Listener {
+	return h1.GuardListener(ln, h1.GuardConfig{Rejected: rejected, AllowH2C: true})
+}
+
 // StrictTLSListener terminates TLS on a traffic listener itself, with
 // config, so that the framing guard covers HTTP/1.1 over TLS as well;
 // HTTP/2 connections (by ALPN) go to net/http unguarded, their framing

@@ -74,6 +74,9 @@ func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels map
 			if h := m.GetHistogram(); h != nil {
 				return float64(h.GetSampleCount())
 			}
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue()
+			}
 			return m.GetCounter().GetValue()
 		}
 	}
@@ -97,7 +100,11 @@ func TestMetrics(t *testing.T) {
 	if problems, err := promlint.NewWithMetricFamilies(mfs).Lint(); err != nil || len(problems) > 0 {
 		t.Errorf("lint: %v %v", problems, err)
 	}
-	want := `# HELP canary_request_duration_seconds Time from receiving a request until its response was finished, by backend (protocol upgrades and canceled requests excluded).
+	want := `# HELP canary_errors_total Attempts that count as errors, as the judge counts them: no answer, an HTTP status in CANARY_ERROR_STATUSES or a gRPC status in CANARY_GRPC_ERROR_CODES.
+# TYPE canary_errors_total counter
+canary_errors_total{backend="canary"} 1
+canary_errors_total{backend="stable"} 0
+# HELP canary_request_duration_seconds Time from receiving a request until its response was finished, by backend (protocol upgrades and canceled requests excluded; a gRPC call until its answer's headers).
 # TYPE canary_request_duration_seconds histogram
 canary_request_duration_seconds_bucket{backend="canary",le="0.005"} 0
 canary_request_duration_seconds_bucket{backend="canary",le="0.01"} 0
@@ -127,13 +134,18 @@ canary_request_duration_seconds_bucket{backend="stable",le="10"} 2
 canary_request_duration_seconds_bucket{backend="stable",le="+Inf"} 3
 canary_request_duration_seconds_sum{backend="stable"} 20.303
 canary_request_duration_seconds_count{backend="stable"} 3
-# HELP canary_requests_total Proxied requests by backend and response status code (499: the client went away before the response).
+# HELP canary_requests_total Attempts by backend and status code: each request sent to a backend, a retried or failed-over request once per attempt (502/504: the attempt got no answer; 499: the client went away before the response).
 # TYPE canary_requests_total counter
 canary_requests_total{backend="canary",code="503"} 1
 canary_requests_total{backend="stable",code="200"} 2
 canary_requests_total{backend="stable",code="404"} 1
+# HELP canary_responses_total Answers sent to clients, one per client request, by the backend whose answer it was and status code.
+# TYPE canary_responses_total counter
+canary_responses_total{backend="canary",code="503"} 1
+canary_responses_total{backend="stable",code="200"} 2
+canary_responses_total{backend="stable",code="404"} 1
 `
-	if got := gatherText(t, reg, "canary_requests_total", "canary_request_duration_seconds"); got != want {
+	if got := gatherText(t, reg, "canary_requests_total", "canary_request_duration_seconds", "canary_responses_total", "canary_errors_total"); got != want {
 		t.Errorf("metrics:\n%s\nwant:\n%s", got, want)
 	}
 	// 6 kinds x 2 backends, all exported even at zero.

@@ -60,24 +60,71 @@ const statusClientClosed = 499
 // ErrBadConfig is wrapped by every Config validation error.
 var ErrBadConfig = errors.New("invalid proxy configuration")
 
+// URL schemes of a backend.
+const (
+	schemeHTTP  = "http"
+	schemeHTTPS = "https"
+	// schemeH2C is HTTP/2 without TLS, with prior knowledge (RFC 9113
+	// §3.3): gRPC and HTTP/2 backends that do not terminate TLS.
+	schemeH2C = "h2c"
+)
+
+// backendURLs returns the URLs of backend name: its pool, or its one URL.
+func backendURLs(one *url.URL, pool []*url.URL) []*url.URL {
+	if len(pool) > 0 {
+		return pool
+	}
+	if one != nil {
+		return []*url.URL{one}
+	}
+	return nil
+}
+
+// urlKey is u as far as it picks an endpoint: scheme and host in lower case,
+// the path without a trailing slash.
+func urlKey(u *url.URL) string {
+	host, port := hostPort(u)
+	return strings.ToLower(u.Scheme) + "://" + strings.ToLower(net.JoinHostPort(host, port)) + strings.TrimRight(u.EscapedPath(), "/")
+}
+
 // Validate reports a missing or malformed field of c.
 func (c Config) Validate() error {
+	seen := map[string]string{}
 	for _, b := range []struct {
 		name string
-		u    *url.URL
-	}{{"stable", c.Stable}, {"canary", c.Canary}} {
-		if b.u == nil {
+		one  *url.URL
+		pool []*url.URL
+	}{{"stable", c.Stable, c.StableURLs}, {"canary", c.Canary, c.CanaryURLs}} {
+		if b.one != nil && len(b.pool) > 0 {
+			return fmt.Errorf("%w: the %s backend is either one URL or a pool, not both", ErrBadConfig, b.name)
+		}
+		urls := backendURLs(b.one, b.pool)
+		if len(urls) == 0 {
 			return fmt.Errorf("%w: the %s backend URL is required", ErrBadConfig, b.name)
 		}
-		if b.u.Scheme != "http" && b.u.Scheme != "https" {
-			return fmt.Errorf("%w: the %s backend URL %q must start with http:// or https://", ErrBadConfig, b.name, b.u.Redacted())
+		for _, u := range urls {
+			if u == nil {
+				return fmt.Errorf("%w: the %s backend has a nil URL", ErrBadConfig, b.name)
+			}
+			if u.Scheme != schemeHTTP && u.Scheme != schemeHTTPS && u.Scheme != schemeH2C {
+				return fmt.Errorf("%w: the %s backend URL %q must start with http://, https:// or h2c://", ErrBadConfig, b.name, u.Redacted())
+			}
+			if u.Host == "" {
+				return fmt.Errorf("%w: the %s backend URL %q has no host", ErrBadConfig, b.name, u.Redacted())
+			}
+			if u.Scheme != urls[0].Scheme {
+				return fmt.Errorf("%w: the %s backend mixes %s:// and %s://: one scheme per backend", ErrBadConfig, b.name, urls[0].Scheme, u.Scheme)
+			}
+			k := urlKey(u)
+			switch seen[k] {
+			case "":
+				seen[k] = b.name
+			case b.name:
+				return fmt.Errorf("%w: the %s backend lists %q twice", ErrBadConfig, b.name, u.Redacted())
+			default:
+				return fmt.Errorf("%w: the stable and canary backend URLs must differ (both have %q)", ErrBadConfig, u.Redacted())
+			}
 		}
-		if b.u.Host == "" {
-			return fmt.Errorf("%w: the %s backend URL %q has no host", ErrBadConfig, b.name, b.u.Redacted())
-		}
-	}
-	if c.Stable.String() == c.Canary.String() {
-		return fmt.Errorf("%w: the stable and canary backend URLs must differ", ErrBadConfig)
 	}
 	switch {
 	case c.Window < 0:
@@ -98,6 +145,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: body read timeout %v must not be negative", ErrBadConfig, c.BodyReadTimeout)
 	case c.HealthPath != "" && c.HealthPath[0] != '/':
 		return fmt.Errorf("%w: health path %q must start with /", ErrBadConfig, c.HealthPath)
+	case c.LoadBalancer > RoundRobin:
+		return fmt.Errorf("%w: unknown load balancer %d", ErrBadConfig, c.LoadBalancer)
+	case c.DNSRefresh < 0:
+		return fmt.Errorf("%w: DNS refresh %v must not be negative", ErrBadConfig, c.DNSRefresh)
+	case c.EjectTime < 0:
+		return fmt.Errorf("%w: eject time %v must not be negative", ErrBadConfig, c.EjectTime)
 	}
 	return nil
 }
@@ -128,6 +181,15 @@ func (c Config) withDefaults() Config {
 	if c.BodyReadTimeout == 0 {
 		c.BodyReadTimeout = DefaultBodyReadTimeout
 	}
+	if c.DNSRefresh == 0 {
+		c.DNSRefresh = DefaultDNSRefresh
+	}
+	if c.EjectConsecutiveFailures == 0 {
+		c.EjectConsecutiveFailures = DefaultEjectConsecutiveFailures
+	}
+	if c.EjectTime == 0 {
+		c.EjectTime = DefaultEjectTime
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -145,6 +207,9 @@ type Proxy struct {
 	base     time.Time   // window epochs count from here, on the monotonic clock
 	clock    time.Time   // the real clock at New: client waits are timed against it
 	backends [2]*backend // indexed by split.Backend
+	resolver Resolver
+
+	errStatus [maxStatus]bool // Config.ErrorStatuses, as a table for the request path
 
 	writers sync.Pool // *responseWriter
 	buffers h1.Buffers
@@ -158,16 +223,15 @@ type Proxy struct {
 	ids      atomic.Uint64 // request id counter
 }
 
-// backend is one upstream: its proxy, transport and measurements.
+// backend is one upstream, a pool of endpoints (pool.go), and its
+// measurements.
 type backend struct {
-	name split.Backend
-	rp   *httputil.ReverseProxy
-	// lim caps the backend's connections; nil with Config.Transport.
+	name   split.Backend
+	scheme string     // of every URL
+	urls   []*url.URL // as configured
+	// lim caps the connections of the whole pool: every endpoint's fast
+	// path pool and Transport draw on it.
 	lim *h1.Limiter
-	// target and pool are the fast path; nil when the backend does not
-	// qualify (or DisableFastPath).
-	target *h1.Target
-	pool   *h1.Pool
 	// uploads holds a token per request whose body streams (larger than
 	// RequestBuffer): they hold their upstream connection as long as the
 	// client takes to send the body, so they may have half of
@@ -176,7 +240,17 @@ type backend struct {
 	uploads chan struct{}
 	win     *window
 	ctr     counters
-	health  *health // nil without Config.HealthPath
+
+	set         atomic.Pointer[endpointSet]
+	nextReadmit atomic.Int64  // window clock: the earliest end of an ejection (MaxInt64: none)
+	rr          atomic.Uint64 // RoundRobin's turn
+	// healthy is true while any endpoint passes its health checks; rounds
+	// are the backend's check rounds.
+	healthy atomic.Bool
+	rounds  healthRing
+
+	mu      sync.Mutex  // serialises changes of set (ejections, readmissions, health flips, DNS)
+	retired []*endpoint // left the pool with requests in flight; under mu
 }
 
 // New builds a Proxy forwarding to cfg's backends as sp picks, registering its
@@ -205,41 +279,34 @@ func New(cfg Config, sp *split.Splitter, logger zerolog.Logger, reg prometheus.R
 	p.SetRedact(cfg.Redact)
 	p.clock = time.Now()
 	p.writers.New = func() any { return new(responseWriter) }
+	p.resolver = cfg.Resolver
+	if p.resolver == nil {
+		p.resolver = net.DefaultResolver
+	}
+	for c := range p.errStatus {
+		p.errStatus[c] = cfg.ErrorStatuses.Contains(c)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), dnsTimeout)
+	defer cancel()
 	for _, b := range [...]split.Backend{split.Stable, split.Canary} {
-		target := cfg.Stable
+		urls := backendURLs(cfg.Stable, cfg.StableURLs)
 		if b == split.Canary {
-			target = cfg.Canary
+			urls = backendURLs(cfg.Canary, cfg.CanaryURLs)
 		}
-		bk := &backend{name: b, win: newWindow(cfg.Window), uploads: make(chan struct{}, max(cfg.MaxConnsPerBackend/2, 1))}
-		rt := cfg.Transport
-		if rt == nil {
-			t := newTransport(cfg, target.Scheme == "https")
-			// One limiter per backend, for both paths: the Transport dials
-			// through it, the fast path's pool draws on it.
-			bk.lim = h1.NewLimiter(cfg.MaxConnsPerBackend, t.CloseIdleConnections)
-			d := &net.Dialer{Timeout: dialTimeout, KeepAlive: dialKeepAlive}
-			t.DialContext = bk.lim.DialContext(d.DialContext)
-			if !cfg.DisableFastPath {
-				bk.target = h1.NewTarget(target)
-			}
-			if bk.target != nil {
-				bk.pool = h1.NewPool(bk.lim, h1.PoolConfig{
-					Addr:                   bk.target.Addr(),
-					ResponseHeaderTimeout:  cfg.ResponseHeaderTimeout,
-					MaxResponseHeaderBytes: cfg.MaxResponseHeaderBytes,
-					Buffers:                &p.buffers,
-				})
-			}
-			rt = t
+		bk := &backend{
+			name: b, scheme: urls[0].Scheme, urls: urls,
+			win:     newWindow(cfg.Window),
+			uploads: make(chan struct{}, max(cfg.MaxConnsPerBackend/2, 1)),
+			rounds:  newHealthRing(cfg.Window),
 		}
-		bk.rp = p.newReverseProxy(target, rt, b)
-		if cfg.HealthPath != "" {
-			bk.health = newHealth(target, cfg.HealthPath, rt, cfg.Window)
-			if bk.lim != nil {
-				bk.health.reclaim = bk.lim.Reclaim
-			}
-		}
+		bk.healthy.Store(true)
+		// One limiter per backend, for every endpoint and both paths: the
+		// Transports dial through it, the fast path's pools draw on it.
+		bk.lim = h1.NewLimiter(cfg.MaxConnsPerBackend, bk.closeIdle)
 		p.backends[b] = bk
+		// The first resolution is here, so that traffic starts on the
+		// right addresses; Run refreshes them.
+		bk.apply(p, p.endpointKeys(ctx, bk, nil), p.since(p.now()))
 	}
 	if reg != nil {
 		if err := reg.Register(newCollector(p)); err != nil {
@@ -276,12 +343,11 @@ func (p *Proxy) newReverseProxy(target *url.URL, rt http.RoundTripper, b split.B
 	}
 }
 
-// newTransport returns a transport tuned for proxying to one backend:
-// long-lived keep-alive connections, bounded per backend.
-func newTransport(cfg Config, https bool) *http.Transport {
-	d := &net.Dialer{Timeout: dialTimeout, KeepAlive: dialKeepAlive}
+// newTransport returns a transport tuned for proxying to one endpoint:
+// long-lived keep-alive connections, bounded per backend (the dialer is the
+// caller's, through the backend's limiter).
+func newTransport(cfg Config, scheme string) *http.Transport {
 	t := &http.Transport{
-		DialContext:            d.DialContext,
 		MaxIdleConns:           0, // no overall limit; per host below
 		MaxIdleConnsPerHost:    maxIdleConnsPerHost,
 		MaxConnsPerHost:        cfg.MaxConnsPerBackend,
@@ -290,10 +356,16 @@ func newTransport(cfg Config, https bool) *http.Transport {
 		ResponseHeaderTimeout:  cfg.ResponseHeaderTimeout,
 		MaxResponseHeaderBytes: int64(cfg.MaxResponseHeaderBytes),
 		ExpectContinueTimeout:  time.Second,
-		ForceAttemptHTTP2:      https,
+		ForceAttemptHTTP2:      scheme == schemeHTTPS,
 		// A proxy passes encodings through: no Accept-Encoding of its own,
 		// no transparent decompression (as the fast path).
 		DisableCompression: true,
+	}
+	if scheme == schemeH2C {
+		// Prior knowledge: HTTP/2 from the first byte, no HTTP/1.1 at all
+		// (net/http's own h2c, Go 1.24+; no golang.org/x/net).
+		t.Protocols = new(http.Protocols)
+		t.Protocols.SetUnencryptedHTTP2(true)
 	}
 	if cfg.TLSClientConfig != nil {
 		t.TLSClientConfig = cfg.TLSClientConfig.Clone()
@@ -344,29 +416,46 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.finish(rw)
 		return
 	}
+	rw.grpc = isGRPC(r)
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
-		b, err := p.readAhead(rw, r)
-		if err != nil {
-			p.clientBodyFailed(rw, r, err)
-			p.finish(rw)
-			return
+		if rw.grpc {
+			// A gRPC call's messages stream both ways, each side waiting
+			// for the other's: nothing is read ahead (see grpc.go).
+			rw.body = streamBody(r)
+		} else {
+			b, err := p.readAhead(rw, r)
+			if err != nil {
+				p.clientBodyFailed(rw, r, err)
+				p.finish(rw)
+				return
+			}
+			rw.body = b
+			rw.start = p.now() // the upload read ahead is the client's time
 		}
-		rw.body = b
-		rw.start = p.now() // the upload read ahead is the client's time
 	}
-	p.forward(rw, r, rw.backend)
-	if rw.failover {
-		// The canary could not be reached and nothing was sent: count the
-		// failed attempt against the canary and let stable answer.
-		p.record(rw, split.Canary, http.StatusBadGateway, rw.kind)
-		rw.failover, rw.retried = false, true
-		rw.backend, rw.kind, rw.status = split.Stable, KindNone, 0
-		rw.wait = 0
+	p.forward(rw, r, rw.backend, nil)
+	for rw.retry != retryNone {
+		// The attempt failed before anything reached the client, and the
+		// request can go again: count the failed attempt against its
+		// backend and endpoint, then send it to another endpoint of the
+		// same backend, or from the canary to stable.
+		failed, next := rw.endpoint, rw.retry
+		p.record(rw, rw.backend, http.StatusBadGateway, rw.kind)
+		rw.retry, rw.kind, rw.status, rw.wait = retryNone, KindNone, 0, 0
+		rw.attempts++
 		if rw.body != nil {
 			rw.body.rewind()
 		}
 		rw.start = p.now()
-		p.forward(rw, r, split.Stable)
+		if next == retryFailover {
+			p.backends[split.Canary].ctr.failovers.Add(1)
+			rw.failedOver, rw.poolRetried = true, false
+			rw.backend, failed = split.Stable, nil
+		} else {
+			p.backends[rw.backend].ctr.retries.Add(1)
+			rw.poolRetried = true
+		}
+		p.forward(rw, r, rw.backend, failed)
 	}
 	p.finish(rw)
 }
@@ -416,15 +505,12 @@ func (p *Proxy) clientError(rw *responseWriter, status int, msg string) {
 	_, _ = rw.Write([]byte(`{"error":` + strconv.Quote(msg) + "}\n"))
 }
 
-// forward sends r to backend b: over the fast path when both qualify, else
-// through the backend's ReverseProxy.
-func (p *Proxy) forward(rw *responseWriter, r *http.Request, b split.Backend) {
+// forward sends r to an endpoint of backend b (another than failed, for a
+// retry): over the fast path when both qualify, else through the
+// endpoint's ReverseProxy.
+func (p *Proxy) forward(rw *responseWriter, r *http.Request, b split.Backend, failed *endpoint) {
 	bk := p.backends[b]
-	if bk.pool != nil && h1.Eligible(r) {
-		p.forwardFast(rw, r, bk)
-		return
-	}
-	if rw.body != nil && !rw.body.whole {
+	if rw.body != nil && !rw.body.whole && !rw.grpc {
 		select {
 		case bk.uploads <- struct{}{}:
 			defer func() { <-bk.uploads }()
@@ -433,15 +519,28 @@ func (p *Proxy) forward(rw *responseWriter, r *http.Request, b split.Backend) {
 			return
 		}
 	}
-	bk.rp.ServeHTTP(rw, r)
-	if bk.lim != nil {
-		// The Transport's connection went idle (or closed) just now: if a
-		// request waits for a connection slot, it may take it.
-		bk.lim.Reclaim()
+	now := p.since(rw.start)
+	var ep *endpoint
+	if failed != nil {
+		ep = bk.pickOther(p, now, failed)
 	}
+	if ep == nil {
+		ep = bk.pick(p, now)
+	}
+	rw.endpoint = ep
+	ep.inFlight.Add(1)
+	if ep.pool != nil && h1.Eligible(r) {
+		p.forwardFast(rw, r, ep)
+		return
+	}
+	ep.rp.ServeHTTP(rw, r)
+	// The Transport's connection went idle (or closed) just now: if a
+	// request waits for a connection slot, it may take it.
+	bk.lim.Reclaim()
 }
 
-// finish records the request's final outcome and returns rw to the pool.
+// finish records the request's final outcome (its last attempt, and the
+// answer the client got) and returns rw to the pool.
 func (p *Proxy) finish(rw *responseWriter) {
 	status := rw.status
 	if status == 0 {
@@ -451,11 +550,17 @@ func (p *Proxy) finish(rw *responseWriter) {
 		status = statusClientClosed
 	}
 	p.record(rw, rw.backend, status, rw.kind)
+	if status < 0 || status >= maxStatus {
+		status = 0
+	}
+	p.backends[rw.backend].ctr.answers[status].Add(1)
 	rw.reset()
 	p.writers.Put(rw)
 }
 
-// record counts one attempt on backend b.
+// record counts one attempt on backend b (at rw.endpoint, if it got that
+// far): canary_requests_total, the window the judge reads, the endpoint's
+// figures and run of failures.
 func (p *Proxy) record(rw *responseWriter, b split.Backend, status int, kind ErrorKind) {
 	var (
 		lat time.Duration
@@ -470,7 +575,13 @@ func (p *Proxy) record(rw *responseWriter, b split.Backend, status int, kind Err
 		lat = now.Sub(rw.start)
 		at = p.since(now)
 	}
-	if rw.timed {
+	switch {
+	case rw.grpc && rw.timed && !rw.headerAt.IsZero():
+		// A gRPC call's latency is the time to its answer's headers: the
+		// whole call for a unary one, the first answer for a stream,
+		// never the stream's lifetime (see grpc.go).
+		lat = max(rw.headerAt.Sub(rw.start), 0)
+	case rw.timed:
 		// The backend's latency: without the waits for the client.
 		wait := rw.wait
 		if rw.body != nil {
@@ -484,8 +595,17 @@ func (p *Proxy) record(rw *responseWriter, b split.Backend, status int, kind Err
 		status = 0
 	}
 	c.codes[status].Add(1)
+	ep := rw.endpoint
+	if ep != nil {
+		rw.endpoint = nil
+		ep.inFlight.Add(-1)
+	}
+	grpcCode := -1
+	if rw.grpc && (kind == KindNone || kind == KindCanceled && status != statusClientClosed) {
+		grpcCode = grpcStatus(rw, status, kind == KindCanceled)
+	}
 	if p.cfg.AccessLog {
-		p.accessLog(rw, b, status, kind, lat)
+		p.accessLog(rw, b, ep, status, kind, lat, grpcCode)
 	}
 	if kind == KindClient {
 		return // canaryd answered the client's fault itself
@@ -499,7 +619,11 @@ func (p *Proxy) record(rw *responseWriter, b split.Backend, status int, kind Err
 		// say): an ordinary request, not the backend's failure.
 		kind = KindNone
 	}
-	isErr := kind != KindNone || status >= 500
+	isErr := kind != KindNone || p.errStatus[status]
+	if grpcCode >= 0 {
+		c.grpc[grpcCode].Add(1)
+		isErr = isErr || p.cfg.GRPCErrorCodes.Contains(grpcCode)
+	}
 	hist := !rw.hijacked
 	isSlow := hist && lat > p.cfg.SlowThreshold
 	bk.win.record(at, lat, isErr, isSlow, hist)
@@ -515,6 +639,9 @@ func (p *Proxy) record(rw *responseWriter, b split.Backend, status int, kind Err
 	}
 	if hist {
 		c.observeDuration(lat)
+	}
+	if ep != nil {
+		ep.observe(p, at, isErr)
 	}
 	// A failed or slow canary request wakes the guard: evidence against the
 	// canary is judged at once, not at the next tick (a canary whose every
@@ -545,7 +672,7 @@ func (p *Proxy) redact(s string) string {
 	return s
 }
 
-func (p *Proxy) accessLog(rw *responseWriter, b split.Backend, status int, kind ErrorKind, lat time.Duration) {
+func (p *Proxy) accessLog(rw *responseWriter, b split.Backend, ep *endpoint, status int, kind ErrorKind, lat time.Duration, grpcCode int) {
 	ev := p.log.Info()
 	if id := rw.req.Header.Get("X-Request-Id"); id != "" {
 		ev = ev.Str("request_id", p.redact(id))
@@ -558,10 +685,19 @@ func (p *Proxy) accessLog(rw *responseWriter, b split.Backend, status int, kind 
 		Int("status", status).
 		Float64("duration_ms", float64(lat.Microseconds())/1000).
 		Int64("bytes", rw.bytes)
+	if ep != nil {
+		ev = ev.Str("endpoint", ep.addr)
+	}
 	if kind != KindNone {
 		ev = ev.Str("error_kind", kind.String())
 	}
-	if rw.retried {
+	if grpcCode >= 0 {
+		ev = ev.Int("grpc_status", grpcCode)
+	}
+	if rw.attempts > 0 {
+		ev = ev.Int("attempt", rw.attempts+1)
+	}
+	if rw.failedOver {
 		ev = ev.Bool("failover", true)
 	}
 	ev.Msg("request")
@@ -589,10 +725,10 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, out *http.Request, err error
 	if kind == KindCanceled {
 		return // nobody is listening
 	}
-	if kind.beforeRequest() && rw.backend == split.Canary && !rw.retried && rw.status == 0 &&
-		(rw.body == nil || !rw.body.sent.Load()) {
-		rw.failover = true
-		return
+	if rw.status == 0 && !rw.hijacked {
+		if rw.retry = p.retryOf(rw, kind); rw.retry != retryNone {
+			return // ServeHTTP sends it again
+		}
 	}
 	if rw.status != 0 || rw.hijacked {
 		return // too late to answer
@@ -607,6 +743,41 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, out *http.Request, err error
 	h.Set("X-Content-Type-Options", "nosniff")
 	rw.WriteHeader(status)
 	_, _ = rw.Write([]byte(http.StatusText(status) + "\n"))
+}
+
+// retry says where a failed attempt goes next.
+type retry uint8
+
+const (
+	retryNone     retry = iota
+	retryInPool         // to another endpoint of the same backend
+	retryFailover       // from the canary to stable
+)
+
+// retryOf decides whether the attempt that failed with kind (nothing having
+// reached the client) is sent again, and where. A request whose connection
+// failed (connect, DNS, TLS) goes once to another endpoint of its backend,
+// then from the canary to stable; an idempotent bodiless request (GET,
+// HEAD, OPTIONS) whose connection was reset before the answer's head goes
+// once to another endpoint (nginx's proxy_next_upstream error). A body
+// partly sent cannot go again.
+func (p *Proxy) retryOf(rw *responseWriter, kind ErrorKind) retry {
+	if rw.body != nil && rw.body.sent.Load() {
+		return retryNone
+	}
+	connFailed := kind.beforeRequest()
+	reset := kind == KindReset && rw.body == nil && idempotent(rw.req.Method)
+	switch {
+	case (connFailed || reset) && !rw.poolRetried && rw.endpoint != nil && p.backends[rw.backend].hasOther(rw.endpoint):
+		return retryInPool
+	case connFailed && rw.backend == split.Canary && !rw.failedOver:
+		return retryFailover
+	}
+	return retryNone
+}
+
+func idempotent(method string) bool {
+	return method == http.MethodGet || method == http.MethodHead || method == http.MethodOptions
 }
 
 // since returns t as nanoseconds since p.base (never negative). Window slots
@@ -646,32 +817,46 @@ func (p *Proxy) Totals() (stable, canary Totals) {
 // has been called (the receiver is expected to take a snapshot).
 func (p *Proxy) CanaryErrors() <-chan struct{} { return p.canaryErrs }
 
-// Run runs the background work (active health checks) until ctx ends. It
-// returns nil when ctx ends, after closing the idle upstream connections
-// of the fast path.
+// Run runs the background work until ctx ends: the active health checks of
+// every endpoint, and the DNS refresh of the backends' host names. It
+// returns nil when ctx ends, after closing the idle upstream connections.
 func (p *Proxy) Run(ctx context.Context) error {
 	defer func() {
 		for _, bk := range p.backends {
-			if bk.pool != nil {
-				bk.pool.Close()
-			}
-			if t, ok := bk.rp.Transport.(*http.Transport); ok && p.cfg.Transport == nil {
-				t.CloseIdleConnections()
+			for _, ep := range bk.set.Load().all {
+				if ep.pool != nil {
+					ep.pool.Close()
+				}
+				if ep.transport != nil {
+					ep.transport.CloseIdleConnections()
+				}
 			}
 		}
 	}()
-	if p.cfg.HealthPath == "" {
-		<-ctx.Done()
-		return nil
+	var wg sync.WaitGroup
+	if p.resolves() {
+		wg.Go(func() { p.runDNS(ctx) })
 	}
-	return p.runHealth(ctx)
+	if p.cfg.HealthPath != "" {
+		wg.Go(func() { p.runHealth(ctx) })
+	}
+	<-ctx.Done()
+	wg.Wait()
+	return nil
 }
 
-// Health returns both backends' active health-check figures.
+// Health returns both backends' active health-check figures, with their
+// pools' endpoints.
 func (p *Proxy) Health() (stable, canary HealthStats) {
-	if p.cfg.HealthPath == "" {
-		return HealthStats{Healthy: true}, HealthStats{Healthy: true}
-	}
 	now := p.since(p.now())
-	return p.backends[split.Stable].health.stats(now), p.backends[split.Canary].health.stats(now)
+	of := func(bk *backend) HealthStats {
+		st := HealthStats{Healthy: true}
+		if p.cfg.HealthPath != "" {
+			st = bk.rounds.stats(now)
+			st.Healthy = bk.healthy.Load()
+		}
+		st.Endpoints = p.endpointStats(bk, now)
+		return st
+	}
+	return of(p.backends[split.Stable]), of(p.backends[split.Canary])
 }

@@ -33,10 +33,24 @@ type responseWriter struct {
 
 	wbuf []byte // the fast path's outbound request head, reused across requests
 
+	// endpoint is the endpoint of the attempt in progress (nil before one
+	// is picked, and once the attempt is recorded).
+	endpoint *endpoint
+	// retry is the ErrorHandler's request to send the request again, and
+	// where; poolRetried and failedOver say which retries it had.
+	retry       retry
+	poolRetried bool
+	failedOver  bool
+	attempts    int // attempts before the current one
+
+	// grpc marks a gRPC call (HTTP/2, Content-Type application/grpc…);
+	// headerAt is when its answer's headers were written (on clock, when
+	// timed).
+	grpc     bool
+	headerAt time.Time
+
 	hijacked bool // a protocol upgrade (101) took the connection over
 	writeErr bool // writing to the client failed
-	failover bool // the ErrorHandler asks ServeHTTP to retry on stable
-	retried  bool // this request already failed over
 }
 
 func (rw *responseWriter) reset() {
@@ -55,14 +69,23 @@ func (rw *responseWriter) WriteHeader(code int) {
 	}
 	if rw.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		rw.status = code
+		rw.answered()
 	}
 	rw.w.WriteHeader(code)
+}
+
+// answered notes when a gRPC call's answer began.
+func (rw *responseWriter) answered() {
+	if rw.grpc && rw.timed {
+		rw.headerAt = time.Now()
+	}
 }
 
 // Write implements http.ResponseWriter.
 func (rw *responseWriter) Write(b []byte) (int, error) {
 	if rw.status == 0 {
 		rw.status = http.StatusOK
+		rw.answered()
 	}
 	var t0 time.Duration
 	if rw.timed {

@@ -11,7 +11,8 @@
 # the machine hits both contestants alike. Everything is on 127.0.0.1,
 # bounded in time, and torn down on exit.
 #
-# Environment: ROUNDS (3), DURATION (10s), CONNS (64), RATE (2000),
+# Environment: ROUNDS (3), DURATION (10s), CONNS (64), RATE (2000; 0 = no
+# fixed-rate run),
 # CANARYD (bin/canaryd), COMPARE (another canaryd build, e.g. main's, run as
 # a further contestant "canaryd-compare"; empty = none), CORE_PROXY (0),
 # CORE_LOAD (1), OUT (a temp folder),
@@ -21,7 +22,17 @@
 # FLEET (0; 1 = a further contestant, canaryd-fleet: a replica of a fleet of
 # two on a local etcd (Debian's etcd-server), the other replica and etcd on
 # the load core; it publishes its evidence and watches the fleet while it
-# proxies, so the table shows what the fleet costs the request path).
+# proxies, so the table shows what the fleet costs the request path),
+# POOL3 (0; 1 = a further contestant, canaryd-pool3: the same canaryd with a
+# stable pool of three endpoints, the stable nginx listening on three ports,
+# CANARY_LB as POOL_LB (least_request); the table shows what a pool costs
+# against canaryd's one-endpoint stable),
+# ONLY (the contestants to measure, space-separated, e.g.
+# "canaryd canaryd-compare canaryd-pool3"; empty = all): on a shared machine,
+# fewer contestants make shorter rounds, and more of them in the same time.
+# Each pair of canaryd contestants is also compared round by round (the
+# median of the per-round ratios), which cancels most of the drift a busy
+# machine puts between rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +45,10 @@ CORE_PROXY=${CORE_PROXY:-0}
 CORE_LOAD=${CORE_LOAD:-1}
 PROFILE=${PROFILE:-0}
 FLEET=${FLEET:-0}
+POOL3=${POOL3:-0}
+POOL_LB=${POOL_LB:-least_request}
+ONLY=${ONLY:-}
+wanted() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 OUT=${OUT:-$(mktemp -d /tmp/canaryd-bench-load.XXXXXX)}
 for tool in nginx wrk hey taskset; do
   command -v "$tool" >/dev/null || { echo "bench-load: $tool is not installed (apt-get install nginx wrk hey util-linux)" >&2; exit 2; }
@@ -47,6 +62,7 @@ mkdir -p "$OUT"
 P_STABLE=18081 P_CANARY=18082 P_NGINX=18090 P_CANARYD=18091 P_ADMIN=18092 P_PPROF=18093 P_STD=18094
 P_FLEET=18095 P_FLEET_ADMIN=18096 P_FLEET2=18097 P_FLEET2_ADMIN=18098 P_ETCD=18099 P_ETCD_PEER=18100
 P_SLOW=18101 P_SLOW_ADMIN=18102 P_CMP=18103 P_CMP_ADMIN=18104
+P_STABLE2=18105 P_STABLE3=18106 P_POOL=18107 P_POOL_ADMIN=18108
 BODY='{"service":"demo","version":"1.0.0","status":"ok","items":[1,2,3],"note":"hundred-byte answer!"}'
 
 pids=()
@@ -57,7 +73,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-backend_conf() { # name port
+backend_conf() { # name port [more ports]
+  local listens="" port
+  for port in "${@:2}"; do listens="$listens    listen 127.0.0.1:$port reuseport backlog=4096;
+"; done
   cat > "$OUT/nginx-$1.conf" <<CONF
 worker_processes 1;
 pid $OUT/nginx-$1.pid;
@@ -67,14 +86,15 @@ http {
   access_log off;
   keepalive_requests 1000000;
   server {
-    listen 127.0.0.1:$2 reuseport backlog=4096;
-    location = /__status { stub_status; }
+$listens    location = /__status { stub_status; }
     location / { default_type application/json; return 200 '$BODY'; }
   }
 }
 CONF
 }
-backend_conf stable $P_STABLE
+# The stable nginx also listens on two more ports for POOL3's three-endpoint
+# pool: one stub_status counts them all.
+backend_conf stable $P_STABLE $P_STABLE2 $P_STABLE3
 backend_conf canary $P_CANARY
 cat > "$OUT/nginx-proxy.conf" <<CONF
 worker_processes 1;
@@ -134,11 +154,23 @@ if [ -n "$COMPARE" ]; then
   pids+=($!)
   CANARYD_CMP_PID=$!
 fi
+if [ "$POOL3" = 1 ]; then
+  CANARY_STABLE_URL=http://127.0.0.1:$P_STABLE,http://127.0.0.1:$P_STABLE2,http://127.0.0.1:$P_STABLE3 CANARY_CANARY_URL=http://127.0.0.1:$P_CANARY \
+  CANARY_LB=$POOL_LB CANARY_TOKEN=bench-token-0123456789abcdef CANARY_LISTEN=127.0.0.1:$P_POOL CANARY_ADMIN_LISTEN=127.0.0.1:$P_POOL_ADMIN \
+  CANARY_WEIGHT=10 CANARY_STATE_FILE="$OUT/state-pool.json" CANARY_SLO_MIN_REQUESTS=1000000000 CANARY_LOG_LEVEL=warn \
+    taskset -c "$CORE_PROXY" "$CANARYD" > "$OUT/canaryd-pool3.log" 2>&1 &
+  pids+=($!)
+  CANARYD_POOL_PID=$!
+fi
 CONTESTANTS="nginx canaryd canaryd-fast-path-off stdlib"
 PORTS="$P_STABLE $P_CANARY $P_NGINX $P_CANARYD $P_SLOW $P_STD"
 if [ -n "$COMPARE" ]; then
   CONTESTANTS="$CONTESTANTS canaryd-compare"
   PORTS="$PORTS $P_CMP"
+fi
+if [ "$POOL3" = 1 ]; then
+  CONTESTANTS="$CONTESTANTS canaryd-pool3"
+  PORTS="$PORTS $P_POOL $P_STABLE2 $P_STABLE3"
 fi
 if [ "$FLEET" = 1 ]; then
   taskset -c "$CORE_LOAD" etcd --name bench --data-dir "$OUT/etcd" \
@@ -200,7 +232,10 @@ run_one() { # name port pid
   fi
   # p99 at a fixed rate
   local fixed
-  fixed=$(taskset -c "$CORE_LOAD" hey -z 5s -c 20 -q $(( RATE / 20 )) "http://127.0.0.1:$port/" | awk '/ 99% in/ {print $3*1000}')
+  fixed=0 # RATE=0 skips the fixed-rate run: shorter rounds, more of them
+  if [ "$RATE" -gt 0 ]; then
+    fixed=$(taskset -c "$CORE_LOAD" hey -z 5s -c 20 -q $(( RATE / 20 )) "http://127.0.0.1:$port/" | awk '/ 99% in/ {print $3*1000}')
+  fi
   echo "$name $rps $cpu_us $p50 $p99 $fixed $share $ds $dc ${errs:-none}" >> "$OUT/results.txt"
   echo "  $name: $rps req/s, $cpu_us µs CPU/req, p50 $p50, p99 $p99, p99@${RATE}/s ${fixed}ms, canary share $share% ($dc of $((ds+dc))), errors: ${errs:-none}" >&2
 }
@@ -217,15 +252,29 @@ if [ "$PROFILE" = 1 ]; then
   curl -s -o "$OUT/allocs.prof" "http://127.0.0.1:$P_PPROF/debug/pprof/allocs"
   echo "  profiles: $OUT/cpu.prof $OUT/allocs.prof (go tool pprof -top $CANARYD $OUT/cpu.prof)" >&2
 fi
+# run_contestant measures one contestant by name.
+run_contestant() {
+  case $1 in
+    nginx) run_one nginx $P_NGINX "$NGINX_WORKER" ;;
+    canaryd) run_one canaryd $P_CANARYD "$CANARYD_PID" ;;
+    canaryd-fast-path-off) run_one canaryd-fast-path-off $P_SLOW "$CANARYD_STD_PID" ;;
+    canaryd-compare) run_one canaryd-compare $P_CMP "$CANARYD_CMP_PID" ;;
+    canaryd-pool3) run_one canaryd-pool3 $P_POOL "$CANARYD_POOL_PID" ;;
+    stdlib) run_one stdlib $P_STD "$STD_PID" ;;
+    canaryd-fleet) run_one canaryd-fleet $P_FLEET "$FLEET_PID" ;;
+  esac
+}
+ORDER=()
+for c in $CONTESTANTS; do wanted "$c" && ORDER+=("$c"); done
+# Each round starts one contestant further along, so that no contestant is
+# always the one measured first (or right after another).
 for r in $(seq "$ROUNDS"); do
   echo "round $r/$ROUNDS" >&2
-  run_one nginx $P_NGINX "$NGINX_WORKER"
-  run_one canaryd $P_CANARYD "$CANARYD_PID"
-  run_one canaryd-fast-path-off $P_SLOW "$CANARYD_STD_PID"
-  [ -n "$COMPARE" ] && run_one canaryd-compare $P_CMP "$CANARYD_CMP_PID"
-  run_one stdlib $P_STD "$STD_PID"
-  if [ "$FLEET" = 1 ]; then run_one canaryd-fleet $P_FLEET "$FLEET_PID"; fi
+  for i in "${!ORDER[@]}"; do
+    run_contestant "${ORDER[$(( (i + r - 1) % ${#ORDER[@]} ))]}"
+  done
 done
+CONTESTANTS="${ORDER[*]}"
 if [ "$FLEET" = 1 ]; then
   echo "fleet: $(curl -s -H 'Authorization: Bearer bench-token-0123456789abcdef' http://127.0.0.1:$P_FLEET_ADMIN/dashboard/fleet)" >&2
 fi
@@ -235,11 +284,23 @@ STD_RSS=$(hwm_kb "$STD_PID")
 FLEET_RSS=$([ "$FLEET" = 1 ] && hwm_kb "$FLEET_PID" || echo 0)
 CANARYD_STD_RSS=$(hwm_kb "$CANARYD_STD_PID")
 CMP_RSS=$([ -n "$COMPARE" ] && hwm_kb "$CANARYD_CMP_PID" || echo 0)
+POOL_RSS=$([ "$POOL3" = 1 ] && hwm_kb "$CANARYD_POOL_PID" || echo 0)
+if [ "$POOL3" = 1 ]; then
+  echo "canaryd-pool3's stable endpoints: $(curl -s -H 'Authorization: Bearer bench-token-0123456789abcdef' http://127.0.0.1:$P_POOL_ADMIN/dashboard/health_summary |
+    python3 -c 'import json,sys; print(", ".join("%s %d requests" % (e["address"], e["requests"]) for e in json.load(sys.stdin)["stable"]["endpoints"]))' 2>/dev/null || echo n/a)" >&2
+fi
 
 # Median of each column per contestant, then the table.
-awk -v rsslist="nginx=$NGINX_RSS canaryd=$CANARYD_RSS canaryd-fast-path-off=$CANARYD_STD_RSS canaryd-compare=$CMP_RSS canaryd-fleet=$FLEET_RSS stdlib=$STD_RSS" -v contestants="$CONTESTANTS" '
+awk -v rsslist="nginx=$NGINX_RSS canaryd=$CANARYD_RSS canaryd-fast-path-off=$CANARYD_STD_RSS canaryd-compare=$CMP_RSS canaryd-pool3=$POOL_RSS canaryd-fleet=$FLEET_RSS stdlib=$STD_RSS" -v contestants="$CONTESTANTS" '
 function median(arr, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (arr[j] < arr[i]) { t = arr[i]; arr[i] = arr[j]; arr[j] = t }
   return (n % 2) ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2 }
+# paired prints the median, lowest and highest of the per-round ratios of
+# a to b (round i of a against round i of b), throughput and CPU per request.
+function paired(a, b,   m, i, rr, cr) {
+  m = n[a] < n[b] ? n[a] : n[b]; if (m == 0) return
+  for (i = 1; i <= m; i++) { rr[i] = rps[a, i] / rps[b, i]; cr[i] = cpu[a, i] / cpu[b, i] }
+  printf "%s/%s, round by round (%d pairs): throughput median %.3fx", a, b, m, median(rr, m); printf " (%.2f-%.2f),", rr[1], rr[m]
+  printf " CPU per request median %.3fx", median(cr, m); printf " (%.2f-%.2f)\n", cr[1], cr[m] }
 function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
 { k = $1; n[k]++; rps[k, n[k]] = $2; cpu[k, n[k]] = $3; p50[k, n[k]] = ms($4); p99[k, n[k]] = ms($5); fx[k, n[k]] = $6; sh[k, n[k]] = $7 }
 END {
@@ -247,7 +308,7 @@ END {
   printf "| contestant | req/s | CPU µs/req | p50 ms | p99 ms | p99 ms @ fixed rate | peak RSS MB | canary share %% |\n"
   printf "|---|---:|---:|---:|---:|---:|---:|---:|\n"
   nc = split(contestants, names, " ")
-  for (x = 1; x <= nc; x++) { k = names[x]; m = n[k]
+  for (x = 1; x <= nc; x++) { k = names[x]; m = n[k]; if (m == 0) continue
     for (i = 1; i <= m; i++) { a[i] = rps[k, i] } R[k] = median(a, m)
     for (i = 1; i <= m; i++) { a[i] = cpu[k, i] } C[k] = median(a, m)
     for (i = 1; i <= m; i++) { a[i] = p50[k, i] } P5 = median(a, m)
@@ -255,10 +316,15 @@ END {
     for (i = 1; i <= m; i++) { a[i] = fx[k, i] } F[k] = median(a, m)
     for (i = 1; i <= m; i++) { a[i] = sh[k, i] } S = median(a, m)
     printf "| %s | %.0f | %.1f | %.2f | %.2f | %.2f | %.1f | %.2f |\n", k, R[k], C[k], P5, P9, F[k], rss[k] / 1024, S }
-  printf "\ncanaryd/nginx: throughput %.2fx, CPU per request %.2fx, p99 at fixed rate %+.2f ms\n", R["canaryd"] / R["nginx"], C["canaryd"] / C["nginx"], F["canaryd"] - F["nginx"]
-  printf "canaryd/stdlib ReverseProxy: throughput %.2fx, CPU per request %.2fx\n", R["canaryd"] / R["stdlib"], C["canaryd"] / C["stdlib"]
-  printf "fast path on/off: throughput %.2fx, CPU per request %.2fx\n", R["canaryd"] / R["canaryd-fast-path-off"], C["canaryd"] / C["canaryd-fast-path-off"]
-  if (n["canaryd-compare"] > 0) printf "canaryd/canaryd-compare: throughput %.2fx, CPU per request %.2fx\n", R["canaryd"] / R["canaryd-compare"], C["canaryd"] / C["canaryd-compare"]
+  printf "\n"
+  if (n["canaryd"] > 0 && n["nginx"] > 0) printf "canaryd/nginx: throughput %.2fx, CPU per request %.2fx, p99 at fixed rate %+.2f ms\n", R["canaryd"] / R["nginx"], C["canaryd"] / C["nginx"], F["canaryd"] - F["nginx"]
+  if (n["canaryd"] > 0 && n["stdlib"] > 0) printf "canaryd/stdlib ReverseProxy: throughput %.2fx, CPU per request %.2fx\n", R["canaryd"] / R["stdlib"], C["canaryd"] / C["stdlib"]
+  if (n["canaryd"] > 0 && n["canaryd-fast-path-off"] > 0) printf "fast path on/off: throughput %.2fx, CPU per request %.2fx\n", R["canaryd"] / R["canaryd-fast-path-off"], C["canaryd"] / C["canaryd-fast-path-off"]
+  paired("canaryd-pool3", "canaryd")
+  paired("canaryd", "canaryd-compare")
+  paired("canaryd-fleet", "canaryd")
+  if (n["canaryd-pool3"] > 0 && n["canaryd"] > 0) printf "canaryd-pool3/canaryd (three stable endpoints against one): throughput %.3fx, CPU per request %.3fx, p99 at fixed rate %+.2f ms\n", R["canaryd-pool3"] / R["canaryd"], C["canaryd-pool3"] / C["canaryd"], F["canaryd-pool3"] - F["canaryd"]
+  if (n["canaryd-compare"] > 0 && n["canaryd"] > 0) printf "canaryd/canaryd-compare: throughput %.2fx, CPU per request %.2fx\n", R["canaryd"] / R["canaryd-compare"], C["canaryd"] / C["canaryd-compare"]
   if (("canaryd-fleet", 1) in rps) printf "canaryd-fleet/canaryd: throughput %.2fx, CPU per request %.2fx, p99 at fixed rate %+.2f ms\n", R["canaryd-fleet"] / R["canaryd"], C["canaryd-fleet"] / C["canaryd"], F["canaryd-fleet"] - F["canaryd"]
 }' "$OUT/results.txt"
 echo "(medians of $ROUNDS interleaved rounds of $DURATION, $CONNS connections; raw figures in $OUT/results.txt)"

@@ -24,6 +24,7 @@ import (
 	"github.com/canaryd/canaryd/guard/judge"
 	"github.com/canaryd/canaryd/guard/metricgate"
 	"github.com/canaryd/canaryd/guard/notify"
+	"github.com/canaryd/canaryd/proxy"
 	"github.com/canaryd/canaryd/split"
 )
 
@@ -37,10 +38,17 @@ import (
 // row in the README table under the same group.
 type config struct {
 	_           struct{} `group:"Backends and listeners"`
-	StableURL   string   `env:"CANARY_STABLE_URL,required" help:"stable backend: http:// or https:// URL, a path prefix allowed"`
-	CanaryURL   string   `env:"CANARY_CANARY_URL,required" help:"canary backend; must be another backend than stable"`
+	StableURL   string   `env:"CANARY_STABLE_URL,required" help:"stable backend: a URL or a comma-separated pool of URLs, http://, https:// or h2c:// (one scheme per backend), a path prefix allowed"`
+	CanaryURL   string   `env:"CANARY_CANARY_URL,required" help:"canary backend, the same way; must share no URL with stable"`
 	Listen      string   `env:"CANARY_LISTEN" envDefault:":8080" help:"traffic listener (every path is proxied)"`
+	H2C         bool     `env:"CANARY_H2C" envDefault:"false" help:"the traffic listener also accepts plaintext HTTP/2 (prior knowledge, as gRPC clients send it)"`
 	AdminListen string   `env:"CANARY_ADMIN_LISTEN" envDefault:":8000" help:"admin listener (API, /metrics, /dashboard)"`
+
+	_                        struct{}      `group:"Pools"`
+	LB                       string        `env:"CANARY_LB" envDefault:"least_request" help:"how a backend's pool picks an endpoint: least_request (two random choices, fewer in flight) or round_robin"`
+	DNSRefresh               time.Duration `env:"CANARY_DNS_REFRESH" envDefault:"30s" help:"backend host names are resolved again this often; each address is an endpoint"`
+	EjectConsecutiveFailures int           `env:"CANARY_EJECT_CONSECUTIVE_FAILURES" envDefault:"5" help:"failures in a row (connect failures or errors) that eject an endpoint from its pool; 0 = never"`
+	EjectTime                time.Duration `env:"CANARY_EJECT_TIME" envDefault:"30s" help:"how long a first ejection lasts; each repeat doubles it, up to 5m"`
 
 	_ struct{} `group:"Admin API and command line"`
 	// ClientConfig holds the variables canaryd check and canaryd rollout
@@ -77,6 +85,8 @@ type config struct {
 	Alpha          float64       `env:"CANARY_ALPHA" envDefault:"0.01" help:"most probability of rolling back a canary that meets its SLO"`
 	Compare        string        `env:"CANARY_COMPARE" envDefault:"hold" help:"a canary significantly worse than stable within its SLO: hold the plan, or rollback"`
 	CompareMargin  float64       `env:"CANARY_COMPARE_MARGIN" envDefault:"0.5" help:"how much worse than stable the comparison tolerates, as a fraction (0.5 = 50%)"`
+	ErrorStatuses  string        `env:"CANARY_ERROR_STATUSES" envDefault:"5xx" help:"HTTP statuses that count as errors: classes and codes, e.g. 5xx,429"`
+	GRPCErrorCodes string        `env:"CANARY_GRPC_ERROR_CODES" envDefault:"2,4,12,13,14,15" help:"gRPC statuses that count as errors, numbers or names"`
 
 	_                 struct{}      `group:"Release integrity"`
 	IntegrityManifest string        `env:"CANARY_INTEGRITY_MANIFEST" help:"sha256sum manifest of the canary's release files"`
@@ -101,7 +111,7 @@ type config struct {
 	UpstreamCAFile string   `env:"CANARY_UPSTREAM_CA_FILE" help:"CA bundle (PEM) for https:// backends (default: system roots)"`
 
 	_              struct{}      `group:"Health checks"`
-	HealthPath     string        `env:"CANARY_HEALTH_PATH" help:"active health check path on both backends, e.g. /healthz; empty = off"`
+	HealthPath     string        `env:"CANARY_HEALTH_PATH" help:"active health check path on every endpoint of both backends, e.g. /healthz; empty = off"`
 	HealthInterval time.Duration `env:"CANARY_HEALTH_INTERVAL" envDefault:"5s" help:"active health check period"`
 
 	_         struct{} `group:"Logging"`
@@ -125,7 +135,10 @@ type config struct {
 	PprofListen string   `env:"CANARY_PPROF_LISTEN" help:"loopback host:port serving /debug/pprof/; empty = off"`
 
 	// Derived by loadConfig.
-	stable, canary *url.URL
+	stable, canary []*url.URL
+	lb             proxy.LoadBalancer
+	errorStatuses  proxy.StatusSet
+	grpcErrorCodes proxy.GRPCCodes
 	weight         uint32
 	steps          []guard.Step
 	compare        judge.Compare
@@ -421,15 +434,28 @@ func loadConfig(environ []string) (*config, error) {
 		return nil, err
 	}
 	var err error
-	if c.stable, err = backendURL("CANARY_STABLE_URL", c.StableURL); err != nil {
+	if c.stable, err = backendURLs("CANARY_STABLE_URL", c.StableURL); err != nil {
 		return nil, err
 	}
-	if c.canary, err = backendURL("CANARY_CANARY_URL", c.CanaryURL); err != nil {
+	if c.canary, err = backendURLs("CANARY_CANARY_URL", c.CanaryURL); err != nil {
 		return nil, err
 	}
-	if backendKey(c.stable) == backendKey(c.canary) {
-		return nil, bad("CANARY_CANARY_URL", "%q is the same backend as CANARY_STABLE_URL (%q): the canary must be another server or path",
-			c.canary.Redacted(), c.stable.Redacted())
+	for _, cu := range c.canary {
+		for _, su := range c.stable {
+			if backendKey(su) == backendKey(cu) {
+				return nil, bad("CANARY_CANARY_URL", "%q is the same backend as CANARY_STABLE_URL (%q): the canary must be another server or path",
+					cu.Redacted(), su.Redacted())
+			}
+		}
+	}
+	if c.lb, err = proxy.ParseLoadBalancer(c.LB); err != nil {
+		return nil, bad("CANARY_LB", "%v", err)
+	}
+	if c.errorStatuses, err = proxy.ParseStatusSet(c.ErrorStatuses); err != nil {
+		return nil, bad("CANARY_ERROR_STATUSES", "%v", err)
+	}
+	if c.grpcErrorCodes, err = proxy.ParseGRPCCodes(c.GRPCErrorCodes); err != nil {
+		return nil, bad("CANARY_GRPC_ERROR_CODES", "%v", err)
 	}
 	c.tokenStamp = c.tokenSources().stamp()
 	if c.tokens, err = c.tokenSources().read(); err != nil {
@@ -499,6 +525,12 @@ func loadConfig(environ []string) (*config, error) {
 		return nil, bad("CANARY_REQUEST_BUFFER", "must be between 1024 and 67108864")
 	case c.BodyReadTimeout <= 0:
 		return nil, bad("CANARY_BODY_READ_TIMEOUT", "must be positive")
+	case c.DNSRefresh < time.Second:
+		return nil, bad("CANARY_DNS_REFRESH", "%v must be at least 1s", c.DNSRefresh)
+	case c.EjectConsecutiveFailures < 0:
+		return nil, bad("CANARY_EJECT_CONSECUTIVE_FAILURES", "must not be negative (0 = never eject)")
+	case c.EjectTime <= 0 || c.EjectTime > proxy.MaxEjectTime:
+		return nil, bad("CANARY_EJECT_TIME", "%v must be positive and at most %v", c.EjectTime, proxy.MaxEjectTime)
 	}
 	if c.compare, err = judge.ParseCompare(c.Compare); err != nil {
 		return nil, bad("CANARY_COMPARE", "%q must be hold or rollback", c.Compare)
@@ -526,6 +558,9 @@ func loadConfig(environ []string) (*config, error) {
 			return nil, bad("CANARY_TLS_CERT_FILE", "cannot load the key pair: %v", err)
 		}
 		c.tlsEnabled = true
+		if c.H2C {
+			return nil, bad("CANARY_H2C", "is for a plaintext traffic listener; with TLS (CANARY_TLS_CERT_FILE) clients get HTTP/2 by ALPN: unset CANARY_H2C")
+		}
 	}
 	if err := loadFleet(c); err != nil {
 		return nil, err
@@ -708,10 +743,35 @@ func loadIntegrations(c *config) error {
 	return nil
 }
 
+// backendURLs parses a backend: one URL or a comma-separated pool, all of
+// one scheme, none twice.
+func backendURLs(name, raw string) ([]*url.URL, error) {
+	var urls []*url.URL
+	for item := range strings.SplitSeq(raw, ",") {
+		u, err := backendURL(name, strings.TrimSpace(item))
+		if err != nil {
+			return nil, err
+		}
+		if first := urls; len(first) > 0 && !strings.EqualFold(first[0].Scheme, u.Scheme) {
+			return nil, bad(name, "mixes %s:// and %s://: one scheme per backend", first[0].Scheme, u.Scheme)
+		}
+		for _, prior := range urls {
+			if backendKey(prior) == backendKey(u) {
+				return nil, bad(name, "lists %q twice (as %q)", u.Redacted(), prior.Redacted())
+			}
+		}
+		urls = append(urls, u)
+	}
+	return urls, nil
+}
+
 func backendURL(name, raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, bad(name, "%q must be an http:// or https:// URL with a host", raw)
+	if err == nil {
+		u.Scheme = strings.ToLower(u.Scheme)
+	}
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "h2c") || u.Host == "" {
+		return nil, bad(name, "%q must be an http://, https:// or h2c:// URL with a host (a pool: URLs separated by commas)", raw)
 	}
 	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		return nil, bad(name, "%q must not carry a query, fragment or credentials", raw)
@@ -725,7 +785,7 @@ func backendURL(name, raw string) (*url.URL, error) {
 // "/api"). Two URLs with the same key are the same backend.
 func backendKey(u *url.URL) string {
 	host, port := strings.ToLower(u.Hostname()), u.Port()
-	if (u.Scheme == "http" && port == "80") || (u.Scheme == "https" && port == "443") {
+	if (u.Scheme == "http" && port == "80") || (u.Scheme == "https" && port == "443") || (u.Scheme == "h2c" && port == "80") {
 		port = ""
 	}
 	if port != "" || strings.Contains(host, ":") {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -195,9 +196,7 @@ func build(c *config, log zerolog.Logger) (_ *server, err error) {
 }
 
 func newProxy(c *config, sp *split.Splitter, log zerolog.Logger, reg prometheus.Registerer) (*proxy.Proxy, error) {
-	px, err := proxy.New(proxy.Config{
-		Stable:                 c.stable,
-		Canary:                 c.canary,
+	cfg := proxy.Config{
 		Window:                 c.SLOWindow,
 		SlowThreshold:          c.SLOP95,
 		ResponseHeaderTimeout:  c.UpstreamTimeout,
@@ -211,11 +210,29 @@ func newProxy(c *config, sp *split.Splitter, log zerolog.Logger, reg prometheus.
 		HealthInterval:         c.HealthInterval,
 		AccessLog:              c.AccessLog,
 		Redact:                 secretsOf(c.tokens),
-	}, sp, log, reg)
+	}
+	// The backends as pools, and what counts as an error.
+	cfg.StableURLs, cfg.CanaryURLs = c.stable, c.canary
+	cfg.LoadBalancer = c.lb
+	cfg.DNSRefresh = c.DNSRefresh
+	cfg.EjectConsecutiveFailures = ejectAfter(c.EjectConsecutiveFailures)
+	cfg.EjectTime = c.EjectTime
+	cfg.ErrorStatuses = c.errorStatuses
+	cfg.GRPCErrorCodes = c.grpcErrorCodes
+	px, err := proxy.New(cfg, sp, log, reg)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	return px, nil
+}
+
+// ejectAfter is CANARY_EJECT_CONSECUTIVE_FAILURES for the proxy, whose
+// zero means the default: 0 (never) is negative there.
+func ejectAfter(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // secretsOf lists the tokens' secrets, for the proxy's access-log redaction
@@ -444,9 +461,19 @@ func (s *server) buildHTTP(adminHandler http.Handler) error {
 	rejected := func(reason string) {
 		smugLog.Debug().Str("reason", reason).Msg("request refused: ambiguous framing")
 	}
-	if s.certs == nil {
+	switch {
+	case s.certs == nil && c.H2C:
+		// Plaintext HTTP/2 with prior knowledge: a connection that opens
+		// with the HTTP/2 preface goes to net/http's h2c server unguarded
+		// (HTTP/2 frames its messages unambiguously); every other one is
+		// guarded as HTTP/1.1.
+		s.traffic.Protocols = new(http.Protocols)
+		s.traffic.Protocols.SetHTTP1(true)
+		s.traffic.Protocols.SetUnencryptedHTTP2(true)
+		s.trafficLn = proxy.StrictH2CListener(s.trafficLn, rejected)
+	case s.certs == nil:
 		s.trafficLn = proxy.StrictListener(s.trafficLn, rejected)
-	} else {
+	default:
 		s.trafficLn = proxy.StrictTLSListener(s.trafficLn, s.traffic.TLSConfig.Clone(), c.ReadHeaderTimeout, rejected)
 	}
 	if s.pprofLn != nil {
@@ -523,7 +550,7 @@ func (s *server) run(ctx context.Context, opts serveOptions) error {
 	}
 
 	s.log.Info().Str("traffic", s.scheme+"://"+s.trafficLn.Addr().String()).Str("admin", s.scheme+"://"+s.adminLn.Addr().String()).
-		Str("stable", s.cfg.stable.Redacted()).Str("canary", s.cfg.canary.Redacted()).Str("release", s.cfg.Release).
+		Str("stable", redactedAll(s.cfg.stable)).Str("canary", redactedAll(s.cfg.canary)).Str("release", s.cfg.Release).
 		Str("replica", s.replica).Str("store", s.storeName()).Strs("integrations", s.integrationNames()).Str("version", buildVersion()).Msg("canaryd serving")
 	if opts.ready != nil {
 		opts.ready(s.trafficLn.Addr(), s.adminLn.Addr())
@@ -568,6 +595,15 @@ func (s *server) integrationNames() []string {
 		names = append(names, fmt.Sprintf("%d metric gates every %v", len(c.metricGates), c.MetricGateInterval))
 	}
 	return names
+}
+
+// redactedAll lists a backend's URLs, credentials removed, for the log.
+func redactedAll(urls []*url.URL) string {
+	out := make([]string, len(urls))
+	for i, u := range urls {
+		out[i] = u.Redacted()
+	}
+	return strings.Join(out, ",")
 }
 
 // storeName says where the rollout is kept, for the log.

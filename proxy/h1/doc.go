@@ -7,13 +7,16 @@
 //     plain-HTTP listener, TLSListener terminates TLS itself so that
 //     HTTP/1.1 over TLS is guarded too (tlslisten.go). A request with
 //     ambiguous framing is answered 400 before net/http has read it whole.
+//     With GuardConfig.AllowH2C, a connection that opens with the HTTP/2
+//     preface passes to net/http's plaintext HTTP/2 server unguarded.
 //
 // On the backend side, the fast path for bodiless requests:
 //   - Limiter (limiter.go) caps the connections open to one backend, for
 //     the pools and for http.Transport.DialContext alike, with one FIFO of
 //     waiters and no polling;
 //   - Pool (pool.go) keeps one endpoint's keep-alive connections, checked
-//     for unread bytes at every reuse, and Pool.Exchange (exchange.go)
+//     for unread bytes at every reuse (Pool.Retire drops the pool of an
+//     endpoint that left its backend), and Pool.Exchange (exchange.go)
 //     sends a request over one and relays the answer in the caller's
 //     goroutine;
 //   - Target.AppendRequest (outbound.go) writes the request exactly as

@@ -40,7 +40,17 @@ type GuardConfig struct {
 	// 1 MiB. net/http's own limit (Server.MaxHeaderBytes) is normally
 	// lower and answered 431 first.
 	MaxHeadBytes int
+	// AllowH2C lets a connection that opens with the HTTP/2 connection
+	// preface (prior knowledge, RFC 9113 §3.4) through unguarded, for a
+	// server that serves plaintext HTTP/2 (http.Server.Protocols with
+	// UnencryptedHTTP2): HTTP/2 frames its messages unambiguously. The
+	// preface anywhere else, or with AllowH2C false, is refused (400).
+	AllowH2C bool
 }
+
+// h2Preface is the HTTP/2 connection preface a client with prior knowledge
+// opens with.
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 // DefaultMaxHeadBytes is the guard's bound when GuardConfig.MaxHeadBytes is
 // zero.
@@ -79,12 +89,21 @@ type guardConn struct {
 	switchPending atomic.Bool
 	opaque        atomic.Bool
 
+	// prefaceSeen is how much of h2Preface the connection opened with, so
+	// far (AllowH2C); -1 once it is known not to open with it. Those bytes
+	// were given to the reader unscanned; they are scanned once the
+	// connection turns out to be HTTP/1.1. Read only.
+	prefaceSeen int
+
 	mu sync.Mutex // protects sc; net/http never reads concurrently, this makes it a fact here
 	sc scanner
 }
 
 func newGuardConn(c net.Conn, cfg *GuardConfig, st *tls.ConnectionState) *guardConn {
-	g := &guardConn{Conn: c, cfg: cfg, tls: st}
+	g := &guardConn{Conn: c, cfg: cfg, tls: st, prefaceSeen: -1}
+	if cfg.AllowH2C && st == nil {
+		g.prefaceSeen = 0
+	}
 	g.sc.maxHead = cfg.MaxHeadBytes
 	if g.sc.maxHead <= 0 {
 		g.sc.maxHead = DefaultMaxHeadBytes
@@ -96,7 +115,14 @@ func (c *guardConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 && !c.opaque.Load() {
 		c.mu.Lock()
-		ferr := c.sc.scan(p[:n])
+		b := p[:n]
+		var ferr error
+		if c.prefaceSeen >= 0 {
+			b, ferr = c.preface(b)
+		}
+		if ferr == nil && len(b) > 0 {
+			ferr = c.sc.scan(b)
+		}
 		upgrade := c.sc.upgrade
 		c.sc.upgrade = false
 		c.mu.Unlock()
@@ -109,6 +135,30 @@ func (c *guardConn) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// preface follows the start of a connection that may open with the HTTP/2
+// preface (AllowH2C). It returns what is left to scan as HTTP/1.1: nothing
+// while b continues the preface (the whole of it makes the connection
+// opaque), or, at the first byte that departs from it, the bytes held back
+// so far followed by b. Under c.mu.
+func (c *guardConn) preface(b []byte) ([]byte, error) {
+	k := min(len(b), len(h2Preface)-c.prefaceSeen)
+	if string(b[:k]) == h2Preface[c.prefaceSeen:c.prefaceSeen+k] {
+		if c.prefaceSeen += k; c.prefaceSeen == len(h2Preface) {
+			c.opaque.Store(true)
+			c.prefaceSeen = -1
+		}
+		return nil, nil
+	}
+	held := c.prefaceSeen
+	c.prefaceSeen = -1
+	if held > 0 {
+		if err := c.sc.scan([]byte(h2Preface[:held])); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
 }
 
 // Write watches the answer to a request that asked for an upgrade: a 101

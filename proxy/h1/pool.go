@@ -114,6 +114,24 @@ func (p *Pool) Close() {
 	}
 }
 
+// Retire takes the pool out of service for good: an endpoint that left its
+// backend (a DNS answer without its address). Its idle connections close,
+// its busy ones close when their exchange ends, and the limiter forgets it,
+// so that a backend whose addresses change keeps no pool of a gone one. An
+// exchange already waiting for a slot of this pool still completes.
+func (p *Pool) Retire() {
+	p.Close()
+	l := p.lim
+	l.mu.Lock()
+	for i, q := range l.pools {
+		if q == p {
+			l.pools = append(l.pools[:i], l.pools[i+1:]...)
+			break
+		}
+	}
+	l.mu.Unlock()
+}
+
 // conn is one keep-alive connection to the endpoint, owned by one exchange
 // at a time or by the idle stack.
 type conn struct {
