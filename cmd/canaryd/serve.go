@@ -107,6 +107,10 @@ type server struct {
 
 	traffic, admin, pprof       *http.Server
 	trafficLn, adminLn, pprofLn net.Listener // pprofLn is nil when off
+	// trafficServer serves trafficLn: the server loop (proxy.Server, with
+	// traffic as its fallback) for plaintext with the fast path on, else
+	// traffic itself.
+	trafficServer httpServer
 
 	certs  *certReloader // nil without TLS
 	tokens *tokenWatcher // nil without a token file
@@ -376,10 +380,16 @@ func (s *server) buildHTTP(adminHandler http.Handler) error {
 	rejected := func(reason string) {
 		smugLog.Debug().Str("reason", reason).Msg("request refused: ambiguous framing")
 	}
-	if s.certs == nil {
-		s.trafficLn = proxy.StrictListener(s.trafficLn, rejected)
-	} else {
+	s.trafficServer = s.traffic
+	switch {
+	case s.certs != nil:
 		s.trafficLn = proxy.StrictTLSListener(s.trafficLn, s.traffic.TLSConfig.Clone(), c.ReadHeaderTimeout, rejected)
+	case bool(c.FastPath):
+		// The server loop parses each request head once, with the guard's
+		// parser, and hands what it does not serve to s.traffic, guarded.
+		s.trafficServer = proxy.NewServer(proxy.ServerConfig{Fallback: s.traffic, Rejected: rejected})
+	default:
+		s.trafficLn = proxy.StrictListener(s.trafficLn, rejected)
 	}
 	if s.pprofLn != nil {
 		mux := http.NewServeMux()
@@ -439,7 +449,7 @@ func (s *server) run(ctx context.Context, opts serveOptions) error {
 
 	front := newGroup(ctx)
 	// The traffic listener's connections arrive with TLS terminated already.
-	front.Go("traffic listener", s.serveHTTP(s.traffic, s.trafficLn, s.cfg.ShutdownTimeout, false))
+	front.Go("traffic listener", s.serveHTTP(s.trafficServer, s.trafficLn, s.cfg.ShutdownTimeout, false))
 	front.Go("admin listener", s.serveHTTP(s.admin, s.adminLn, s.cfg.ShutdownTimeout, s.admin.TLSConfig != nil))
 	if s.pprof != nil {
 		// Profiles in flight are cut at shutdown: they do not hold it up.
@@ -481,16 +491,24 @@ func (s *server) storeName() string {
 	return "file " + s.cfg.StateFile
 }
 
+// httpServer is a server serveHTTP runs: an *http.Server, or the traffic
+// listener's server loop (*proxy.Server).
+type httpServer interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
+}
+
 // serveHTTP is srv serving on ln as a Run-style function: it serves until
 // ctx ends, then shuts srv down, waiting up to drain for in-flight requests
-// (0: none) before cutting them off. With terminateTLS, srv terminates TLS on
-// ln's connections (ServeTLS).
-func (s *server) serveHTTP(srv *http.Server, ln net.Listener, drain time.Duration, terminateTLS bool) func(context.Context) error {
+// (0: none) before cutting them off. With terminateTLS, srv (an
+// *http.Server) terminates TLS on ln's connections (ServeTLS).
+func (s *server) serveHTTP(srv httpServer, ln net.Listener, drain time.Duration, terminateTLS bool) func(context.Context) error {
 	return func(ctx context.Context) error {
 		served := make(chan error, 1) // Serve's one result
 		go func() {
 			if terminateTLS {
-				served <- srv.ServeTLS(ln, "", "")
+				served <- srv.(*http.Server).ServeTLS(ln, "", "")
 			} else {
 				served <- srv.Serve(ln)
 			}
