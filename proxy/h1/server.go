@@ -77,6 +77,7 @@ type Server struct {
 	readHeaderTimeout time.Duration
 	idleTimeout       time.Duration
 	maxHead           int // MaxHeaderBytes plus net/http's 4096 bytes of slack
+	rstDelay          time.Duration
 
 	handoff *handoffListener
 
@@ -102,6 +103,7 @@ func NewServer(cfg ServerConfig) *Server {
 		idleTimeout:       f.IdleTimeout,
 		maxHead:           f.MaxHeaderBytes,
 		conns:             make(map[*serverConn]struct{}),
+		rstDelay:          rstAvoidanceDelay,
 	}
 	if s.handler == nil {
 		s.handler = http.DefaultServeMux

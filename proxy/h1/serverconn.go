@@ -231,7 +231,7 @@ func (c *serverConn) closeWriteAndWait() {
 	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}
-	time.Sleep(rstAvoidanceDelay)
+	time.Sleep(c.srv.rstDelay)
 }
 
 // reject refuses a request as the framing guard does: a 400 with the
@@ -339,16 +339,25 @@ func (c *serverConn) run(w *response) (keep bool) {
 		}
 	}()
 	c.srv.handler.ServeHTTP(w, &c.req)
+	// As net/http: the handler is done, its context too, before the
+	// answer's last bytes go out.
+	c.endContext(w.rq)
 	return w.finish()
 }
 
-// endRequest ends the request's context and its body, and stops the
-// watch.
+// endRequest ends the request: its context and the watch, if the handler
+// did not return (a panic), and its body.
 func (c *serverConn) endRequest(rq *request) {
-	rq.ctx.end()
+	c.endContext(rq)
 	if rq.body != nil {
 		rq.body.close()
 	}
+	c.resp.reset()
+}
+
+// endContext cancels the request's context and stops the watch.
+func (c *serverConn) endContext(rq *request) {
+	rq.ctx.end()
 	c.watchMu.Lock()
 	c.wantWatch = nil
 	done := c.watching
@@ -362,7 +371,6 @@ func (c *serverConn) endRequest(rq *request) {
 		c.watching = nil
 		_ = c.nc.SetReadDeadline(time.Time{})
 	}
-	c.resp.reset()
 }
 
 // requestWaitedOn is called by a request's context the first time

@@ -30,6 +30,7 @@ import (
 type response struct {
 	c      *serverConn
 	req    *http.Request
+	rq     *request
 	body   *body       // the request's, nil without one
 	header http.Header // the handler's; reused, cleared after each request
 
@@ -73,7 +74,7 @@ var errDead = errors.New("h1: the connection is closed")
 
 // start prepares w for c's current request.
 func (w *response) start(c *serverConn, req *http.Request, rq *request) {
-	w.c, w.req, w.body = c, req, rq.body
+	w.c, w.req, w.rq, w.body = c, req, rq, rq.body
 	if w.header == nil {
 		w.header = make(http.Header)
 	}
@@ -454,14 +455,13 @@ func (w *response) finish() bool {
 	return true
 }
 
-// appendTrailers appends the trailer fields: those declared, and those
-// set with http.TrailerPrefix (net/http's finalTrailers).
+// appendTrailers appends the trailer fields: those set with
+// http.TrailerPrefix, before or after the header went out, and those
+// declared (net/http's finalTrailers).
 func (w *response) appendTrailers(out []byte) []byte {
-	if w.prefixed {
-		for k, vv := range w.header {
-			if kk, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
-				out = appendFieldLines(out, kk, vv)
-			}
+	for k, vv := range w.header {
+		if kk, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			out = appendFieldLines(out, kk, vv)
 		}
 	}
 	for _, k := range w.trailers {
@@ -528,7 +528,7 @@ func (w *response) send(p []byte) {
 	*w.out = (*w.out)[:0]
 	if err != nil {
 		w.werr = err
-		w.c.req.Context().(*requestContext).clientGone()
+		w.rq.ctx.clientGone()
 	}
 }
 
