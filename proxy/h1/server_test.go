@@ -132,11 +132,14 @@ func converse(t *testing.T, addr string, reqs ...string) []answer {
 // HTTP/1.1 and HTTP/1.0, HEAD, closing, with bodies read or not.
 func TestServerAnswersAsNetHTTP(t *testing.T) {
 	handlers := map[string]http.HandlerFunc{
-		"small":   func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello, world") },
-		"empty":   func(w http.ResponseWriter, r *http.Request) {},
-		"html":    func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "<!DOCTYPE html><p>hi") },
-		"no type": func(w http.ResponseWriter, r *http.Request) { w.Header()["Content-Type"] = nil; io.WriteString(w, "<html>") },
-		"large":   func(w http.ResponseWriter, r *http.Request) { w.Write(bytes.Repeat([]byte("x"), 10000)) },
+		"small": func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello, world") },
+		"empty": func(w http.ResponseWriter, r *http.Request) {},
+		"html":  func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "<!DOCTYPE html><p>hi") },
+		"no type": func(w http.ResponseWriter, r *http.Request) {
+			w.Header()["Content-Type"] = nil
+			io.WriteString(w, "<html>")
+		},
+		"large": func(w http.ResponseWriter, r *http.Request) { w.Write(bytes.Repeat([]byte("x"), 10000)) },
 		"many writes": func(w http.ResponseWriter, r *http.Request) {
 			for range 100 {
 				w.Write(bytes.Repeat([]byte("y"), 100))
