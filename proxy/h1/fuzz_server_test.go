@@ -36,11 +36,14 @@ type servedRequest struct {
 	end                             int         // net/http's side: offset after it
 }
 
+// record copies what the handler sees of r (the loop reuses the request
+// and its parts once the handler returned).
 func record(r *http.Request) servedRequest {
+	u := *r.URL
 	s := servedRequest{
 		Method: r.Method, Proto: r.Proto, Host: r.Host, RequestURI: r.RequestURI,
-		ProtoMajor: r.ProtoMajor, ProtoMinor: r.ProtoMinor, URL: r.URL, Header: r.Header.Clone(),
-		ContentLength: r.ContentLength, TransferEncoding: r.TransferEncoding, Close: r.Close,
+		ProtoMajor: r.ProtoMajor, ProtoMinor: r.ProtoMinor, URL: &u, Header: r.Header.Clone(),
+		ContentLength: r.ContentLength, TransferEncoding: slices.Clone(r.TransferEncoding), Close: r.Close,
 	}
 	for k := range r.Trailer {
 		s.DeclaredTrailer = append(s.DeclaredTrailer, k)

@@ -60,9 +60,17 @@ type serverConn struct {
 	target string
 	url    url.URL
 
-	req  http.Request // the request being served (a fresh copy each time)
-	resp response     // its writer
-	pend []byte       // the writer's body held back before its header (pendMax)
+	// The request being served (a fresh copy each time), its writer, and
+	// what the next request reuses: the header map and its values, the
+	// request's context and URL (spare). The handler must not keep any of
+	// it after it returned (net/http lets it keep the *http.Request); the
+	// proxy keeps nothing, and httputil.ReverseProxy sends a clone.
+	req   http.Request
+	resp  response
+	pend  []byte // the writer's body held back before its header (pendMax)
+	hdr   http.Header
+	vals  []string
+	spare *request
 
 	// The watch for the client's disconnect (see requestContext); the
 	// fields are under watchMu.
@@ -81,8 +89,15 @@ type prevField struct {
 	name, key, val string
 }
 
+// setState records the connection's state, and when it changed for the
+// states whose age counts (a new connection's: Shutdown closes one idle
+// for 5 s).
 func (c *serverConn) setState(st connState) {
-	c.state.Store(uint64(st)<<56 | uint64(time.Now().Unix()))
+	var unix int64
+	if st != connActive {
+		unix = time.Now().Unix()
+	}
+	c.state.Store(uint64(st)<<56 | uint64(unix))
 }
 
 func (c *serverConn) getState() (connState, int64) {
@@ -353,6 +368,9 @@ func (c *serverConn) endRequest(rq *request) {
 		rq.body.close()
 	}
 	c.resp.reset()
+	if rq.ctx.reusable() {
+		c.spare = rq
+	}
 }
 
 // endContext cancels the request's context and stops the watch.

@@ -103,3 +103,11 @@ func (x *requestContext) end() {
 		cancel()
 	}
 }
+
+// reusable reports whether nobody waited on the context, so that no
+// goroutine can hold it: the connection may reuse it.
+func (x *requestContext) reusable() bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.inner == nil
+}

@@ -18,13 +18,20 @@ import (
 // the two equal), with a body reader that frames the body by the guard's
 // rules.
 
-// request is what the loop allocates per request: the context and the
-// URL (the *http.Request itself is the connection's, copied anew).
+// request is what a request needs besides the *http.Request (which is
+// the connection's, copied anew each time): its context, URL and body.
+// The connection reuses it for the next request unless someone waited on
+// the context (a goroutine may still hold that one); a body is allocated
+// per request.
 type request struct {
 	ctx  requestContext
 	url  url.URL
 	body *body // nil without a body
 }
+
+// maxReusedFields bounds the header map a connection keeps for the next
+// request: a request with more fields gets a map of its own.
+const maxReusedFields = 32
 
 // newRequest builds c.req from c.head, or reports false for a request the
 // loop leaves to net/http (see Server).
@@ -45,7 +52,12 @@ func (c *serverConn) newRequest() (*request, bool) {
 	if !ok {
 		return nil, false
 	}
-	rq := &request{url: c.url}
+	rq := c.spare
+	if rq == nil {
+		rq = new(request)
+	}
+	c.spare = nil
+	*rq = request{url: c.url}
 	tmpl := http.Request{
 		Method:     method(h.Method),
 		URL:        &rq.url,
@@ -121,8 +133,18 @@ func (c *serverConn) newRequest() (*request, bool) {
 // missing (HTTP/1.1), repeated or malformed: net/http answers those.
 func (c *serverConn) header() (h http.Header, host string, ok bool) {
 	fields := c.head.Fields
-	h = make(http.Header, len(fields))
-	vals := make([]string, len(fields))
+	if h = c.hdr; h == nil || len(fields) > maxReusedFields {
+		h = make(http.Header, len(fields))
+	} else {
+		clear(h)
+	}
+	if len(fields) <= maxReusedFields {
+		c.hdr = h
+	}
+	if cap(c.vals) < len(fields) {
+		c.vals = make([]string, len(fields), max(len(fields), 8))
+	}
+	vals := c.vals[:len(fields)]
 	c.cur = c.cur[:0]
 	hosts := 0
 	for i, f := range fields {
@@ -369,6 +391,9 @@ func (b *body) readChunked(p []byte) (int, error) {
 		case chunkEnd:
 			for c.w-c.r < 2 {
 				if err := c.fillBody(); err != nil {
+					if err == io.EOF {
+						err = io.ErrUnexpectedEOF
+					}
 					return 0, err
 				}
 			}

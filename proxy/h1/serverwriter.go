@@ -123,7 +123,7 @@ func (w *response) WriteHeader(code int) {
 	w.wroteHeader = true
 	w.status = code
 	w.snapshot()
-	if cl := w.header.Get("Content-Length"); cl != "" {
+	if cl := w.firstCL; cl != "" {
 		v, err := strconv.ParseInt(cl, 10, 64)
 		if err == nil && v >= 0 {
 			w.contentLength = v
@@ -580,12 +580,24 @@ func appendFieldLines(b []byte, k string, vv []string) []byte {
 		return b
 	}
 	for _, v := range vv {
-		if strings.ContainsAny(v, "\r\n") {
-			v = strings.NewReplacer("\n", " ", "\r", " ").Replace(v)
+		// Trimming first and replacing after is the same: CR and LF are
+		// among the trimmed.
+		i, j := 0, len(v)
+		for i < j && isASCIISpace(v[i]) {
+			i++
+		}
+		for j > i && isASCIISpace(v[j-1]) {
+			j--
 		}
 		b = append(b, k...)
 		b = append(b, ": "...)
-		b = append(b, strings.Trim(v, asciiSpace)...)
+		start := len(b)
+		b = append(b, v[i:j]...)
+		for x := start; x < len(b); x++ {
+			if b[x] == '\r' || b[x] == '\n' {
+				b[x] = ' '
+			}
+		}
 		b = append(b, "\r\n"...)
 	}
 	return b

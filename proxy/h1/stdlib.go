@@ -165,6 +165,8 @@ func foreachHeaderElement(v string, fn func(string)) {
 // asciiSpace is what textproto.TrimString trims.
 const asciiSpace = " \t\r\n"
 
+func isASCIISpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
+
 // bodyAllowedForStatus reports whether an answer with this status may
 // have a body (net/http's).
 func bodyAllowedForStatus(status int) bool {
