@@ -90,11 +90,11 @@ type prevField struct {
 }
 
 // setState records the connection's state, and when it changed for the
-// states whose age counts (a new connection's: Shutdown closes one idle
-// for 5 s).
+// state whose age counts (a new connection's: Shutdown closes one without
+// a request for 5 s).
 func (c *serverConn) setState(st connState) {
 	var unix int64
-	if st != connActive {
+	if st == connNew {
 		unix = time.Now().Unix()
 	}
 	c.state.Store(uint64(st)<<56 | uint64(unix))
