@@ -10,7 +10,7 @@ FUZZTIME  ?= 10s
 BENCHTIME ?= 1s
 SOAK_DURATION ?= 60s
 
-.PHONY: all build release test test-unit test-rules test-fleet test-integration demo bench bench-load bench-verify lint fuzz soak clean
+.PHONY: all build release test test-unit test-rules test-fast-path-off test-fleet test-integration demo bench bench-load bench-verify lint fuzz soak clean
 
 all: build test
 
@@ -39,6 +39,10 @@ test-rules:
 	@if command -v promtool >/dev/null 2>&1; then \
 		promtool check rules deploy/prometheus/alerts.yml && promtool test rules deploy/prometheus/alerts_test.yml; \
 	else echo "test-rules: promtool not installed, skipping (apt-get install prometheus)"; fi
+
+## test-fast-path-off: the end-to-end tests (but the fleet's) on net/http's server and the standard path, CANARY_FAST_PATH=off; `make test` runs them on the server loop and the fast path.
+test-fast-path-off:
+	CANARY_E2E_FAST_PATH=off $(GO) test -count=1 -race -timeout 20m ./cmd/canaryd -run 'E2E|Soak|Kill9' -skip 'Fleet'
 
 ## test-fleet: only the fleet's tests (a real etcd server; they skip without the etcd binary unless CANARY_REQUIRE_ETCD=1).
 test-fleet:
