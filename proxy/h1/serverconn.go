@@ -248,14 +248,27 @@ func (c *serverConn) tooLarge() {
 	c.closeWriteAndWait()
 }
 
-// closeWriteAndWait half-closes the connection and waits a little before
-// the full close, so that a client still sending gets the answer rather
-// than a reset (net/http's closeWriteAndWait).
+// closeWriteAndWait half-closes the connection and reads and drops what
+// the client still sends, until it closes or rstDelay passes, before the
+// full close: closing with unread bytes would reset the connection, and a
+// client still sending could lose the answer (net/http's
+// closeWriteAndWait, which sleeps instead; draining lets the connection go
+// as soon as the client has read the answer and closed).
 func (c *serverConn) closeWriteAndWait() {
 	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}
-	time.Sleep(c.srv.rstDelay)
+	c.buf = nil // no longer needed
+	if c.srv.rstDelay <= 0 {
+		return
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.rstDelay))
+	var sink [512]byte
+	for {
+		if _, err := c.nc.Read(sink[:]); err != nil {
+			return
+		}
+	}
 }
 
 // reject refuses a request as the framing guard does: a 400 with the
@@ -335,11 +348,16 @@ func (c *serverConn) serveRequest(n int) bool {
 	w := &c.resp
 	w.start(c, &c.req, rq)
 	keep := c.run(w)
+	gone := w.dead || w.werr != nil
 	c.endRequest(rq)
 	if rq.body != nil && !rq.body.eof() {
 		// Request bytes left unread: a plain close would reset the
-		// connection under the answer.
-		c.closeWriteAndWait()
+		// connection under the answer (unless there is none to protect: a
+		// refused request's connection is closed already, a failed write's
+		// is gone).
+		if !gone {
+			c.closeWriteAndWait()
+		}
 		return false
 	}
 	return keep
