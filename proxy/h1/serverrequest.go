@@ -29,8 +29,9 @@ type request struct {
 	body *body // nil without a body
 }
 
-// maxReusedFields bounds the header map a connection keeps for the next
-// request: a request with more fields gets a map of its own.
+// maxReusedFields bounds what a connection keeps for the next request
+// (the header map, its values, the field strings): a request with more
+// fields gets its own, let go after it.
 const maxReusedFields = 32
 
 // newRequest builds c.req from c.head, or reports false for a request the
@@ -141,10 +142,16 @@ func (c *serverConn) header() (h http.Header, host string, ok bool) {
 	if len(fields) <= maxReusedFields {
 		c.hdr = h
 	}
-	if cap(c.vals) < len(fields) {
-		c.vals = make([]string, len(fields), max(len(fields), 8))
+	var vals []string
+	switch {
+	case len(fields) > maxReusedFields:
+		vals = make([]string, len(fields))
+	case cap(c.vals) < len(fields):
+		c.vals = make([]string, len(fields), maxReusedFields)
+		fallthrough
+	default:
+		vals = c.vals[:len(fields)]
 	}
-	vals := c.vals[:len(fields)]
 	c.cur = c.cur[:0]
 	hosts := 0
 	for i, f := range fields {
@@ -176,6 +183,9 @@ func (c *serverConn) header() (h http.Header, host string, ok bool) {
 		}
 	}
 	c.prev, c.cur = c.cur, c.prev
+	if len(c.prev) > maxReusedFields {
+		c.prev, c.cur = nil, nil // a rare large request: keep nothing of it
+	}
 	switch {
 	case hosts > 1, hosts == 0 && c.head.Minor >= 1, hosts == 1 && !validHostHeader(host):
 		return nil, "", false
