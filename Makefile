@@ -57,7 +57,7 @@ demo:
 	$(GO) run ./cmd/canaryd demo
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 ./split ./proxy ./guard/... ./cmd/canaryd
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 ./split ./proxy/... ./guard/... ./cmd/canaryd
 
 ## bench-load: canaryd against nginx, 90/10 split, pinned to one core each (needs nginx, wrk, hey; FLEET=1 adds a replica of a fleet on etcd).
 bench-load: build
