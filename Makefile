@@ -10,7 +10,7 @@ FUZZTIME  ?= 10s
 BENCHTIME ?= 1s
 SOAK_DURATION ?= 60s
 
-.PHONY: all build release test test-unit test-rules test-fleet test-integration demo bench bench-load bench-verify lint fuzz soak clean
+.PHONY: all build release test test-unit test-rules test-fast-path-off test-fleet test-integration demo bench bench-load bench-verify lint fuzz soak clean
 
 all: build test
 
@@ -40,6 +40,10 @@ test-rules:
 		promtool check rules deploy/prometheus/alerts.yml && promtool test rules deploy/prometheus/alerts_test.yml; \
 	else echo "test-rules: promtool not installed, skipping (apt-get install prometheus)"; fi
 
+## test-fast-path-off: the end-to-end tests (but the fleet's) on net/http's server and the standard path, CANARY_FAST_PATH=off; `make test` runs them on the server loop and the fast path.
+test-fast-path-off:
+	CANARY_E2E_FAST_PATH=off $(GO) test -count=1 -race -timeout 20m ./cmd/canaryd -run 'E2E|Soak|Kill9' -skip 'Fleet'
+
 ## test-fleet: only the fleet's tests (a real etcd server; they skip without the etcd binary unless CANARY_REQUIRE_ETCD=1).
 test-fleet:
 	$(GO) test -count=1 -race -timeout 10m ./guard/etcdstore/... ./guard -run 'Fleet|Store|Prefix|Replica|Outage|Contract'
@@ -53,7 +57,7 @@ demo:
 	$(GO) run ./cmd/canaryd demo
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 ./split ./proxy ./guard/... ./cmd/canaryd
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 ./split ./proxy/... ./guard/... ./cmd/canaryd
 
 ## bench-load: canaryd against nginx, 90/10 split, pinned to one core each (needs nginx, wrk, hey; FLEET=1 adds a replica of a fleet on etcd).
 bench-load: build

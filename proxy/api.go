@@ -37,10 +37,21 @@
 //
 // Requests are refused before any backend is asked: CONNECT and TRACE
 // (405), the HTTP/2 preface PRI on HTTP/1.1 (400); and, by the framing
-// guard under the server (StrictListener, StrictTLSListener), any request
-// with ambiguous framing (400). StrictH2CListener lets a connection that
-// opens with the HTTP/2 preface through to a server that serves plaintext
-// HTTP/2.
+// guard under the server (StrictListener, StrictTLSListener) or the server
+// loop that parses with it (Server), any request with ambiguous framing
+// (400). StrictH2CListener lets a connection that opens with the HTTP/2
+// preface through to a server that serves plaintext HTTP/2
+// (ServerConfig.HTTP2PriorKnowledge does the same in the loop).
+//
+// # Serving
+//
+// The Proxy is an http.Handler. A plaintext traffic listener is best
+// served by Server, proxy/h1's server loop, which reads and answers the
+// common HTTP/1.1 request without net/http's server and hands the rest
+// (upgrades, the HTTP/2 preface, anything unusual) to an http.Server with
+// the Proxy as its handler; TLS is served by that http.Server on a
+// StrictTLSListener. ServeHTTP is the same either way, and keeps nothing
+// of a request after it returns (the loop reuses it).
 //
 // A request body is read before an upstream connection is taken: whole
 // when it is at most RequestBuffer bytes (it is then sent with a

@@ -2,9 +2,10 @@
 # bench-load: canaryd against nginx as a 90/10 canary proxy, side by side.
 #
 # Two nginx backends (stable, canary) answer ~100-byte bodies on loopback.
-# Four contestants: nginx, canaryd, canaryd with CANARY_FAST_PATH=off
-# (every request through its standard path, httputil.ReverseProxy: what the
-# fast path saves), and a bare httputil.ReverseProxy (scripts/stdproxy, the
+# Four contestants: nginx, canaryd (its server loop and fast path, proxy/h1),
+# canaryd with CANARY_FAST_PATH=off (net/http's server and every request
+# through the standard path, httputil.ReverseProxy: what the loop and the
+# fast path save), and a bare httputil.ReverseProxy (scripts/stdproxy, the
 # standard-library floor).
 # Each contestant proxies to them with the same 90/10 split, pinned to core 0;
 # wrk, hey and the backends run on core 1. Rounds are interleaved so drift on
@@ -223,6 +224,7 @@ run_one() { # name port pid
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
   errs=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+  [ -n "$errs" ] && echo "$name wrk: $errs" >> "$OUT/errors"
   local cpu_us=$(awk -v t=$(( t1 - t0 )) -v k="$TCK" -v n="$reqs" 'BEGIN {printf "%.1f", t/k*1e6/n}')
   local share=$(awk -v c=$dc -v s=$ds 'BEGIN {printf "%.2f", 100*c/(c+s)}')
   # The split must really be 90/10, counted at the backends.
@@ -231,16 +233,21 @@ run_one() { # name port pid
     echo "$name" >> "$OUT/bad-split"
   fi
   # p99 at a fixed rate
-  local fixed
+  local fixed heyout
   fixed=0 # RATE=0 skips the fixed-rate run: shorter rounds, more of them
   if [ "$RATE" -gt 0 ]; then
-    fixed=$(taskset -c "$CORE_LOAD" hey -z 5s -c 20 -q $(( RATE / 20 )) "http://127.0.0.1:$port/" | awk '/ 99% in/ {print $3*1000}')
+    heyout=$(taskset -c "$CORE_LOAD" hey -z 5s -c 20 -q $(( RATE / 20 )) "http://127.0.0.1:$port/")
+    fixed=$(echo "$heyout" | awk '/ 99% in/ {print $3*1000}')
+    # Any status but 200, or any error, is an error.
+    echo "$heyout" | awk '/^  \[[0-9]+\]/ && $1 != "[200]" {bad = 1} /Error distribution/ {bad = 1} END {exit !bad}' &&
+      echo "$name hey: $(echo "$heyout" | awk '/Status code distribution/,0' | tr '\n' ' ')" >> "$OUT/errors"
   fi
   echo "$name $rps $cpu_us $p50 $p99 $fixed $share $ds $dc ${errs:-none}" >> "$OUT/results.txt"
   echo "  $name: $rps req/s, $cpu_us µs CPU/req, p50 $p50, p99 $p99, p99@${RATE}/s ${fixed}ms, canary share $share% ($dc of $((ds+dc))), errors: ${errs:-none}" >&2
 }
 
 : > "$OUT/results.txt"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 if [ "$PROFILE" = 1 ]; then
   echo "profiling canaryd (not measured)" >&2
   taskset -c "$CORE_LOAD" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$P_CANARYD/" >/dev/null
@@ -291,7 +298,7 @@ if [ "$POOL3" = 1 ]; then
 fi
 
 # Median of each column per contestant, then the table.
-awk -v rsslist="nginx=$NGINX_RSS canaryd=$CANARYD_RSS canaryd-fast-path-off=$CANARYD_STD_RSS canaryd-compare=$CMP_RSS canaryd-pool3=$POOL_RSS canaryd-fleet=$FLEET_RSS stdlib=$STD_RSS" -v contestants="$CONTESTANTS" '
+awk -v conns="$CONNS" -v rsslist="nginx=$NGINX_RSS canaryd=$CANARYD_RSS canaryd-fast-path-off=$CANARYD_STD_RSS canaryd-compare=$CMP_RSS canaryd-pool3=$POOL_RSS canaryd-fleet=$FLEET_RSS stdlib=$STD_RSS" -v contestants="$CONTESTANTS" '
 function median(arr, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (arr[j] < arr[i]) { t = arr[i]; arr[i] = arr[j]; arr[j] = t }
   return (n % 2) ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2 }
 # paired prints the median, lowest and highest of the per-round ratios of
@@ -312,7 +319,7 @@ END {
     for (i = 1; i <= m; i++) { a[i] = rps[k, i] } R[k] = median(a, m)
     for (i = 1; i <= m; i++) { a[i] = cpu[k, i] } C[k] = median(a, m)
     for (i = 1; i <= m; i++) { a[i] = p50[k, i] } P5 = median(a, m)
-    for (i = 1; i <= m; i++) { a[i] = p99[k, i] } P9 = median(a, m)
+    for (i = 1; i <= m; i++) { a[i] = p99[k, i] } P9 = median(a, m); P99[k] = P9
     for (i = 1; i <= m; i++) { a[i] = fx[k, i] } F[k] = median(a, m)
     for (i = 1; i <= m; i++) { a[i] = sh[k, i] } S = median(a, m)
     printf "| %s | %.0f | %.1f | %.2f | %.2f | %.2f | %.1f | %.2f |\n", k, R[k], C[k], P5, P9, F[k], rss[k] / 1024, S }
@@ -326,8 +333,20 @@ END {
   if (n["canaryd-pool3"] > 0 && n["canaryd"] > 0) printf "canaryd-pool3/canaryd (three stable endpoints against one): throughput %.3fx, CPU per request %.3fx, p99 at fixed rate %+.2f ms\n", R["canaryd-pool3"] / R["canaryd"], C["canaryd-pool3"] / C["canaryd"], F["canaryd-pool3"] - F["canaryd"]
   if (n["canaryd-compare"] > 0 && n["canaryd"] > 0) printf "canaryd/canaryd-compare: throughput %.2fx, CPU per request %.2fx\n", R["canaryd"] / R["canaryd-compare"], C["canaryd"] / C["canaryd-compare"]
   if (("canaryd-fleet", 1) in rps) printf "canaryd-fleet/canaryd: throughput %.2fx, CPU per request %.2fx, p99 at fixed rate %+.2f ms\n", R["canaryd-fleet"] / R["canaryd"], C["canaryd-fleet"] / C["canaryd"], F["canaryd-fleet"] - F["canaryd"]
+  # The targets of "as fast as nginx on one core" (README, Performance).
+  printf "\ntargets (canaryd against nginx, medians):\n"
+  target("throughput >= 0.85x nginx", R["canaryd"] / R["nginx"], ">=", 0.85, "x")
+  target("p99 at " conns " connections <= 1.5x nginx", P99["canaryd"] / P99["nginx"], "<=", 1.5, "x")
+  target("p99 at the fixed rate <= nginx", F["canaryd"] - F["nginx"], "<=", 0, " ms more")
+  target("CPU per request <= 1.2x nginx", C["canaryd"] / C["nginx"], "<=", 1.2, "x")
+  target("peak RSS < 32 MB", rss["canaryd"] / 1024, "<", 32, " MB")
+}
+function target(what, v, op, limit, unit,   ok) {
+  ok = (op == ">=" && v >= limit) || (op == "<=" && v <= limit) || (op == "<" && v < limit)
+  printf "  %-40s %8.2f%s  %s\n", what, v, unit, ok ? "met" : "NOT MET"
 }' "$OUT/results.txt"
-echo "(medians of $ROUNDS interleaved rounds of $DURATION, $CONNS connections; raw figures in $OUT/results.txt)"
+echo "  no errors                                    $([ -s "$OUT/errors" ] && echo "NOT MET: $(tr '\n' ' ' < "$OUT/errors")" || echo met)"
+echo "(medians of $ROUNDS interleaved rounds of $DURATION, $CONNS connections; load average $LOAD_BEFORE before, $(cut -d' ' -f1-3 /proc/loadavg) after; raw figures in $OUT/results.txt)"
 if [ -s "$OUT/bad-split" ]; then
   echo "bench-load: the 90/10 split was off for: $(sort -u "$OUT/bad-split" | tr '\n' ' ')" >&2
   exit 1

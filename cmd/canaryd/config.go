@@ -129,7 +129,7 @@ type config struct {
 	MaxResponseHeaderBytes int           `env:"CANARY_MAX_RESPONSE_HEADER_BYTES" envDefault:"65536" help:"a backend answer with a larger header block is a 502 and the backend's error"`
 	RequestBuffer          int           `env:"CANARY_REQUEST_BUFFER" envDefault:"65536" help:"request body bytes read before an upstream connection is taken"`
 	BodyReadTimeout        time.Duration `env:"CANARY_BODY_READ_TIMEOUT" envDefault:"60s" help:"a client must send each CANARY_REQUEST_BUFFER bytes of a body within this"`
-	FastPath               onOff         `env:"CANARY_FAST_PATH" envDefault:"on" help:"off sends every request through the standard path (httputil.ReverseProxy)"`
+	FastPath               onOff         `env:"CANARY_FAST_PATH" envDefault:"on" help:"off serves plaintext traffic with net/http's server and every request through the standard path (httputil.ReverseProxy)"`
 
 	_           struct{} `group:"Profiling"`
 	PprofListen string   `env:"CANARY_PPROF_LISTEN" help:"loopback host:port serving /debug/pprof/; empty = off"`

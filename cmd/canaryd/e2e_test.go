@@ -126,6 +126,11 @@ func testEnv(t *testing.T, stable, canary *backend, extra ...string) []string {
 		"CANARY_SHUTDOWN_TIMEOUT=10s",
 		"PATH=" + os.Getenv("PATH"),
 	}
+	if v := os.Getenv("CANARY_E2E_FAST_PATH"); v != "" {
+		// `make test-fast-path-off`: every test on net/http's server and
+		// the standard path, unless it sets CANARY_FAST_PATH itself.
+		env = append(env, "CANARY_FAST_PATH="+v)
+	}
 	return with(env, extra...)
 }
 

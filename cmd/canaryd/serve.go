@@ -114,6 +114,10 @@ type server struct {
 
 	traffic, admin, pprof       *http.Server
 	trafficLn, adminLn, pprofLn net.Listener // pprofLn is nil when off
+	// trafficServer serves trafficLn: the server loop (proxy.Server, with
+	// traffic as its fallback) for plaintext with the fast path on, else
+	// traffic itself.
+	trafficServer httpServer
 
 	// history is the dashboard's last hour of figures, sampled from the
 	// guard.
@@ -461,8 +465,8 @@ func (s *server) buildHTTP(adminHandler http.Handler) error {
 	rejected := func(reason string) {
 		smugLog.Debug().Str("reason", reason).Msg("request refused: ambiguous framing")
 	}
-	switch {
-	case s.certs == nil && c.H2C:
+	s.trafficServer = s.traffic
+	if s.certs == nil && c.H2C {
 		// Plaintext HTTP/2 with prior knowledge: a connection that opens
 		// with the HTTP/2 preface goes to net/http's h2c server unguarded
 		// (HTTP/2 frames its messages unambiguously); every other one is
@@ -470,11 +474,18 @@ func (s *server) buildHTTP(adminHandler http.Handler) error {
 		s.traffic.Protocols = new(http.Protocols)
 		s.traffic.Protocols.SetHTTP1(true)
 		s.traffic.Protocols.SetUnencryptedHTTP2(true)
-		s.trafficLn = proxy.StrictH2CListener(s.trafficLn, rejected)
-	case s.certs == nil:
-		s.trafficLn = proxy.StrictListener(s.trafficLn, rejected)
-	default:
+	}
+	switch {
+	case s.certs != nil:
 		s.trafficLn = proxy.StrictTLSListener(s.trafficLn, s.traffic.TLSConfig.Clone(), c.ReadHeaderTimeout, rejected)
+	case bool(c.FastPath):
+		// The server loop parses each request head once, with the guard's
+		// parser, and hands what it does not serve to s.traffic, guarded.
+		s.trafficServer = proxy.NewServer(proxy.ServerConfig{Fallback: s.traffic, Rejected: rejected, HTTP2PriorKnowledge: c.H2C})
+	case c.H2C:
+		s.trafficLn = proxy.StrictH2CListener(s.trafficLn, rejected)
+	default:
+		s.trafficLn = proxy.StrictListener(s.trafficLn, rejected)
 	}
 	if s.pprofLn != nil {
 		mux := http.NewServeMux()
@@ -541,7 +552,7 @@ func (s *server) run(ctx context.Context, opts serveOptions) error {
 
 	front := newGroup(ctx)
 	// The traffic listener's connections arrive with TLS terminated already.
-	front.Go("traffic listener", s.serveHTTP(s.traffic, s.trafficLn, s.cfg.ShutdownTimeout, false))
+	front.Go("traffic listener", s.serveHTTP(s.trafficServer, s.trafficLn, s.cfg.ShutdownTimeout, false))
 	front.Go("admin listener", s.serveHTTP(s.admin, s.adminLn, s.cfg.ShutdownTimeout, s.admin.TLSConfig != nil))
 	if s.pprof != nil {
 		// Profiles in flight are cut at shutdown: they do not hold it up.
@@ -614,16 +625,24 @@ func (s *server) storeName() string {
 	return "file " + s.cfg.StateFile
 }
 
+// httpServer is a server serveHTTP runs: an *http.Server, or the traffic
+// listener's server loop (*proxy.Server).
+type httpServer interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
+}
+
 // serveHTTP is srv serving on ln as a Run-style function: it serves until
 // ctx ends, then shuts srv down, waiting up to drain for in-flight requests
-// (0: none) before cutting them off. With terminateTLS, srv terminates TLS on
-// ln's connections (ServeTLS).
-func (s *server) serveHTTP(srv *http.Server, ln net.Listener, drain time.Duration, terminateTLS bool) func(context.Context) error {
+// (0: none) before cutting them off. With terminateTLS, srv (an
+// *http.Server) terminates TLS on ln's connections (ServeTLS).
+func (s *server) serveHTTP(srv httpServer, ln net.Listener, drain time.Duration, terminateTLS bool) func(context.Context) error {
 	return func(ctx context.Context) error {
 		served := make(chan error, 1) // Serve's one result
 		go func() {
 			if terminateTLS {
-				served <- srv.ServeTLS(ln, "", "")
+				served <- srv.(*http.Server).ServeTLS(ln, "", "")
 			} else {
 				served <- srv.Serve(ln)
 			}

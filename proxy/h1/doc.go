@@ -9,6 +9,17 @@
 //     ambiguous framing is answered 400 before net/http has read it whole.
 //     With GuardConfig.AllowH2C, a connection that opens with the HTTP/2
 //     preface passes to net/http's plaintext HTTP/2 server unguarded.
+//   - Server (server.go), the server loop for plaintext connections:
+//     each request head is read into a reused buffer and parsed once, by
+//     ParseRequestHead, into the *http.Request net/http would make of it
+//     (serverrequest.go, whose bodies follow the guard's framing rules),
+//     served in the connection's goroutine and answered by a writer with
+//     net/http's semantics (serverwriter.go); a client's disconnect is
+//     watched for only once someone waits on the request's context
+//     (servercontext.go). What it does not serve (upgrades, the HTTP/2
+//     preface, anything unusual) it hands to a net/http server, through
+//     the guard. FuzzServerRequest holds its requests to
+//     http.ReadRequest's.
 //
 // On the backend side, the fast path for bodiless requests:
 //   - Limiter (limiter.go) caps the connections open to one backend, for

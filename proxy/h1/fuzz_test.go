@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/textproto"
 	"reflect"
 	"strings"
 	"testing"
@@ -87,8 +88,9 @@ func parseStream(raw []byte) []httpRequest {
 			}
 			_, _ = br.Discard(n)
 		}
+		at := len(raw) - r.Len() - br.Buffered()
 		req, err := http.ReadRequest(br)
-		if err != nil || !serverAccepts(req) {
+		if err != nil || !serverAccepts(req, raw[at:]) {
 			return out
 		}
 		if _, err := io.Copy(io.Discard, req.Body); err != nil {
@@ -99,13 +101,27 @@ func parseStream(raw []byte) []httpRequest {
 	}
 }
 
-// serverAccepts applies the checks net/http's server adds to ReadRequest.
-func serverAccepts(req *http.Request) bool {
+// serverAccepts applies the checks net/http's server adds to ReadRequest,
+// for the request ReadRequest read from the start of raw. (ReadRequest
+// drops the Host field, which the server checks: its fields are read again
+// from raw, with net/textproto, as the server reads them.)
+func serverAccepts(req *http.Request, raw []byte) bool {
 	if req.ProtoMajor != 1 && !(req.ProtoMajor == 2 && req.ProtoMinor == 0 && req.Method == "PRI" && req.RequestURI == "*") {
 		return false
 	}
-	hosts, haveHost := req.Header["Host"]
+	tp := textproto.NewReader(bufio.NewReader(bytes.NewReader(raw)))
+	if _, err := tp.ReadLine(); err != nil {
+		return false
+	}
+	fields, err := tp.ReadMIMEHeader()
+	if err != nil {
+		return false
+	}
+	hosts, haveHost := fields["Host"]
 	if req.ProtoAtLeast(1, 1) && (!haveHost || len(hosts) == 0) && req.Method != "PRI" && req.Method != http.MethodConnect {
+		return false
+	}
+	if len(hosts) == 1 && !validHostHeader(hosts[0]) {
 		return false
 	}
 	for k, vv := range req.Header {

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
-	"strconv"
 	"sync"
 	"sync/atomic"
 )
@@ -192,9 +191,7 @@ func (c *guardConn) reject(err error) {
 	if c.cfg.Rejected != nil {
 		c.cfg.Rejected(reason)
 	}
-	body := `{"error":"bad request: ` + reason + `"}` + "\n"
-	_, _ = io.WriteString(c.Conn, "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: "+
-		strconv.Itoa(len(body))+"\r\n\r\n"+body)
+	_ = writeRefusal(c.Conn, reason)
 	_ = c.Conn.Close()
 }
 

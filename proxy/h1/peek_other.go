@@ -8,3 +8,7 @@ package h1
 func (c *conn) unread() bool { return true }
 
 func (c *conn) peek(uintptr) {}
+
+// peekGone cannot look into the socket here: a client's disconnect is
+// noticed when writing to it.
+func (c *serverConn) peekGone(uintptr) (ready, gone bool) { return true, false }

@@ -29,3 +29,15 @@ func (c *conn) peek(fd uintptr) {
 	// error, nothing read) or an error such as a reset all rule reuse out.
 	c.readable = !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EWOULDBLOCK)
 }
+
+// peekGone looks at a client connection's socket without consuming or
+// waiting: ready is false when there is nothing to read (the client is
+// there, quiet); otherwise gone says whether what there is to read is the
+// client's close or a reset (not a byte).
+func (c *serverConn) peekGone(fd uintptr) (ready, gone bool) {
+	n, _, err := syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) || errors.Is(err, syscall.EINTR) {
+		return false, false
+	}
+	return true, err != nil || n == 0
+}
