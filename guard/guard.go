@@ -23,10 +23,15 @@ import (
 
 // Defaults for zero Config values.
 const (
-	defaultEvalInterval       = time.Second
-	defaultIntegrityInterval  = 5 * time.Minute
-	defaultWindow             = 5 * time.Minute
-	defaultMetricGateInterval = 30 * time.Second
+	// DefaultEvalInterval is how often the guard judges.
+	DefaultEvalInterval = time.Second
+	// DefaultIntegrityInterval is how often the release's files are
+	// verified again.
+	DefaultIntegrityInterval = 5 * time.Minute
+	// DefaultMetricGateInterval is how often the metric gates are checked.
+	DefaultMetricGateInterval = 30 * time.Second
+	// defaultWindow is the proxy's: the guard judges the window it measures.
+	defaultWindow = proxy.DefaultWindow
 )
 
 // The integrations' bounds.
@@ -286,16 +291,16 @@ func New(cfg Config, src Source, router Router, log zerolog.Logger, reg promethe
 		return nil, errors.New("guard: source and router are required")
 	}
 	if cfg.EvalInterval == 0 {
-		cfg.EvalInterval = defaultEvalInterval
+		cfg.EvalInterval = DefaultEvalInterval
 	}
 	if cfg.IntegrityInterval == 0 {
-		cfg.IntegrityInterval = defaultIntegrityInterval
+		cfg.IntegrityInterval = DefaultIntegrityInterval
 	}
 	if cfg.Window == 0 {
 		cfg.Window = defaultWindow
 	}
 	if cfg.MetricGateInterval == 0 {
-		cfg.MetricGateInterval = defaultMetricGateInterval
+		cfg.MetricGateInterval = DefaultMetricGateInterval
 	}
 	if cfg.IntegrityManifest != "" && cfg.IntegrityRoot == "" {
 		cfg.IntegrityRoot = filepath.Dir(cfg.IntegrityManifest)

@@ -476,7 +476,7 @@ func (f *facts) sloView() SLOView {
 	if f.judgeName == "sequential" {
 		v.Alpha = f.slo.Alpha
 		if v.Alpha == 0 {
-			v.Alpha = 0.01
+			v.Alpha = judge.DefaultAlpha
 		}
 	}
 	return v

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,9 +34,12 @@ import (
 // configuration table (checked by TestREADMEConfigurationTable) all follow it.
 //
 // Adding a variable is one line here, in the group it belongs to (a
-// `_ struct{} group:"…"` line starts a group), with `env`, `envDefault` when
-// it has one, and a short `help`; then its validation in loadConfig, and a
-// row in the README table under the same group.
+// `_ struct{} group:"…"` line starts a group), with `env` and a short
+// `help`; its default in defaults when a package owns the value (the
+// package's exported Default…), or an `envDefault` tag when only canaryd
+// itself has a use for it (a listener's address, a log setting); then its
+// validation in loadConfig, and a row in the README table under the same
+// group.
 type config struct {
 	_           struct{} `group:"Backends and listeners"`
 	StableURL   string   `env:"CANARY_STABLE_URL,required" help:"stable backend: a URL or a comma-separated pool of URLs, http://, https:// or h2c:// (one scheme per backend), a path prefix allowed"`
@@ -45,10 +49,10 @@ type config struct {
 	AdminListen string   `env:"CANARY_ADMIN_LISTEN" envDefault:":8000" help:"admin listener (API, /metrics, /dashboard)"`
 
 	_                        struct{}      `group:"Pools"`
-	LB                       string        `env:"CANARY_LB" envDefault:"least_request" help:"how a backend's pool picks an endpoint: least_request (two random choices, fewer in flight) or round_robin"`
-	DNSRefresh               time.Duration `env:"CANARY_DNS_REFRESH" envDefault:"30s" help:"backend host names are resolved again this often; each address is an endpoint"`
-	EjectConsecutiveFailures int           `env:"CANARY_EJECT_CONSECUTIVE_FAILURES" envDefault:"5" help:"failures in a row (connect failures or errors) that eject an endpoint from its pool; 0 = never"`
-	EjectTime                time.Duration `env:"CANARY_EJECT_TIME" envDefault:"30s" help:"how long a first ejection lasts; each repeat doubles it, up to 5m"`
+	LB                       string        `env:"CANARY_LB" help:"how a backend's pool picks an endpoint: least_request (two random choices, fewer in flight) or round_robin"`
+	DNSRefresh               time.Duration `env:"CANARY_DNS_REFRESH" help:"backend host names are resolved again this often; each address is an endpoint"`
+	EjectConsecutiveFailures int           `env:"CANARY_EJECT_CONSECUTIVE_FAILURES" help:"failures in a row (connect failures or errors) that eject an endpoint from its pool; 0 = never"`
+	EjectTime                time.Duration `env:"CANARY_EJECT_TIME" help:"how long a first ejection lasts; each repeat doubles it, up to 5m"`
 
 	_ struct{} `group:"Admin API and command line"`
 	// ClientConfig holds the variables canaryd check and canaryd rollout
@@ -66,32 +70,32 @@ type config struct {
 
 	_                struct{}      `group:"Fleet"`
 	EtcdEndpoints    string        `env:"CANARY_ETCD_ENDPOINTS" help:"comma-separated etcd client URLs; set, the rollout lives in etcd (CANARY_STATE_FILE unused)"`
-	EtcdPrefix       string        `env:"CANARY_ETCD_PREFIX" envDefault:"/canaryd/default/" help:"key prefix: the replicas with the same prefix are one fleet"`
+	EtcdPrefix       string        `env:"CANARY_ETCD_PREFIX" help:"key prefix: the replicas with the same prefix are one fleet"`
 	EtcdCAFile       string        `env:"CANARY_ETCD_CA_FILE" help:"CA bundle (PEM) etcd's certificate is checked against"`
 	EtcdCertFile     string        `env:"CANARY_ETCD_CERT_FILE" help:"client certificate (PEM) for etcd"`
 	EtcdKeyFile      string        `env:"CANARY_ETCD_KEY_FILE" help:"its private key (PEM)"`
 	EtcdUsername     string        `env:"CANARY_ETCD_USERNAME" help:"etcd user name"`
 	EtcdPasswordFile string        `env:"CANARY_ETCD_PASSWORD_FILE" help:"file holding the etcd password (trailing newline trimmed)"`
-	EtcdLeaseTTL     time.Duration `env:"CANARY_ETCD_LEASE_TTL" envDefault:"5s" help:"a replica's lease in etcd: a dead leader is replaced within this"`
+	EtcdLeaseTTL     time.Duration `env:"CANARY_ETCD_LEASE_TTL" help:"a replica's lease in etcd: a dead leader is replaced within this"`
 	ReplicaID        string        `env:"CANARY_REPLICA_ID" help:"this replica's name in the fleet (default: host name and admin port)"`
 
 	_              struct{}      `group:"Judging"`
 	SLOErrorRate   float64       `env:"CANARY_SLO_ERROR_RATE" envDefault:"0.01" help:"maximum canary error rate (fraction)"`
-	SLOP95         time.Duration `env:"CANARY_SLO_P95" envDefault:"500ms" help:"maximum canary p95 latency"`
-	SLOWindow      time.Duration `env:"CANARY_SLO_WINDOW" envDefault:"5m" help:"sliding window of the figures and the window judge"`
+	SLOP95         time.Duration `env:"CANARY_SLO_P95" help:"maximum canary p95 latency"`
+	SLOWindow      time.Duration `env:"CANARY_SLO_WINDOW" help:"sliding window of the figures and the window judge"`
 	SLOMinRequests uint64        `env:"CANARY_SLO_MIN_REQUESTS" envDefault:"100" help:"canary requests before a proceed verdict"`
-	EvalInterval   time.Duration `env:"CANARY_EVAL_INTERVAL" envDefault:"1s" help:"how often the guard judges"`
+	EvalInterval   time.Duration `env:"CANARY_EVAL_INTERVAL" help:"how often the guard judges"`
 	Judge          string        `env:"CANARY_JUDGE" envDefault:"sequential" help:"sequential (anytime-valid tests) or window (thresholds)"`
-	Alpha          float64       `env:"CANARY_ALPHA" envDefault:"0.01" help:"most probability of rolling back a canary that meets its SLO"`
+	Alpha          float64       `env:"CANARY_ALPHA" help:"most probability of rolling back a canary that meets its SLO"`
 	Compare        string        `env:"CANARY_COMPARE" envDefault:"hold" help:"a canary significantly worse than stable within its SLO: hold the plan, or rollback"`
-	CompareMargin  float64       `env:"CANARY_COMPARE_MARGIN" envDefault:"0.5" help:"how much worse than stable the comparison tolerates, as a fraction (0.5 = 50%)"`
-	ErrorStatuses  string        `env:"CANARY_ERROR_STATUSES" envDefault:"5xx" help:"HTTP statuses that count as errors: classes and codes, e.g. 5xx,429"`
-	GRPCErrorCodes string        `env:"CANARY_GRPC_ERROR_CODES" envDefault:"2,4,12,13,14,15" help:"gRPC statuses that count as errors, numbers or names"`
+	CompareMargin  float64       `env:"CANARY_COMPARE_MARGIN" help:"how much worse than stable the comparison tolerates, as a fraction (0.5 = 50%)"`
+	ErrorStatuses  string        `env:"CANARY_ERROR_STATUSES" help:"HTTP statuses that count as errors: classes and codes, e.g. 5xx,429"`
+	GRPCErrorCodes string        `env:"CANARY_GRPC_ERROR_CODES" help:"gRPC statuses that count as errors, numbers or names"`
 
 	_                 struct{}      `group:"Release integrity"`
 	IntegrityManifest string        `env:"CANARY_INTEGRITY_MANIFEST" help:"sha256sum manifest of the canary's release files"`
 	IntegrityRoot     string        `env:"CANARY_INTEGRITY_ROOT" help:"folder the manifest's paths are rooted at (default: the manifest's folder)"`
-	IntegrityInterval time.Duration `env:"CANARY_INTEGRITY_INTERVAL" envDefault:"5m" help:"re-verification period"`
+	IntegrityInterval time.Duration `env:"CANARY_INTEGRITY_INTERVAL" help:"re-verification period"`
 
 	_                      struct{}      `group:"Integrations"`
 	WebhookURL             string        `env:"CANARY_WEBHOOK_URL" help:"POST a JSON event for every rollout transition here (http:// or https://)"`
@@ -103,7 +107,7 @@ type config struct {
 	ProgressDeadlineAction string        `env:"CANARY_PROGRESS_DEADLINE_ACTION" envDefault:"stall" help:"stall (a reason, a metric, an alert) or rollback (rollback_deadline)"`
 	PrometheusURL          string        `env:"CANARY_PROMETHEUS_URL" help:"Prometheus base URL the metric gates are queried at"`
 	MetricGates            string        `env:"CANARY_METRIC_GATES" help:"JSON file of metric gates: [{name, query, max and/or min, for}]"`
-	MetricGateInterval     time.Duration `env:"CANARY_METRIC_GATE_INTERVAL" envDefault:"30s" help:"how often the metric gates are checked"`
+	MetricGateInterval     time.Duration `env:"CANARY_METRIC_GATE_INTERVAL" help:"how often the metric gates are checked"`
 
 	_              struct{} `group:"TLS"`
 	TLSCertFile    string   `env:"CANARY_TLS_CERT_FILE" help:"certificate (PEM) for TLS on both listeners; reloaded on change and SIGHUP"`
@@ -112,7 +116,7 @@ type config struct {
 
 	_              struct{}      `group:"Health checks"`
 	HealthPath     string        `env:"CANARY_HEALTH_PATH" help:"active health check path on every endpoint of both backends, e.g. /healthz; empty = off"`
-	HealthInterval time.Duration `env:"CANARY_HEALTH_INTERVAL" envDefault:"5s" help:"active health check period"`
+	HealthInterval time.Duration `env:"CANARY_HEALTH_INTERVAL" help:"active health check period"`
 
 	_         struct{} `group:"Logging"`
 	AccessLog bool     `env:"CANARY_ACCESS_LOG" envDefault:"false" help:"one log line per proxied request"`
@@ -124,11 +128,11 @@ type config struct {
 	ReadHeaderTimeout      time.Duration `env:"CANARY_READ_HEADER_TIMEOUT" envDefault:"10s" help:"a client must send its request headers within this"`
 	IdleTimeout            time.Duration `env:"CANARY_IDLE_TIMEOUT" envDefault:"75s" help:"idle keep-alive client connections are closed after this"`
 	MaxHeaderBytes         int           `env:"CANARY_MAX_HEADER_BYTES" envDefault:"65536" help:"larger request headers are answered 431"`
-	UpstreamTimeout        time.Duration `env:"CANARY_UPSTREAM_TIMEOUT" envDefault:"60s" help:"wait for a backend's response headers; then 504"`
-	MaxConnsPerBackend     int           `env:"CANARY_MAX_CONNS_PER_BACKEND" envDefault:"1024" help:"cap on concurrent upstream connections per backend"`
-	MaxResponseHeaderBytes int           `env:"CANARY_MAX_RESPONSE_HEADER_BYTES" envDefault:"65536" help:"a backend answer with a larger header block is a 502 and the backend's error"`
-	RequestBuffer          int           `env:"CANARY_REQUEST_BUFFER" envDefault:"65536" help:"request body bytes read before an upstream connection is taken"`
-	BodyReadTimeout        time.Duration `env:"CANARY_BODY_READ_TIMEOUT" envDefault:"60s" help:"a client must send each CANARY_REQUEST_BUFFER bytes of a body within this"`
+	UpstreamTimeout        time.Duration `env:"CANARY_UPSTREAM_TIMEOUT" help:"wait for a backend's response headers; then 504"`
+	MaxConnsPerBackend     int           `env:"CANARY_MAX_CONNS_PER_BACKEND" help:"cap on concurrent upstream connections per backend"`
+	MaxResponseHeaderBytes int           `env:"CANARY_MAX_RESPONSE_HEADER_BYTES" help:"a backend answer with a larger header block is a 502 and the backend's error"`
+	RequestBuffer          int           `env:"CANARY_REQUEST_BUFFER" help:"request body bytes read before an upstream connection is taken"`
+	BodyReadTimeout        time.Duration `env:"CANARY_BODY_READ_TIMEOUT" help:"a client must send each CANARY_REQUEST_BUFFER bytes of a body within this"`
 	FastPath               onOff         `env:"CANARY_FAST_PATH" envDefault:"on" help:"off serves plaintext traffic with net/http's server and every request through the standard path (httputil.ReverseProxy)"`
 
 	_           struct{} `group:"Profiling"`
@@ -190,13 +194,14 @@ type variable struct {
 	Group    string
 }
 
-// variablesOf lists the tagged variables of the struct type t (embedded
+// variablesOf lists the tagged variables of the struct s (embedded
 // structs included) in declaration order, each with the group its nearest
 // preceding `_ struct{} group:"…"` field names.
-func variablesOf(t reflect.Type) []variable {
+func variablesOf(s reflect.Value) []variable {
 	var out []variable
-	var walk func(t reflect.Type, group string) string
-	walk = func(t reflect.Type, group string) string {
+	var walk func(s reflect.Value, group string) string
+	walk = func(s reflect.Value, group string) string {
+		t := s.Type()
 		for i := range t.NumField() {
 			f := t.Field(i)
 			if g, ok := f.Tag.Lookup("group"); ok && f.Name == "_" {
@@ -204,7 +209,7 @@ func variablesOf(t reflect.Type) []variable {
 				continue
 			}
 			if f.Anonymous && f.Type.Kind() == reflect.Struct {
-				group = walk(f.Type, group)
+				group = walk(s.Field(i), group)
 				continue
 			}
 			tag, ok := f.Tag.Lookup("env")
@@ -214,18 +219,74 @@ func variablesOf(t reflect.Type) []variable {
 			name, opts, _ := strings.Cut(tag, ",")
 			v := variable{Name: name, Help: f.Tag.Get("help"), Group: group}
 			v.Default = f.Tag.Get("envDefault")
+			if _, tagged := f.Tag.Lookup("envDefault"); !tagged {
+				v.Default = formatDefault(s.Field(i))
+			}
 			v.Required = strings.Contains(","+opts+",", ",required,")
 			out = append(out, v)
 		}
 		return group
 	}
-	walk(t, "")
+	walk(s, "")
 	return out
+}
+
+// formatDefault writes a default set in defaults as the environment would
+// spell it ("" for none): durations the short way (5m, not 5m0s).
+func formatDefault(f reflect.Value) string {
+	if f.IsZero() {
+		return ""
+	}
+	switch x := f.Interface().(type) {
+	case time.Duration:
+		s := x.String()
+		if strings.HasSuffix(s, "m0s") {
+			s = strings.TrimSuffix(s, "0s")
+		}
+		if strings.HasSuffix(s, "h0m") {
+			s = strings.TrimSuffix(s, "0m")
+		}
+		return s
+	case float64:
+		return strconv.FormatFloat(x, 'g', -1, 64)
+	}
+	return fmt.Sprint(f.Interface())
+}
+
+// defaults is the configuration before the environment is read. A value
+// that a package owns comes from that package, so that it is written once:
+// the package's zero-value behaviour, canaryd's default, `canaryd --help`
+// and the README's table (checked against this) cannot disagree.
+func defaults() config {
+	return config{
+		LB:                       proxy.LeastRequest.String(),
+		DNSRefresh:               proxy.DefaultDNSRefresh,
+		EjectConsecutiveFailures: proxy.DefaultEjectConsecutiveFailures,
+		EjectTime:                proxy.DefaultEjectTime,
+		EtcdPrefix:               etcdstore.DefaultPrefix,
+		EtcdLeaseTTL:             etcdstore.DefaultLeaseTTL,
+		// The latency SLO is the proxy's threshold for a slow request.
+		SLOP95:                 proxy.DefaultSlowThreshold,
+		SLOWindow:              proxy.DefaultWindow,
+		EvalInterval:           guard.DefaultEvalInterval,
+		Alpha:                  judge.DefaultAlpha,
+		CompareMargin:          judge.DefaultMargin,
+		ErrorStatuses:          proxy.StatusSet{}.String(),
+		GRPCErrorCodes:         proxy.DefaultGRPCErrorCodes.String(),
+		IntegrityInterval:      guard.DefaultIntegrityInterval,
+		MetricGateInterval:     guard.DefaultMetricGateInterval,
+		HealthInterval:         proxy.DefaultHealthInterval,
+		UpstreamTimeout:        proxy.DefaultResponseHeaderTimeout,
+		MaxConnsPerBackend:     proxy.DefaultMaxConnsPerBackend,
+		MaxResponseHeaderBytes: proxy.DefaultMaxResponseHeaderBytes,
+		RequestBuffer:          proxy.DefaultRequestBuffer,
+		BodyReadTimeout:        proxy.DefaultBodyReadTimeout,
+	}
 }
 
 // knownVariables is every variable canaryd reads, from config's tags: the
 // server's, and the clients' (embedded in config).
-func knownVariables() []variable { return variablesOf(reflect.TypeFor[config]()) }
+func knownVariables() []variable { return variablesOf(reflect.ValueOf(defaults())) }
 
 // varPrefix marks the variables canaryd owns; any other one with this prefix
 // is a typo or a leftover, and refused.
@@ -359,7 +420,7 @@ func parseEnv(v any, environ []string) error {
 	// A variable that has a default but is set to nothing is a mistake
 	// (CANARY_WEIGHT= from a template with a missing value), not a request
 	// for the default.
-	for _, f := range variablesOf(reflect.TypeOf(v).Elem()) {
+	for _, f := range variablesOf(reflect.ValueOf(v).Elem()) {
 		if val, set := envMap[f.Name]; set && val == "" && f.Default != "" {
 			return bad(f.Name, "is set but empty; unset it to use the default (%s)", f.Default)
 		}
@@ -429,7 +490,8 @@ func kindName(t reflect.Type) string {
 // loadConfig parses and validates the environment. Every error names its
 // variable.
 func loadConfig(environ []string) (*config, error) {
-	c := &config{}
+	d := defaults()
+	c := &d
 	if err := parseEnv(c, environ); err != nil {
 		return nil, err
 	}

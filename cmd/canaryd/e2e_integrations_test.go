@@ -559,6 +559,9 @@ func TestE2EFleetWebhookEvents(t *testing.T) {
 		replica int
 		path    string
 	}{{1, "/rollout/rollback"}, {2, "/rollout/reset"}, {0, "/rollout/finish"}} {
+		// Every replica has seen the transitions so far: a command on one
+		// that has not is refused (it acts on what its caller saw).
+		agree(t, fmt.Sprintf("%d transitions", 4+i), rs, func(o overviewBody) bool { return len(o.History) >= 4+i })
 		if code, body := rs[cmd.replica].adminPost(cmd.path); code != http.StatusOK {
 			t.Fatalf("%s on r%d = %d %s", cmd.path, cmd.replica+1, code, body)
 		}

@@ -103,7 +103,7 @@ func upperFirst(s string) string {
 func describedVariables(t reflect.Type) []variable {
 	known := knownVariables()
 	var out []variable
-	for _, v := range variablesOf(t) {
+	for _, v := range variablesOf(reflect.New(t).Elem()) {
 		for _, k := range known {
 			if k.Name == v.Name {
 				v = k
