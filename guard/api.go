@@ -208,7 +208,8 @@ type Transition struct {
 	FromState string    `json:"from_state"`
 	ToState   string    `json:"to_state"`
 	Reason    string    `json:"reason"`
-	// Who is "plan", "guard", "startup" or the admin caller's address.
+	// Who is "plan", "guard", "startup" or the admin caller: the token's name
+	// and the address it came from ("ops-alice (10.0.0.5)").
 	Who string `json:"who"`
 	// Release is the release the transition belongs to (the new one for a
 	// start); empty in entries written before releases were recorded.

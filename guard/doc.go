@@ -38,7 +38,8 @@
 //
 // "restart" says whether the judge's evidence starts afresh; it never does
 // for a state that blocks the canary. Who is "startup", "plan", "guard" or the
-// admin caller's address.
+// admin caller (the token's name and address,
+// "ops-alice (10.0.0.5)").
 //
 //	from                      event                                 to           who      restart
 //	(boot) nothing stored     boot                                  progressing  startup  yes      step 0 of the configured plan; fixed without one

@@ -144,7 +144,7 @@ func (r Recommendation) IsRollback() bool {
 }
 
 // Who values for transitions the guard makes on its own; an operator's
-// transitions carry the admin caller's address.
+// transitions carry the admin caller: the token's name and its address.
 const (
 	whoPlan    = "plan"
 	whoGuard   = "guard"
