@@ -90,10 +90,10 @@
 // changes anything.
 //
 // A step advances only after the judge said proceed continuously for the
-// step's observe time while the canary was observable (and every metric
-// gate passed: a gate that is pending or cannot be checked turns proceed
-// into hold) (it gets requests and
-// passes its health checks): any other verdict restarts that clock. The one
+// step's observe time while the canary was observable (it gets requests and
+// passes its health checks) and every metric gate passed (a gate that is
+// pending or cannot be checked turns proceed into hold): any other verdict
+// restarts that clock. The one
 // exception is a restart of canaryd: the observation a step had earned (up to
 // the last save; saves happen at every transition and every 5 s) survives,
 // and the judge's hold while it gathers evidence again does not erase it; the

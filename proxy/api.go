@@ -265,8 +265,9 @@ func (s *Snapshot) Of(b split.Backend) *Stats {
 // since the process started.
 type Stats struct {
 	// Requests, Errors and Slow count requests completed within the window
-	// (the current slot and the 59 before it). An error is a status >= 500
-	// or a failure to get a response; slow is a latency above
+	// (the current slot and the 59 before it). An error is a status in
+	// Config.ErrorStatuses (5xx by default), a gRPC status in
+	// Config.GRPCErrorCodes or a failure to get a response; slow is a latency above
 	// Config.SlowThreshold. Requests whose client went away before the
 	// response headers are not counted.
 	Requests uint64

@@ -1,9 +1,5 @@
 // Package integrity verifies a release's files against a sha256sum-format
 // manifest.
-//
-// CONTRACT SKELETON: the exported names in this file are the contract the
-// guard and cmd are written against. Bodies are filled in by the integrity
-// owner.
 package integrity
 
 import "time"

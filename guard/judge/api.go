@@ -10,8 +10,8 @@ import (
 // Verdict is what a judge concluded.
 type Verdict string
 
-// Verdicts a judge may return. The guard adds complete, rollback_integrity
-// and rollback_manual on its own.
+// Verdicts a judge may return. The guard adds complete, rollback_integrity,
+// rollback_manual, rollback_deadline and rollback_metric on its own.
 const (
 	Proceed           Verdict = "proceed"
 	Hold              Verdict = "hold"
