@@ -742,13 +742,9 @@ func loadIntegrations(c *config) error {
 		return bad("CANARY_WEBHOOK_SECRET_FILE", "set CANARY_WEBHOOK_SECRET or CANARY_WEBHOOK_SECRET_FILE, not both")
 	case c.WebhookSecretFile != "":
 		secretVar = "CANARY_WEBHOOK_SECRET_FILE"
-		b, err := os.ReadFile(c.WebhookSecretFile)
-		if err != nil {
-			return bad(secretVar, "cannot read the secret: %v", err)
-		}
-		c.webhookSecret = []byte(strings.TrimRight(string(b), "\r\n"))
-		if len(c.webhookSecret) == 0 {
-			return bad(secretVar, "%s is empty", c.WebhookSecretFile)
+		var err error
+		if c.webhookSecret, err = readSecretFile(c.WebhookSecretFile); err != nil {
+			return bad(secretVar, "%v", err)
 		}
 	case c.WebhookSecret != "":
 		c.webhookSecret = []byte(c.WebhookSecret)
@@ -888,4 +884,18 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// readSecretFile reads a secret kept in a file, its trailing newline
+// trimmed; an empty one is an error.
+func readSecretFile(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the secret: %w", err)
+	}
+	b = []byte(strings.TrimRight(string(b), "\r\n"))
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%s is empty", path)
+	}
+	return b, nil
 }

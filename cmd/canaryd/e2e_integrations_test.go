@@ -10,10 +10,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -575,5 +578,86 @@ func TestE2EFleetWebhookEvents(t *testing.T) {
 		if i < len(acc) && acc[i].Replica != want {
 			t.Errorf("event %d (%s) sent for replica %q; want %q", i, acc[i].Type, acc[i].Replica, want)
 		}
+	}
+}
+
+// TestE2EWebhookSecretRotation: SIGHUP re-reads CANARY_WEBHOOK_SECRET_FILE;
+// the events after it are signed with the new secret, and a file turned
+// bad keeps the secret in force.
+func TestE2EWebhookSecretRotation(t *testing.T) {
+	const oldSecret, newSecret = "old-secret-0123456789", "new-secret-9876543210"
+	type signed struct{ body, sig []byte }
+	var mu sync.Mutex
+	var got []signed
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got = append(got, signed{body, []byte(r.Header.Get("X-Canaryd-Signature"))})
+		mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	// event waits for the event of the type, the n-th of its type (0-based).
+	event := func(typ string, n int) (e signed) {
+		t.Helper()
+		waitUntil(t, fmt.Sprintf("event %s #%d", typ, n+1), func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			seen := 0
+			for _, g := range got {
+				var ev hookEvent
+				if json.Unmarshal(g.body, &ev) == nil && ev.Type == typ {
+					if seen == n {
+						e = g
+						return true
+					}
+					seen++
+				}
+			}
+			return false
+		})
+		return e
+	}
+	file := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(file, []byte(oldSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stable, canary := newBackend(t, "stable", nil), newBackend(t, "canary", nil)
+	in := start(t, testEnv(t, stable, canary, "CANARY_WEBHOOK_URL="+srv.URL, "CANARY_WEBHOOK_SECRET_FILE="+file))
+	hup := func(line string) {
+		t.Helper()
+		if err := in.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "the line "+line, func() bool { return strings.Contains(in.logs.String(), line) })
+	}
+	post := func(path string) {
+		t.Helper()
+		if code, body := in.adminPost(path); code != http.StatusOK {
+			t.Fatalf("%s = %d %s", path, code, body)
+		}
+	}
+	post("/rollout/rollback")
+	if e := event("rolled_back", 0); !notify.Verify([]byte(oldSecret), e.body, string(e.sig)) {
+		t.Fatalf("the first event is not signed with the first secret: %s", e.sig)
+	}
+	if err := os.WriteFile(file, []byte(newSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hup("webhook secret " + file + " (rotated)")
+	post("/rollout/reset")
+	if e := event("reset", 0); !notify.Verify([]byte(newSecret), e.body, string(e.sig)) || notify.Verify([]byte(oldSecret), e.body, string(e.sig)) {
+		t.Fatalf("the event after SIGHUP is not signed with the new secret: %s", e.sig)
+	}
+	// A file turned bad: the reload fails, loudly, and the secret stays.
+	if err := os.WriteFile(file, []byte("short\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hup("the previous secret stays in force")
+	post("/rollout/rollback")
+	if e := event("rolled_back", 1); !notify.Verify([]byte(newSecret), e.body, string(e.sig)) {
+		t.Fatalf("after a bad secret file, the event is not signed with the secret in force: %s", e.sig)
+	}
+	if in.cmd.ProcessState != nil {
+		t.Fatal("canaryd stopped on SIGHUP")
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -172,6 +173,9 @@ func build(c *config, log zerolog.Logger) (_ *server, err error) {
 		return nil, err
 	}
 	s.webhook = hooks.webhook
+	if c.WebhookSecretFile != "" {
+		s.reloadables = append(s.reloadables, &secretFile{path: c.WebhookSecretFile, current: c.webhookSecret, hooks: hooks})
+	}
 	if s.guard, err = newGuard(c, s.proxy, sp, s.fleet, s.replica, hooks, log, reg); err != nil {
 		return nil, err
 	}
@@ -685,7 +689,7 @@ func (s *server) reloadOn(ctx context.Context, hup <-chan os.Signal) error {
 		case <-hup:
 		}
 		if len(s.reloadables) == 0 {
-			log.Info().Msg("SIGHUP: nothing to reload (no TLS certificate or token file configured); other settings need a restart")
+			log.Info().Msg("SIGHUP: nothing to reload (no TLS certificate, token file or webhook secret file configured); other settings need a restart")
 			continue
 		}
 		var reloaded, failed []string
@@ -714,4 +718,33 @@ func joinOr(items []string, none string) string {
 		out += ", " + it
 	}
 	return out
+}
+
+// secretFile is CANARY_WEBHOOK_SECRET_FILE, re-read on SIGHUP: a rotated
+// secret signs every event and confirmation request from then on.
+type secretFile struct {
+	path    string
+	current []byte
+	hooks   integrations
+}
+
+func (f *secretFile) reload() (string, error) {
+	key, err := readSecretFile(f.path)
+	if err == nil {
+		err = notify.ValidateSecret(key)
+	}
+	if err != nil {
+		return "", fmt.Errorf("webhook secret %s: %v (the previous secret stays in force)", f.path, err)
+	}
+	if bytes.Equal(key, f.current) {
+		return "webhook secret " + f.path + " (unchanged)", nil
+	}
+	if f.hooks.webhook != nil {
+		f.hooks.webhook.SetSecret(key)
+	}
+	if f.hooks.confirmer != nil {
+		f.hooks.confirmer.SetSecret(key)
+	}
+	f.current = key
+	return "webhook secret " + f.path + " (rotated)", nil
 }

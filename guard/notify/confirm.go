@@ -41,6 +41,7 @@ type Confirmer struct {
 	url    *url.URL
 	client *http.Client
 	agent  string
+	secret secret
 }
 
 // NewConfirmer validates cfg and builds a Confirmer.
@@ -52,8 +53,13 @@ func NewConfirmer(cfg ConfirmConfig) (*Confirmer, error) {
 	if err := ValidateSecret(cfg.Secret); err != nil {
 		return nil, fmt.Errorf("notify: confirmation secret: %w", err)
 	}
-	return &Confirmer{cfg: cfg, url: u, client: noRedirects(cfg.Client), agent: userAgent(cfg.Version)}, nil
+	c := &Confirmer{cfg: cfg, url: u, client: noRedirects(cfg.Client), agent: userAgent(cfg.Version)}
+	c.secret.store(cfg.Secret)
+	return c, nil
 }
+
+// SetSecret replaces the signing secret, as Webhook.SetSecret.
+func (c *Confirmer) SetSecret(key []byte) error { return c.secret.store(key) }
 
 // Proposal is the JSON body a Confirmer POSTs: the advance the plan is
 // ready to make.
@@ -116,8 +122,8 @@ func (c *Confirmer) Confirm(ctx context.Context, p guard.Proposal) error {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", c.agent)
 	req.Header.Set("X-Canaryd-Event", "confirm")
-	if len(c.cfg.Secret) > 0 {
-		req.Header.Set(SignatureHeader, Sign(c.cfg.Secret, body))
+	if key := c.secret.load(); len(key) > 0 {
+		req.Header.Set(SignatureHeader, Sign(key, body))
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {

@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"sync/atomic"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -84,4 +85,24 @@ func plain(err error) string {
 		return ue.Op + " " + "request: " + ue.Err.Error()
 	}
 	return err.Error()
+}
+
+// secret holds a signing secret that SetSecret may replace while requests
+// are signed: each request reads it once.
+type secret struct{ p atomic.Pointer[[]byte] }
+
+func (s *secret) load() []byte {
+	if b := s.p.Load(); b != nil {
+		return *b
+	}
+	return nil
+}
+
+func (s *secret) store(b []byte) error {
+	if err := ValidateSecret(b); err != nil {
+		return err
+	}
+	b = append([]byte(nil), b...)
+	s.p.Store(&b)
+	return nil
 }

@@ -104,6 +104,7 @@ type Webhook struct {
 	log    zerolog.Logger
 	agent  string
 	wake   chan struct{}
+	secret secret
 
 	// mu protects queue and dropped.
 	mu sync.Mutex
@@ -160,6 +161,7 @@ func New(cfg Config, log zerolog.Logger) (*Webhook, error) {
 		agent:  userAgent(cfg.Version),
 		wake:   make(chan struct{}, 1),
 	}
+	w.secret.store(cfg.Secret)
 	return w, nil
 }
 
@@ -340,8 +342,8 @@ func (w *Webhook) post(ctx context.Context, n guard.Notice, body []byte) (outcom
 	req.Header.Set("User-Agent", w.agent)
 	req.Header.Set("X-Canaryd-Event", string(n.Kind))
 	req.Header.Set("X-Canaryd-Delivery", n.ID)
-	if len(w.cfg.Secret) > 0 {
-		req.Header.Set(SignatureHeader, Sign(w.cfg.Secret, body))
+	if key := w.secret.load(); len(key) > 0 {
+		req.Header.Set(SignatureHeader, Sign(key, body))
 	}
 	resp, err := w.client.Do(req)
 	if err != nil {
@@ -440,3 +442,9 @@ func (m *Metrics) count(result string) {
 		m.deliveries.WithLabelValues(result).Inc()
 	}
 }
+
+// SetSecret replaces the signing secret (a rotated secret file, on SIGHUP):
+// every delivery attempt from now on, retries of earlier events included,
+// is signed with it. An invalid secret is refused and the old one kept;
+// an empty one stops signing.
+func (w *Webhook) SetSecret(key []byte) error { return w.secret.store(key) }
