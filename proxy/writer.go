@@ -51,6 +51,10 @@ type responseWriter struct {
 
 	hijacked bool // a protocol upgrade (101) took the connection over
 	writeErr bool // writing to the client failed
+
+	// setCookie is a fresh sticky id's Set-Cookie value (split.Choice),
+	// added to the final answer's header as it is written; "" when none.
+	setCookie string
 }
 
 func (rw *responseWriter) reset() {
@@ -70,6 +74,11 @@ func (rw *responseWriter) WriteHeader(code int) {
 	if rw.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		rw.status = code
 		rw.answered()
+		if rw.setCookie != "" {
+			// Here rather than before forwarding: an informational
+			// answer's header is cleared after it is sent.
+			rw.w.Header().Add("Set-Cookie", rw.setCookie)
+		}
 	}
 	rw.w.WriteHeader(code)
 }
