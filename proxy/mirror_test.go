@@ -1,8 +1,11 @@
 package proxy_test
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -281,5 +284,36 @@ func TestStickySetCookieOnTheAnswer(t *testing.T) {
 			}
 		}
 		front.Close()
+	}
+}
+
+// A protocol upgrade's 101, the first answer of a new user, carries the
+// sticky cookie too (ReverseProxy writes it from the header map).
+func TestStickySetCookieOnAnUpgrade(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+	}))
+	defer backend.Close()
+	_, _, _, front := newMirrorProxy(t, backend.URL, backend.URL+"/canary", split.Config{StickyKey: "cookie:cid", SetCookie: true},
+		func(c *proxy.Config) { c.MirrorPercent = 0 })
+	conn, err := net.Dial("tcp", strings.TrimPrefix(front.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols || len(resp.Cookies()) != 1 || resp.Cookies()[0].Name != "cid" {
+		t.Errorf("upgrade: %d, Set-Cookie %q; want 101 with a cid cookie", resp.StatusCode, resp.Header["Set-Cookie"])
 	}
 }
