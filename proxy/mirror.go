@@ -128,8 +128,8 @@ type mirror struct {
 	methods []string
 	limit   int64
 
-	n     atomic.Uint64 // stable requests of a mirrored method: the exact counter
-	busy  atomic.Int64  // copies reserved: queued or in flight
+	n     split.Exact  // over the stable requests of a mirrored method
+	busy  atomic.Int64 // copies reserved: queued or in flight
 	queue chan *mirrorCopy
 
 	win      *window
@@ -160,17 +160,6 @@ func newMirror(cfg Config) *mirror {
 	return m
 }
 
-// due is the exact counter of split (Bresenham over the eligible stable
-// requests): pick n is copied when floor((n+1)·w/MaxWeight) steps up.
-func (m *mirror) due() bool {
-	w := uint64(m.percent)
-	if w >= split.MaxWeight {
-		return true
-	}
-	n := (m.n.Add(1) - 1) % split.MaxWeight
-	return (n+1)*w/split.MaxWeight > n*w/split.MaxWeight
-}
-
 // mirrorCopy is what a copy needs of the client's request, owned by the
 // copy alone.
 type mirrorCopy struct {
@@ -191,7 +180,7 @@ func (p *Proxy) offer(rw *responseWriter, r *http.Request) {
 	if p.sp.Blocked() != 0 || rw.grpc || !slices.Contains(m.methods, r.Method) || r.Header["Upgrade"] != nil {
 		return
 	}
-	if !m.due() {
+	if !m.n.Take(m.percent) {
 		return
 	}
 	var body []byte

@@ -192,7 +192,7 @@ type Splitter struct {
 
 	weight  atomic.Uint32 // hundredths of a percent, 0..MaxWeight
 	blocked atomic.Uint32 // Block* bits
-	n       atomic.Uint64 // picks made by the exact counter
+	n       Exact         // the exact counter of picks
 }
 
 // New returns a Splitter at the given weight (hundredths of a percent; values
@@ -249,20 +249,34 @@ func (s *Splitter) Pick(r *http.Request) Backend { return s.Choose(r).Backend }
 // next is the exact counter: pick n goes to the canary when the running
 // total floor(n·w/MaxWeight) steps up.
 func (s *Splitter) next(w uint32) Backend {
-	if w == 0 {
-		return Stable
-	}
-	if w >= MaxWeight {
-		return Canary
-	}
-	n := s.n.Add(1) - 1
-	// Reduce modulo the period so the products cannot overflow; the
-	// sequence is periodic with period MaxWeight.
-	n %= MaxWeight
-	if (n+1)*uint64(w)/MaxWeight > n*uint64(w)/MaxWeight {
+	if s.n.Take(w) {
 		return Canary
 	}
 	return Stable
+}
+
+// Exact is the exact counter (Bresenham's line over a stream of events): of
+// any 10,000 consecutive calls of Take at a constant w, exactly w return
+// true, spread evenly. The zero value is ready; it is safe for concurrent
+// use and takes no lock.
+type Exact struct {
+	n atomic.Uint64
+}
+
+// Take reports whether this event, at share w (hundredths of a percent),
+// is one of those taken.
+func (e *Exact) Take(w uint32) bool {
+	if w == 0 {
+		return false
+	}
+	if w >= MaxWeight {
+		return true
+	}
+	n := e.n.Add(1) - 1
+	// Reduce modulo the period so the products cannot overflow; the
+	// sequence is periodic with period MaxWeight.
+	n %= MaxWeight
+	return (n+1)*uint64(w)/MaxWeight > n*uint64(w)/MaxWeight
 }
 
 // key returns the sticky key's value in r, if present and non-empty.
