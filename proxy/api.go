@@ -131,6 +131,19 @@
 // (canary_endpoint_requests_total, _errors_total, _in_flight, _ejected,
 // _ejections_total, _healthy, labelled backend and endpoint, at most
 // maxEndpointSeries endpoints per backend, the rest as endpoint="other").
+// Shadow traffic (mirror.go), kept out of all of the above:
+// canary_mirror_requests_total{code}, canary_mirror_errors_total,
+// canary_mirror_dropped_total, canary_mirror_skipped_total,
+// canary_mirror_in_flight.
+//
+// # Cohorts, sticky cookies, shadow traffic
+//
+// The split's Choice may carry a fresh sticky id: its Set-Cookie is added
+// to the client's answer as the answer's header is committed (an
+// informational answer's header is not kept). With MirrorPercent, a share
+// of the requests bound for stable is copied to the canary in the
+// background, bounded, and the copies' outcomes are canary evidence
+// (mirror.go has the details).
 //
 // # Health checks
 //

@@ -312,3 +312,26 @@ func BenchmarkChooseNewUser(b *testing.B) {
 		s.Choose(r)
 	}
 }
+
+// ParseMatch never panics, and a condition it accepts reads back the same
+// from its String.
+func FuzzParseMatch(f *testing.F) {
+	for _, s := range []string{
+		"header:X-Beta=yes", "header:User-Agent~(?i)staff{1,2},cookie:b=1", "path:/beta/,cidr:10.0.0.0/8",
+		"cidr:::ffff:10.0.0.0/104", "header:X~(", "cookie:=", ",", "header:X-A=a,b,path:/x",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := split.ParseMatch(s)
+		if err != nil {
+			return
+		}
+		for _, c := range m {
+			again, err := split.ParseMatch(c.String())
+			if err != nil || len(again) != 1 || again[0].Kind() != c.Kind() || again[0].String() != c.String() {
+				t.Fatalf("condition %q of %q reads back as %v, %v", c.String(), s, again, err)
+			}
+		}
+	})
+}
