@@ -266,7 +266,10 @@ func timedGet(url string) (time.Duration, string, error) {
 // within 5 ms of a canaryd that does not mirror, and they see only stable's
 // answers. The two are measured the same way at the same time: 4 workers
 // each alternate one request to either, so that the machine's load falls
-// on both alike.
+// on both alike; three rounds of 3,000 requests to each, and the median
+// round's p99 difference is judged, so that one burst of load on a shared
+// machine does not decide (a real cost, every request waiting on its copy,
+// shows in every round).
 func TestE2EMirrorDoesNotSlowClients(t *testing.T) {
 	stable := newBackend(t, "stable", nil)
 	canary := newBackend(t, "canary", func(w http.ResponseWriter, r *http.Request) {
@@ -277,19 +280,41 @@ func TestE2EMirrorDoesNotSlowClients(t *testing.T) {
 		io.WriteString(w, "canary\n")
 	})
 	mirrored, plain := shadowPair(t, stable, canary)
-	const perWorker = 750
+	var diffs []time.Duration
+	for round := range 3 {
+		latM, latP := measurePair(t, mirrored, plain, 750)
+		p99M, p99P := percentile(latM, 0.99), percentile(latP, 0.99)
+		t.Logf("round %d, %d requests each: mirroring 100%% p50 %v p99 %v; not mirroring p50 %v p99 %v; p99 difference %v",
+			round+1, len(latM), percentile(latM, 0.5), p99M, percentile(latP, 0.5), p99P, p99M-p99P)
+		diffs = append(diffs, p99M-p99P)
+	}
+	slices.Sort(diffs)
+	if diffs[1] > 5*time.Millisecond {
+		t.Errorf("mirroring to a 2 s canary raised the clients' p99 by %v (median of the rounds %v); want at most 5ms", diffs[1], diffs)
+	}
+	// The copies did go, and the slow canary filled the slots: the rest
+	// were dropped and counted.
+	if dropped, _ := mirrored.metricValue("canary_mirror_dropped_total"); dropped == 0 || canary.hits.Load() == 0 {
+		t.Errorf("the canary got %d copies, %v dropped; want both above 0", canary.hits.Load(), dropped)
+	}
+}
+
+// measurePair sends perWorker requests from each of 4 workers to both a
+// and b, alternating which goes first, and returns the latencies of each;
+// every answer must be stable's.
+func measurePair(t *testing.T, a, b *instance, perWorker int) (latA, latB []time.Duration) {
+	t.Helper()
 	var (
 		mu           sync.Mutex
-		latM, latP   []time.Duration
 		wrong, fails int
 		wg           sync.WaitGroup
 	)
 	for w := range 4 {
 		wg.Go(func() {
 			for i := range perWorker {
-				order := []*instance{mirrored, plain}
+				order := []*instance{a, b}
 				if (i+w)%2 == 1 {
-					order[0], order[1] = plain, mirrored
+					order[0], order[1] = b, a
 				}
 				for _, in := range order {
 					d, body, err := timedGet(in.traffic + "/item")
@@ -299,10 +324,10 @@ func TestE2EMirrorDoesNotSlowClients(t *testing.T) {
 						fails++
 					case body != "stable":
 						wrong++
-					case in == mirrored:
-						latM = append(latM, d)
+					case in == a:
+						latA = append(latA, d)
 					default:
-						latP = append(latP, d)
+						latB = append(latB, d)
 					}
 					mu.Unlock()
 				}
@@ -313,18 +338,7 @@ func TestE2EMirrorDoesNotSlowClients(t *testing.T) {
 	if fails > 0 || wrong > 0 {
 		t.Fatalf("%d requests failed, %d answered by another than stable; want none", fails, wrong)
 	}
-	p99M, p99P := percentile(latM, 0.99), percentile(latP, 0.99)
-	p50M, p50P := percentile(latM, 0.50), percentile(latP, 0.50)
-	t.Logf("clients' latency over %d requests each: mirroring 100%% p50 %v p99 %v; not mirroring p50 %v p99 %v; p99 difference %v",
-		len(latM), p50M, p99M, p50P, p99P, p99M-p99P)
-	if p99M-p99P > 5*time.Millisecond {
-		t.Errorf("mirroring to a 2 s canary raised the clients' p99 from %v to %v; want at most 5ms more", p99P, p99M)
-	}
-	// The copies did go, and the slow canary filled the slots: the rest
-	// were dropped and counted.
-	if dropped, _ := mirrored.metricValue("canary_mirror_dropped_total"); dropped == 0 || canary.hits.Load() == 0 {
-		t.Errorf("the canary got %d copies, %v dropped; want both above 0", canary.hits.Load(), dropped)
-	}
+	return latA, latB
 }
 
 // A mirrored canary answering 500 is rolled back (rollback_error_rate)
