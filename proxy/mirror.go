@@ -106,7 +106,8 @@ func checkMirrorMethod(m string) error {
 }
 
 // MirrorStats are the copies' figures: their window (alone; they are also
-// in the canary's), and what was not copied.
+// in the canary's), and what was not copied. The zero value is mirroring
+// off.
 type MirrorStats struct {
 	Stats
 	// Percent is the configured share of stable's requests copied, in

@@ -29,7 +29,8 @@ import (
 // trusted proxy (the hops a client writes itself are to the left of those
 // the proxies append, so only the proxies' own entries are believed).
 
-// ConditionKind says what a cohort condition looks at.
+// ConditionKind says what a cohort condition looks at. The zero value is
+// no kind (the zero Condition, which matches nothing).
 type ConditionKind uint8
 
 const (
@@ -44,6 +45,24 @@ const (
 	// ClientCIDR: the client address is in a prefix.
 	ClientCIDR
 )
+
+// String names the kind as CANARY_MATCH writes it ("header=", "header~",
+// "cookie", "path", "cidr"; "" for the zero kind).
+func (k ConditionKind) String() string {
+	switch k {
+	case HeaderEquals:
+		return "header="
+	case HeaderMatches:
+		return "header~"
+	case CookieEquals:
+		return "cookie"
+	case PathPrefix:
+		return "path"
+	case ClientCIDR:
+		return "cidr"
+	}
+	return ""
+}
 
 // Condition is one parsed cohort condition. Build it with ParseMatch; the
 // zero value matches nothing.

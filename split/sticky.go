@@ -44,7 +44,8 @@ const (
 	idLen        = 32 // hex digits of a 128-bit id
 )
 
-// Choice is the splitter's decision for one request.
+// Choice is the splitter's decision for one request. The zero value is
+// stable with nothing to set.
 type Choice struct {
 	// Backend is where the request goes.
 	Backend Backend

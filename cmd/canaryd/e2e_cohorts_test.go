@@ -5,6 +5,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -489,5 +490,48 @@ func TestE2EMirrorMemoryBoundedWhenCanaryHangs(t *testing.T) {
 	// request (10,000 goroutines and connections) would be far more.
 	if rss1-rss0 > 48<<20 {
 		t.Errorf("RSS grew by %.1f MB over %d requests; want under 48 MB", (rss1-rss0)/1e6, n)
+	}
+}
+
+// The sticky cookie is Secure when the client came over TLS: to canaryd
+// (HTTP/1.1 and HTTP/2), or to a trusted proxy that says so; its Max-Age is
+// CANARY_STICKY_MAX_AGE.
+func TestE2EStickyCookieSecureBehindTLS(t *testing.T) {
+	stable, canary := newBackend(t, "stable", nil), newBackend(t, "canary", nil)
+	cookieVia := func(c *http.Client, url string, header ...string) *http.Cookie {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		for _, ck := range resp.Cookies() {
+			if ck.Name == "cid" {
+				return ck
+			}
+		}
+		t.Fatalf("%s %v: no cid cookie in %q", url, header, resp.Header["Set-Cookie"])
+		return nil
+	}
+	env := testEnv(t, stable, canary, "CANARY_STICKY_KEY=cookie:cid", "CANARY_STICKY_SET_COOKIE=true", "CANARY_STICKY_MAX_AGE=2h",
+		"CANARY_TRUSTED_PROXIES=127.0.0.1")
+	tlsIn := start(t, tlsEnv(t, env))
+	for _, h2 := range []bool{false, true} {
+		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: h2}}
+		if ck := cookieVia(c, tlsIn.traffic+"/"); !ck.Secure || ck.MaxAge != 7200 || !ck.HttpOnly {
+			t.Errorf("over TLS (HTTP/2 %v): Secure %v, Max-Age %d, HttpOnly %v; want Secure, 7200, HttpOnly", h2, ck.Secure, ck.MaxAge, ck.HttpOnly)
+		}
+	}
+	plain := start(t, env)
+	if ck := cookieVia(client, plain.traffic+"/"); ck.Secure {
+		t.Error("over plain HTTP the cookie is Secure")
+	}
+	if ck := cookieVia(client, plain.traffic+"/", "X-Forwarded-Proto", "https"); !ck.Secure {
+		t.Error("behind a trusted proxy that terminated TLS the cookie is not Secure")
 	}
 }
