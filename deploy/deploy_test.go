@@ -135,6 +135,8 @@ func TestDashboardCoversMetrics(t *testing.T) {
 		"canary_progress_stalled", "canary_webhook_deliveries_total",
 		"canary_errors_total", "canary_endpoints", "canary_endpoint_requests_total",
 		"canary_retries_total", "canary_failovers_total",
+		"canary_mirror_requests_total", "canary_mirror_errors_total", "canary_mirror_dropped_total",
+		"canary_mirror_skipped_total", "canary_mirror_in_flight",
 	} {
 		if !used[want] {
 			t.Errorf("no dashboard panel shows %s", want)

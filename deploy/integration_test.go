@@ -67,6 +67,8 @@ func TestPrometheusIntegration(t *testing.T) {
 		"CANARY_ADMIN_LISTEN=" + admin,
 		"CANARY_STATE_FILE=" + filepath.Join(tmp, "state.json"),
 		"CANARY_WEIGHT=30",
+		// Copies of stable's requests too, for the shadow-traffic panels.
+		"CANARY_MIRROR_PERCENT=50",
 		"CANARY_JUDGE=window",
 		// A lenient SLO: the guard rolls back by itself only once the test
 		// breaks the canary.

@@ -154,6 +154,9 @@ type Check struct {
 	Gates          []judge.Gate   `json:"gates"`
 	Step           *StepView      `json:"step,omitempty"`
 	CheckedAt      time.Time      `json:"checked_at"`
+	// Mirror are the mirrored copies of stable's requests (shadow traffic)
+	// alone, this replica's; they are also in Canary, the judge's evidence.
+	Mirror MirrorView `json:"mirror"`
 	// Fleet is who judges and where the rollout is kept; in a fleet the
 	// figures and gates above are the fleet's, summed over its replicas.
 	Fleet FleetView `json:"fleet"`
@@ -179,6 +182,21 @@ type BackendView struct {
 	P50Ms     float64 `json:"p50_ms"`
 	P95Ms     float64 `json:"p95_ms"`
 	P99Ms     float64 `json:"p99_ms"`
+}
+
+// MirrorView shows the mirrored copies (shadow traffic) in /canary_check:
+// their figures over the window, as a BackendView, and what was not
+// copied since start. All zero while mirroring is off (Percent 0).
+type MirrorView struct {
+	// Percent is the configured share of stable's requests copied.
+	Percent float64 `json:"percent"`
+	BackendView
+	// Dropped counts copies not made because too many were in flight.
+	Dropped uint64 `json:"dropped"`
+	// Skipped counts requests not copied because of their body's size.
+	Skipped uint64 `json:"skipped"`
+	// InFlight is the number of copies queued or being sent.
+	InFlight int64 `json:"in_flight"`
 }
 
 // IntegrityView is the integrity part of /canary_check.

@@ -242,6 +242,7 @@ type evaluation struct {
 	lastAt       time.Time
 	stableView   BackendView
 	canaryView   BackendView
+	mirrorView   MirrorView // this replica's, even in a fleet
 	stableHealth proxy.HealthStats
 	canaryHealth proxy.HealthStats
 	integ        integrity.Report
@@ -756,6 +757,7 @@ func (g *Guard) judgeSnapshot(snap *proxy.Snapshot, stableH, canaryH proxy.Healt
 			ok = false
 		}
 	}()
+	g.mirrorView = mirrorView(&snap.Mirror)
 	if !g.booted {
 		// Nothing to judge against: the figures are shown, nothing acts.
 		g.stableView, g.canaryView = backendView(&snap.Stable), backendView(&snap.Canary)
@@ -1228,6 +1230,13 @@ func backendView(s *proxy.Stats) BackendView {
 		v.P99Ms = ms(s.Latency.Quantile(0.99))
 	}
 	return v
+}
+
+func mirrorView(m *proxy.MirrorStats) MirrorView {
+	return MirrorView{
+		Percent: split.Percent(m.Percent), BackendView: backendView(&m.Stats),
+		Dropped: m.Dropped, Skipped: m.Skipped, InFlight: m.InFlight,
+	}
 }
 
 // ms converts a duration into fractional milliseconds.

@@ -173,6 +173,7 @@ func (f *facts) check() Check {
 		SLO:            f.sloView(),
 		Stable:         f.stableView,
 		Canary:         f.canaryView,
+		Mirror:         f.mirrorView,
 		Integrity:      integrityView(f.integ),
 		Gates:          f.gates(),
 		CheckedAt:      f.lastAt,

@@ -131,6 +131,19 @@
 // (canary_endpoint_requests_total, _errors_total, _in_flight, _ejected,
 // _ejections_total, _healthy, labelled backend and endpoint, at most
 // maxEndpointSeries endpoints per backend, the rest as endpoint="other").
+// Shadow traffic (mirror.go), kept out of all of the above:
+// canary_mirror_requests_total{code}, canary_mirror_errors_total,
+// canary_mirror_dropped_total, canary_mirror_skipped_total,
+// canary_mirror_in_flight.
+//
+// # Cohorts, sticky cookies, shadow traffic
+//
+// The split's Choice may carry a fresh sticky id: its Set-Cookie is added
+// to the client's answer as the answer's header is committed (an
+// informational answer's header is not kept). With MirrorPercent, a share
+// of the requests bound for stable is copied to the canary in the
+// background, bounded, and the copies' outcomes are canary evidence
+// (mirror.go has the details).
 //
 // # Health checks
 //
@@ -225,6 +238,18 @@ type Config struct {
 	// (the standard path), to compare the two. The zero value keeps the
 	// fast path on.
 	DisableFastPath bool
+	// MirrorPercent is the share of the requests bound for stable that is
+	// also sent to the canary in the background (shadow traffic, mirror.go),
+	// in hundredths of a percent, 0..10000 (split.ParsePercent reads it).
+	// Zero means no mirroring.
+	MirrorPercent uint32
+	// MirrorMethods are the request methods that may be copied. Nil means
+	// GET, HEAD and OPTIONS.
+	MirrorMethods []string
+	// MirrorConcurrency is how many copies may exist at once, queued or in
+	// flight; a request finding none free is not copied (dropped, and
+	// counted). Zero means DefaultMirrorConcurrency.
+	MirrorConcurrency int
 	// TLSClientConfig is used for https backends. Nil means the system roots.
 	TLSClientConfig *tls.Config
 	// HealthPath, if set, is probed on every endpoint of both backends
@@ -250,7 +275,11 @@ type Snapshot struct {
 	At     time.Time
 	Window time.Duration
 	Stable Stats
+	// Canary is the canary's evidence: the clients' canary requests and the
+	// mirrored copies (Mirror), together.
 	Canary Stats
+	// Mirror are the mirrored copies alone (zero without mirroring).
+	Mirror MirrorStats
 }
 
 // Of returns the stats of one backend.

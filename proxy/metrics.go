@@ -90,6 +90,12 @@ type collector struct {
 	epEjected   *prometheus.Desc
 	epEjections *prometheus.Desc
 	epHealthy   *prometheus.Desc
+
+	mirrorRequests *prometheus.Desc
+	mirrorErrors   *prometheus.Desc
+	mirrorDropped  *prometheus.Desc
+	mirrorSkipped  *prometheus.Desc
+	mirrorInFlight *prometheus.Desc
 }
 
 func newCollector(p *Proxy) *collector {
@@ -141,6 +147,17 @@ func newCollector(p *Proxy) *collector {
 			"Times each endpoint was ejected after consecutive failures.", ep, nil),
 		epHealthy: prometheus.NewDesc("canary_endpoint_healthy",
 			"1 while the endpoint passes its health checks, or without checks (for endpoint=\"other\", how many do).", ep, nil),
+		mirrorRequests: prometheus.NewDesc("canary_mirror_requests_total",
+			"Mirrored copies of stable's requests sent to the canary (shadow traffic), by the canary's status code (502/504: no answer). Canary evidence for the judge, not in canary_requests_total.",
+			[]string{"code"}, nil),
+		mirrorErrors: prometheus.NewDesc("canary_mirror_errors_total",
+			"Mirrored copies that count as errors, as the judge counts them.", nil, nil),
+		mirrorDropped: prometheus.NewDesc("canary_mirror_dropped_total",
+			"Copies not made because the most copies allowed at once were queued or in flight (the canary is slow, or traffic high).", nil, nil),
+		mirrorSkipped: prometheus.NewDesc("canary_mirror_skipped_total",
+			"Requests due a copy that were not copied because their body is over 64 KiB or streams.", nil, nil),
+		mirrorInFlight: prometheus.NewDesc("canary_mirror_in_flight",
+			"Copies queued or being sent to the canary now.", nil, nil),
 	}
 }
 
@@ -148,7 +165,8 @@ func newCollector(p *Proxy) *collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.requests, c.answers, c.errors, c.duration, c.upstream, c.canceled,
 		c.retries, c.failovers, c.grpc, c.health, c.endpoints,
-		c.epRequests, c.epErrors, c.epInFlight, c.epEjected, c.epEjections, c.epHealthy} {
+		c.epRequests, c.epErrors, c.epInFlight, c.epEjected, c.epEjections, c.epHealthy,
+		c.mirrorRequests, c.mirrorErrors, c.mirrorDropped, c.mirrorSkipped, c.mirrorInFlight} {
 		ch <- d
 	}
 }
@@ -207,6 +225,27 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		c.collectEndpoints(ch, bk, name, now)
 	}
 	ch <- prometheus.MustNewConstMetric(c.failovers, prometheus.CounterValue, float64(c.p.backends[split.Canary].ctr.failovers.Load()))
+	c.collectMirror(ch)
+}
+
+// collectMirror exports the shadow traffic's counters; zeros (and no
+// per-code series) when mirroring is off, so that dashboards and rules
+// find the series either way.
+func (c *collector) collectMirror(ch chan<- prometheus.Metric) {
+	var errs, dropped, skipped uint64
+	var inFlight int64
+	if m := c.p.mirror; m != nil {
+		for code := range m.codes {
+			if v := m.codes[code].Load(); v > 0 {
+				ch <- prometheus.MustNewConstMetric(c.mirrorRequests, prometheus.CounterValue, float64(v), codeLabel(code))
+			}
+		}
+		errs, dropped, skipped, inFlight = m.errors.Load(), m.dropped.Load(), m.skipped.Load(), m.busy.Load()
+	}
+	ch <- prometheus.MustNewConstMetric(c.mirrorErrors, prometheus.CounterValue, float64(errs))
+	ch <- prometheus.MustNewConstMetric(c.mirrorDropped, prometheus.CounterValue, float64(dropped))
+	ch <- prometheus.MustNewConstMetric(c.mirrorSkipped, prometheus.CounterValue, float64(skipped))
+	ch <- prometheus.MustNewConstMetric(c.mirrorInFlight, prometheus.GaugeValue, float64(inFlight))
 }
 
 // endpointFigures are what the metrics show of one endpoint, or of the

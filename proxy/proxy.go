@@ -151,6 +151,15 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: DNS refresh %v must not be negative", ErrBadConfig, c.DNSRefresh)
 	case c.EjectTime < 0:
 		return fmt.Errorf("%w: eject time %v must not be negative", ErrBadConfig, c.EjectTime)
+	case c.MirrorPercent > split.MaxWeight:
+		return fmt.Errorf("%w: mirror percent %s is above 100", ErrBadConfig, split.FormatPercent(c.MirrorPercent))
+	case c.MirrorConcurrency < 0:
+		return fmt.Errorf("%w: mirror concurrency %d must not be negative", ErrBadConfig, c.MirrorConcurrency)
+	}
+	for _, m := range c.MirrorMethods {
+		if err := checkMirrorMethod(m); err != nil {
+			return fmt.Errorf("%w: %v", ErrBadConfig, err)
+		}
 	}
 	return nil
 }
@@ -190,6 +199,9 @@ func (c Config) withDefaults() Config {
 	if c.EjectTime == 0 {
 		c.EjectTime = DefaultEjectTime
 	}
+	if c.MirrorConcurrency == 0 {
+		c.MirrorConcurrency = DefaultMirrorConcurrency
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -221,6 +233,8 @@ type Proxy struct {
 
 	idPrefix string        // random, per process: request ids are idPrefix-counter
 	ids      atomic.Uint64 // request id counter
+
+	mirror *mirror // shadow traffic; nil when off
 }
 
 // backend is one upstream, a pool of endpoints (pool.go), and its
@@ -274,6 +288,7 @@ func New(cfg Config, sp *split.Splitter, logger zerolog.Logger, reg prometheus.R
 		realTime:   realTime,
 		canaryErrs: make(chan struct{}, 1),
 		idPrefix:   hex.EncodeToString(idb[:]),
+		mirror:     newMirror(cfg),
 	}
 	p.base = p.now()
 	p.SetRedact(cfg.Redact)
@@ -384,7 +399,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rw := p.writers.Get().(*responseWriter)
 	rw.w, rw.req = w, r
 	rw.start = p.now()
-	rw.backend = p.sp.Pick(r)
 	if p.realTime {
 		rw.clock, rw.timed = p.clock, true
 	}
@@ -393,6 +407,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// which hides the TLS connection (see StrictTLSListener).
 		r.TLS = h1.TLSState(r.Context())
 	}
+	choice := p.sp.Choose(r)
+	rw.backend, rw.setCookie = choice.Backend, choice.SetCookie
 	defer func() {
 		if v := recover(); v != nil {
 			// A stream that broke after the headers were sent
@@ -432,6 +448,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			rw.body = b
 			rw.start = p.now() // the upload read ahead is the client's time
 		}
+	}
+	if p.mirror != nil && rw.backend == split.Stable {
+		p.offer(rw, r)
 	}
 	p.forward(rw, r, rw.backend, nil)
 	for rw.retry != retryNone {
@@ -708,7 +727,12 @@ func (p *Proxy) accessLog(rw *responseWriter, b split.Backend, ep *endpoint, sta
 // otherwise answers 504 (timeouts) or 502.
 func (p *Proxy) errorHandler(w http.ResponseWriter, out *http.Request, err error) {
 	rw, ok := w.(*responseWriter)
-	if !ok { // not reached through ServeHTTP
+	if !ok {
+		if mw, ok := w.(*mirrorWriter); ok { // a mirrored copy (mirror.go)
+			mw.kind = classify(err, false)
+			return
+		}
+		// not reached through ServeHTTP
 		http.Error(w, http.StatusText(http.StatusBadGateway), http.StatusBadGateway)
 		return
 	}
@@ -799,14 +823,22 @@ func (p *Proxy) Snapshot() Snapshot {
 		bk.win.read(p.since(now), st)
 		st.Totals = bk.ctr.totals()
 	}
+	if p.mirror != nil {
+		s.Mirror = p.mirrorStats(p.since(now))
+		s.Canary.Totals = addTotals(s.Canary.Totals, s.Mirror.Totals)
+	}
 	return s
 }
 
-// Totals returns only the cumulative counts, cheaply (no histogram copy). It
-// also re-arms CanaryErrors.
+// Totals returns only the cumulative counts, cheaply (no histogram copy);
+// the canary's include the mirrored copies. It also re-arms CanaryErrors.
 func (p *Proxy) Totals() (stable, canary Totals) {
 	p.pending.Store(false)
-	return p.backends[split.Stable].ctr.totals(), p.backends[split.Canary].ctr.totals()
+	canary = p.backends[split.Canary].ctr.totals()
+	if p.mirror != nil {
+		canary = addTotals(canary, p.mirror.totals())
+	}
+	return p.backends[split.Stable].ctr.totals(), canary
 }
 
 // CanaryErrors delivers a value soon after a canary request fails or is
@@ -839,6 +871,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	if p.cfg.HealthPath != "" {
 		wg.Go(func() { p.runHealth(ctx) })
+	}
+	if p.mirror != nil {
+		wg.Go(func() { p.runMirror(ctx) })
 	}
 	<-ctx.Done()
 	wg.Wait()

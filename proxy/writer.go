@@ -51,6 +51,10 @@ type responseWriter struct {
 
 	hijacked bool // a protocol upgrade (101) took the connection over
 	writeErr bool // writing to the client failed
+
+	// setCookie is a fresh sticky id's Set-Cookie value (split.Choice),
+	// added to the final answer's header as it is written; "" when none.
+	setCookie string
 }
 
 func (rw *responseWriter) reset() {
@@ -70,8 +74,20 @@ func (rw *responseWriter) WriteHeader(code int) {
 	if rw.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		rw.status = code
 		rw.answered()
+		rw.addCookie()
 	}
 	rw.w.WriteHeader(code)
+}
+
+// addCookie adds the fresh sticky id's Set-Cookie to the answer's header,
+// once. It is called as the final answer's header is committed rather than
+// before forwarding: an informational answer's header is cleared after it
+// is sent.
+func (rw *responseWriter) addCookie() {
+	if rw.setCookie != "" {
+		rw.w.Header().Add("Set-Cookie", rw.setCookie)
+		rw.setCookie = ""
+	}
 }
 
 // answered notes when a gRPC call's answer began.
@@ -86,6 +102,7 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 	if rw.status == 0 {
 		rw.status = http.StatusOK
 		rw.answered()
+		rw.addCookie()
 	}
 	var t0 time.Duration
 	if rw.timed {
@@ -122,6 +139,8 @@ func (rw *responseWriter) Flush() {
 // Hijack implements http.Hijacker for protocol upgrades (WebSocket); the
 // request is then recorded with status 101.
 func (rw *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	// ReverseProxy writes the 101 itself from this header map.
+	rw.addCookie()
 	c, brw, err := http.NewResponseController(rw.w).Hijack()
 	if err == nil {
 		rw.hijacked = true

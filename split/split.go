@@ -22,21 +22,34 @@
 // raising the weight only moves keys from stable to canary, never back.
 // Requests without the key fall back to the exact counter.
 //
+// With Config.SetCookie, a request without the sticky cookie gets a fresh
+// id in Set-Cookie and is routed by it at once (sticky.go), so each user
+// sees one version for the whole rollout.
+//
 // An override header (for example X-Canary: always|never) forces a backend,
 // so an operator can try the canary before it takes any share of traffic.
+// A cohort (Config.Match: headers, cookies, path prefixes, client networks;
+// cohort.go) goes to the canary whatever the weight, so a plan can start at
+// weight 0 and learn from the people who chose to meet the release first.
+// The override's "never" beats the cohort.
 //
 // Blocking the canary (a rollback, or failing health checks) overrides all of
-// the above: a blocked canary gets no request, whatever the weight, key or
-// override.
+// the above: a blocked canary gets no request, whatever the weight, key,
+// cohort or override.
+//
+// Without a cohort and without SetCookie, Pick costs what it did: one
+// length check more, no allocation.
 package split
 
 import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/textproto"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // Backend names one of the two upstreams.
@@ -75,23 +88,54 @@ const (
 var ErrBadConfig = errors.New("invalid split configuration")
 
 // Config is the static part of a Splitter. The zero value is valid: no sticky
-// key and no override header.
+// key, no override header, no cohort.
 type Config struct {
 	// StickyKey is "cookie:NAME" or "header:NAME". Empty means no stickiness.
 	StickyKey string
 	// OverrideHeader names a request header whose value "always" or "never"
 	// forces the canary or the stable backend. Empty means no override.
 	OverrideHeader string
+	// Match is the cohort (ParseMatch): a request matching any condition
+	// goes to the canary whatever the weight. Nil means no cohort.
+	Match []Condition
+	// TrustedProxies are the peers whose X-Forwarded-For (for cidr
+	// conditions) and X-Forwarded-Proto (for the cookie's Secure attribute)
+	// are believed (ParseTrustedProxies). Nil means none: the peer is the
+	// client.
+	TrustedProxies []netip.Prefix
+	// SetCookie gives a request without the sticky cookie a fresh id in
+	// Set-Cookie (Choose), routed by it at once. It needs a cookie
+	// StickyKey. False means ids come only from the clients.
+	SetCookie bool
+	// CookieMaxAge is the Max-Age of that cookie, in whole seconds. Zero
+	// means DefaultCookieMaxAge (24h).
+	CookieMaxAge time.Duration
 }
 
-// Validate reports a malformed StickyKey or OverrideHeader.
+// Validate reports a malformed field.
 func (c Config) Validate() error {
-	_, _, err := parseSticky(c.StickyKey)
+	cookie, _, err := parseSticky(c.StickyKey)
 	if err != nil {
 		return err
 	}
 	if c.OverrideHeader != "" && !validToken(c.OverrideHeader) {
 		return fmt.Errorf("%w: override header %q is not a valid header name", ErrBadConfig, c.OverrideHeader)
+	}
+	for i, m := range c.Match {
+		if m.kind == 0 {
+			return fmt.Errorf("%w: cohort condition %d is empty (use ParseMatch)", ErrBadConfig, i+1)
+		}
+	}
+	for _, p := range c.TrustedProxies {
+		if !p.IsValid() {
+			return fmt.Errorf("%w: a trusted proxy network is invalid", ErrBadConfig)
+		}
+	}
+	if c.SetCookie && !cookie {
+		return fmt.Errorf("%w: setting the sticky cookie needs a sticky key cookie:NAME (it is %q)", ErrBadConfig, c.StickyKey)
+	}
+	if c.CookieMaxAge < 0 || c.CookieMaxAge > 0 && c.CookieMaxAge < time.Second {
+		return fmt.Errorf("%w: the sticky cookie's max age %v must be at least 1s", ErrBadConfig, c.CookieMaxAge)
 	}
 	return nil
 }
@@ -137,9 +181,18 @@ type Splitter struct {
 	sticky   string // cookie name or canonical header name; "" = none
 	override string // canonical override header name; "" = none
 
+	match      []Condition    // the cohort; read-only
+	needClient bool           // a cidr condition: the client address is needed
+	proxies    []netip.Prefix // trusted proxies; read-only
+
+	mintCookie        bool   // Config.SetCookie
+	cookieAttrs       string // "; Path=/; Max-Age=…" of the Set-Cookie value
+	cookieAttrsSecure string // the same with "; Secure"
+	mints             atomic.Uint64
+
 	weight  atomic.Uint32 // hundredths of a percent, 0..MaxWeight
 	blocked atomic.Uint32 // Block* bits
-	n       atomic.Uint64 // picks made by the exact counter
+	n       Exact         // the exact counter of picks
 }
 
 // New returns a Splitter at the given weight (hundredths of a percent; values
@@ -149,10 +202,20 @@ func New(cfg Config, weight uint32) (*Splitter, error) {
 		return nil, err
 	}
 	cookie, name, _ := parseSticky(cfg.StickyKey)
-	s := &Splitter{cookie: cookie, sticky: name}
+	s := &Splitter{cookie: cookie, sticky: name, mintCookie: cfg.SetCookie}
 	if cfg.OverrideHeader != "" {
 		s.override = textproto.CanonicalMIMEHeaderKey(cfg.OverrideHeader)
 	}
+	s.match = append([]Condition(nil), cfg.Match...)
+	for _, m := range s.match {
+		s.needClient = s.needClient || m.kind == ClientCIDR
+	}
+	s.proxies = append([]netip.Prefix(nil), cfg.TrustedProxies...)
+	maxAge := cfg.CookieMaxAge
+	if maxAge == 0 {
+		maxAge = DefaultCookieMaxAge
+	}
+	s.cookieAttrs, s.cookieAttrsSecure = cookieAttributes(maxAge, false), cookieAttributes(maxAge, true)
 	s.SetWeight(weight)
 	return s, nil
 }
@@ -179,47 +242,41 @@ func (s *Splitter) Block(reason uint32, on bool) {
 // Blocked returns the Block* reasons currently set.
 func (s *Splitter) Blocked() uint32 { return s.blocked.Load() }
 
-// Pick chooses the backend for r.
-func (s *Splitter) Pick(r *http.Request) Backend {
-	if s.blocked.Load() != 0 {
-		return Stable
-	}
-	if s.override != "" {
-		if v := r.Header[s.override]; len(v) > 0 {
-			switch {
-			case strings.EqualFold(v[0], "always"):
-				return Canary
-			case strings.EqualFold(v[0], "never"):
-				return Stable
-			}
-		}
-	}
-	w := s.weight.Load()
-	if s.sticky != "" {
-		if key, ok := s.key(r); ok {
-			return ForBucket(Bucket(key), w)
-		}
-	}
-	return s.next(w)
-}
+// Pick chooses the backend for r: Choose's backend (a fresh sticky id it
+// mints is routed by, and not returned).
+func (s *Splitter) Pick(r *http.Request) Backend { return s.Choose(r).Backend }
 
 // next is the exact counter: pick n goes to the canary when the running
 // total floor(n·w/MaxWeight) steps up.
 func (s *Splitter) next(w uint32) Backend {
-	if w == 0 {
-		return Stable
-	}
-	if w >= MaxWeight {
-		return Canary
-	}
-	n := s.n.Add(1) - 1
-	// Reduce modulo the period so the products cannot overflow; the
-	// sequence is periodic with period MaxWeight.
-	n %= MaxWeight
-	if (n+1)*uint64(w)/MaxWeight > n*uint64(w)/MaxWeight {
+	if s.n.Take(w) {
 		return Canary
 	}
 	return Stable
+}
+
+// Exact is the exact counter (Bresenham's line over a stream of events): of
+// any 10,000 consecutive calls of Take at a constant w, exactly w return
+// true, spread evenly. The zero value is ready; it is safe for concurrent
+// use and takes no lock.
+type Exact struct {
+	n atomic.Uint64
+}
+
+// Take reports whether this event, at share w (hundredths of a percent),
+// is one of those taken.
+func (e *Exact) Take(w uint32) bool {
+	if w == 0 {
+		return false
+	}
+	if w >= MaxWeight {
+		return true
+	}
+	n := e.n.Add(1) - 1
+	// Reduce modulo the period so the products cannot overflow; the
+	// sequence is periodic with period MaxWeight.
+	n %= MaxWeight
+	return (n+1)*uint64(w)/MaxWeight > n*uint64(w)/MaxWeight
 }
 
 // key returns the sticky key's value in r, if present and non-empty.
@@ -258,28 +315,8 @@ func cookieValue(lines []string, name string) (string, bool) {
 }
 
 // Bucket hashes a sticky key into [0, Buckets) with 32-bit FNV-1a and murmur3's
-// finaliser. It never
-// allocates.
-func Bucket(key string) uint32 {
-	const (
-		offset = 2166136261
-		prime  = 16777619
-	)
-	h := uint32(offset)
-	for i := 0; i < len(key); i++ {
-		h ^= uint32(key[i])
-		h *= prime
-	}
-	// FNV's high bits mix poorly for short, similar keys ("user-1",
-	// "user-2"); murmur3's finaliser spreads them before multiply-shift
-	// maps the hash onto [0, Buckets) without a division.
-	h ^= h >> 16
-	h *= 0x85ebca6b
-	h ^= h >> 13
-	h *= 0xc2b2ae35
-	h ^= h >> 16
-	return uint32((uint64(h) * Buckets) >> 32)
-}
+// finaliser. It never allocates.
+func Bucket(key string) uint32 { return bucketOf(fnvAdd(fnvOffset, key)) }
 
 // ForBucket returns the backend of a sticky bucket at weight w: the canary
 // owns buckets [0, w).

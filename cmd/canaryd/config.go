@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -67,6 +68,14 @@ type config struct {
 	StickyKey      string   `env:"CANARY_STICKY_KEY" help:"cookie:NAME or header:NAME: the same value always gets the same backend"`
 	OverrideHeader string   `env:"CANARY_OVERRIDE_HEADER" help:"header whose value always/never forces the canary"`
 	StateFile      string   `env:"CANARY_STATE_FILE" envDefault:"canaryd-state.json" help:"rollout state, written atomically, read at start"`
+
+	_               struct{}      `group:"Cohorts, sticky users and shadow traffic"`
+	Match           string        `env:"CANARY_MATCH" help:"cohort: comma-separated header:NAME=VALUE, header:NAME~REGEX, cookie:NAME=VALUE, path:/PREFIX, cidr:NET; a match goes to the canary at any weight"`
+	TrustedProxies  string        `env:"CANARY_TRUSTED_PROXIES" help:"networks or addresses of proxies whose X-Forwarded-For (cidr conditions) and X-Forwarded-Proto are believed"`
+	StickySetCookie bool          `env:"CANARY_STICKY_SET_COOKIE" envDefault:"false" help:"true: a request without the CANARY_STICKY_KEY cookie gets a fresh id in Set-Cookie, routed by it at once"`
+	StickyMaxAge    time.Duration `env:"CANARY_STICKY_MAX_AGE" help:"Max-Age of that cookie (whole seconds)"`
+	MirrorPercent   string        `env:"CANARY_MIRROR_PERCENT" envDefault:"0" help:"percent of stable's requests also sent to the canary in the background (shadow traffic), 0-100"`
+	MirrorMethods   string        `env:"CANARY_MIRROR_METHODS" help:"methods copied (default GET,HEAD,OPTIONS), e.g. GET,HEAD,OPTIONS,POST"`
 
 	_                struct{}      `group:"Fleet"`
 	EtcdEndpoints    string        `env:"CANARY_ETCD_ENDPOINTS" help:"comma-separated etcd client URLs; set, the rollout lives in etcd (CANARY_STATE_FILE unused)"`
@@ -156,6 +165,10 @@ type config struct {
 	webhookFormat  notify.Format
 	deadlineAction guard.DeadlineAction
 	metricGates    []metricgate.Gate // nil: no metric gates
+	match          []split.Condition // the cohort; nil: none
+	trustedProxies []netip.Prefix
+	mirrorPercent  uint32   // hundredths of a percent
+	mirrorMethods  []string // nil: the default
 }
 
 // tokenSources are the variables the admin tokens come from.
@@ -263,6 +276,7 @@ func defaults() config {
 		DNSRefresh:               proxy.DefaultDNSRefresh,
 		EjectConsecutiveFailures: proxy.DefaultEjectConsecutiveFailures,
 		EjectTime:                proxy.DefaultEjectTime,
+		StickyMaxAge:             split.DefaultCookieMaxAge,
 		EtcdPrefix:               etcdstore.DefaultPrefix,
 		EtcdLeaseTTL:             etcdstore.DefaultLeaseTTL,
 		// The latency SLO is the proxy's threshold for a slow request.
@@ -603,6 +617,9 @@ func loadConfig(environ []string) (*config, error) {
 	if err := (split.Config{OverrideHeader: c.OverrideHeader}).Validate(); err != nil {
 		return nil, bad("CANARY_OVERRIDE_HEADER", "%q is not a valid header name", c.OverrideHeader)
 	}
+	if err := loadCohorts(c); err != nil {
+		return nil, err
+	}
 	if c.IntegrityManifest != "" && c.IntegrityRoot == "" {
 		c.IntegrityRoot = filepath.Dir(c.IntegrityManifest)
 	}
@@ -898,4 +915,32 @@ func readSecretFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s is empty", path)
 	}
 	return b, nil
+}
+
+// loadCohorts reads the cohort, the sticky cookie and the mirror's
+// variables.
+func loadCohorts(c *config) error {
+	splitErr := func(err error) string {
+		return strings.TrimPrefix(err.Error(), split.ErrBadConfig.Error()+": ")
+	}
+	var err error
+	if c.match, err = split.ParseMatch(c.Match); err != nil {
+		return bad("CANARY_MATCH", "%s", splitErr(err))
+	}
+	if c.trustedProxies, err = split.ParseTrustedProxies(c.TrustedProxies); err != nil {
+		return bad("CANARY_TRUSTED_PROXIES", "%s", splitErr(err))
+	}
+	if c.StickySetCookie && !strings.HasPrefix(strings.ToLower(c.StickyKey), "cookie:") {
+		return bad("CANARY_STICKY_SET_COOKIE", "needs CANARY_STICKY_KEY=cookie:NAME, the cookie to set (CANARY_STICKY_KEY is %q)", c.StickyKey)
+	}
+	if c.StickyMaxAge < time.Second || c.StickyMaxAge%time.Second != 0 {
+		return bad("CANARY_STICKY_MAX_AGE", "%v must be a whole number of seconds, at least 1s (e.g. 24h)", c.StickyMaxAge)
+	}
+	if c.mirrorPercent, err = split.ParsePercent(c.MirrorPercent); err != nil {
+		return bad("CANARY_MIRROR_PERCENT", "%v", err)
+	}
+	if c.mirrorMethods, err = proxy.ParseMirrorMethods(c.MirrorMethods); err != nil {
+		return bad("CANARY_MIRROR_METHODS", "%v", err)
+	}
+	return nil
 }

@@ -147,7 +147,11 @@ func build(c *config, log zerolog.Logger) (_ *server, err error) {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	sp, err := split.New(split.Config{StickyKey: c.StickyKey, OverrideHeader: c.OverrideHeader}, c.weight)
+	sp, err := split.New(split.Config{
+		StickyKey: c.StickyKey, OverrideHeader: c.OverrideHeader,
+		Match: c.match, TrustedProxies: c.trustedProxies,
+		SetCookie: c.StickySetCookie, CookieMaxAge: c.StickyMaxAge,
+	}, c.weight)
 	if err != nil {
 		return nil, bad("CANARY_STICKY_KEY", "%v", err)
 	}
@@ -218,6 +222,8 @@ func newProxy(c *config, sp *split.Splitter, log zerolog.Logger, reg prometheus.
 		HealthInterval:         c.HealthInterval,
 		AccessLog:              c.AccessLog,
 		Redact:                 secretsOf(c.tokens),
+		MirrorPercent:          c.mirrorPercent,
+		MirrorMethods:          c.mirrorMethods,
 	}
 	// The backends as pools, and what counts as an error.
 	cfg.StableURLs, cfg.CanaryURLs = c.stable, c.canary
