@@ -84,14 +84,30 @@ type Config struct {
 	OverrideHeader string
 }
 
-// Validate reports a malformed StickyKey or OverrideHeader.
+// Validate reports a malformed StickyKey or OverrideHeader, wrapping
+// ErrBadConfig.
 func (c Config) Validate() error {
-	_, _, err := parseSticky(c.StickyKey)
-	if err != nil {
-		return err
+	if err := ValidateStickyKey(c.StickyKey); err != nil {
+		return fmt.Errorf("%w: sticky key %w", ErrBadConfig, err)
 	}
-	if c.OverrideHeader != "" && !validToken(c.OverrideHeader) {
-		return fmt.Errorf("%w: override header %q is not a valid header name", ErrBadConfig, c.OverrideHeader)
+	if err := ValidateOverrideHeader(c.OverrideHeader); err != nil {
+		return fmt.Errorf("%w: override header %w", ErrBadConfig, err)
+	}
+	return nil
+}
+
+// ValidateStickyKey checks Config.StickyKey: empty, cookie:NAME or
+// header:NAME.
+func ValidateStickyKey(s string) error {
+	_, _, err := parseSticky(s)
+	return err
+}
+
+// ValidateOverrideHeader checks Config.OverrideHeader: empty or a header
+// name.
+func ValidateOverrideHeader(h string) error {
+	if h != "" && !validToken(h) {
+		return fmt.Errorf("%q is not a valid header name", h)
 	}
 	return nil
 }
@@ -102,7 +118,7 @@ func parseSticky(s string) (cookie bool, name string, err error) {
 	}
 	kind, name, ok := strings.Cut(s, ":")
 	if !ok || name == "" || !validToken(name) {
-		return false, "", fmt.Errorf("%w: sticky key %q must be cookie:NAME or header:NAME", ErrBadConfig, s)
+		return false, "", fmt.Errorf("%q must be cookie:NAME or header:NAME", s)
 	}
 	switch strings.ToLower(kind) {
 	case "cookie":
@@ -110,7 +126,7 @@ func parseSticky(s string) (cookie bool, name string, err error) {
 	case "header":
 		return false, textproto.CanonicalMIMEHeaderKey(name), nil
 	}
-	return false, "", fmt.Errorf("%w: sticky key %q must be cookie:NAME or header:NAME", ErrBadConfig, s)
+	return false, "", fmt.Errorf("%q must be cookie:NAME or header:NAME", s)
 }
 
 // validToken reports whether s is an RFC 9110 token (a valid header or cookie name).
