@@ -36,8 +36,9 @@ import (
 // `help`; its default in defaults when a package owns the value (the
 // package's exported Default…), or an `envDefault` tag when only canaryd
 // itself has a use for it (a listener's address, a log setting); then its
-// validation in loadConfig, and a row in the README table under the same
-// group.
+// validation in loadConfig (a value a package owns: the package's
+// Validate… function in loadConfig's table, which names the variable), and
+// a row in the README table under the same group.
 type config struct {
 	_           struct{} `group:"Backends and listeners"`
 	StableURL   string   `env:"CANARY_STABLE_URL,required" help:"stable backend: a URL or a comma-separated pool of URLs, http://, https:// or h2c:// (one scheme per backend), a path prefix allowed"`
