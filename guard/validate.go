@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/canaryd/canaryd/internal/rule"
 	"github.com/canaryd/canaryd/proxy"
 	"github.com/canaryd/canaryd/split"
 )
@@ -27,15 +28,15 @@ func ValidateJudge(name string) error {
 }
 
 // ValidateEvalInterval checks Config.EvalInterval: positive.
-func ValidateEvalInterval(d time.Duration) error { return positive(d) }
+func ValidateEvalInterval(d time.Duration) error { return rule.Positive(d) }
 
 // ValidateIntegrityInterval checks Config.IntegrityInterval: positive.
-func ValidateIntegrityInterval(d time.Duration) error { return positive(d) }
+func ValidateIntegrityInterval(d time.Duration) error { return rule.Positive(d) }
 
 // ValidateMetricGateInterval checks Config.MetricGateInterval: positive.
 // How often Prometheus may be asked is the metric gates' own rule
 // (metricgate.ValidateInterval), which a faster fake need not follow.
-func ValidateMetricGateInterval(d time.Duration) error { return positive(d) }
+func ValidateMetricGateInterval(d time.Duration) error { return rule.Positive(d) }
 
 // ValidateProgressDeadline checks Config.ProgressDeadline against the
 // configured plan: not negative (zero: no deadline), and longer than every
@@ -83,23 +84,6 @@ func ValidateGateNames(names []string) error {
 	return nil
 }
 
-func positive(d time.Duration) error {
-	if d <= 0 {
-		return fmt.Errorf("%v must be positive", d)
-	}
-	return nil
-}
-
-// ifSet applies check to v unless v is the zero value, which means the
-// default.
-func ifSet[T comparable](v T, check func(T) error) error {
-	var zero T
-	if v == zero {
-		return nil
-	}
-	return check(v)
-}
-
 // Validate reports the first problem with c as one sentence.
 func (c Config) Validate() error {
 	if c.Store == nil && c.StateFile == "" {
@@ -127,11 +111,11 @@ func (c Config) Validate() error {
 		name string
 		err  error
 	}{
-		{"judge", ifSet(judgeName, ValidateJudge)},
-		{"window", ifSet(c.Window, proxy.ValidateWindow)},
-		{"evaluation interval", ifSet(c.EvalInterval, ValidateEvalInterval)},
-		{"integrity interval", ifSet(c.IntegrityInterval, ValidateIntegrityInterval)},
-		{"metric gate interval", ifSet(c.MetricGateInterval, ValidateMetricGateInterval)},
+		{"judge", rule.IfSet(judgeName, ValidateJudge)},
+		{"window", rule.IfSet(c.Window, proxy.ValidateWindow)},
+		{"evaluation interval", rule.IfSet(c.EvalInterval, ValidateEvalInterval)},
+		{"integrity interval", rule.IfSet(c.IntegrityInterval, ValidateIntegrityInterval)},
+		{"metric gate interval", rule.IfSet(c.MetricGateInterval, ValidateMetricGateInterval)},
 		{"progress deadline", ValidateProgressDeadline(c.ProgressDeadline, c.Steps)},
 		{"progress deadline action", ValidateDeadlineAction(c.DeadlineAction, c.ProgressDeadline)},
 	} {

@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/canaryd/canaryd/internal/rule"
 )
 
 // The rules of Config's values, one function a value. Each checks a value
@@ -73,37 +75,27 @@ func ValidateBackendsDiffer(stable, canary []*url.URL) error {
 }
 
 // ValidateWindow checks Config.Window: at least 1s.
-func ValidateWindow(d time.Duration) error {
-	if d < minWindow {
-		return fmt.Errorf("%v must be at least %v", d, minWindow)
-	}
-	return nil
-}
+func ValidateWindow(d time.Duration) error { return rule.AtLeast(d, minWindow) }
 
 // ValidateResponseHeaderTimeout checks Config.ResponseHeaderTimeout:
 // positive.
-func ValidateResponseHeaderTimeout(d time.Duration) error { return positive(d) }
+func ValidateResponseHeaderTimeout(d time.Duration) error { return rule.Positive(d) }
 
 // ValidateMaxConnsPerBackend checks Config.MaxConnsPerBackend: at least 1.
-func ValidateMaxConnsPerBackend(n int) error {
-	if n < 1 {
-		return fmt.Errorf("%d must be at least 1", n)
-	}
-	return nil
-}
+func ValidateMaxConnsPerBackend(n int) error { return rule.AtLeast(n, 1) }
 
 // ValidateMaxResponseHeaderBytes checks Config.MaxResponseHeaderBytes:
 // 4096 to 16777216 (16 MiB).
 func ValidateMaxResponseHeaderBytes(n int) error {
-	return between(n, minMaxResponseHeaderBytes, maxMaxResponseHeaderBytes)
+	return rule.Between(n, minMaxResponseHeaderBytes, maxMaxResponseHeaderBytes)
 }
 
 // ValidateRequestBuffer checks Config.RequestBuffer: 1024 to 67108864
 // (64 MiB).
-func ValidateRequestBuffer(n int) error { return between(n, minRequestBuffer, maxRequestBuffer) }
+func ValidateRequestBuffer(n int) error { return rule.Between(n, minRequestBuffer, maxRequestBuffer) }
 
 // ValidateBodyReadTimeout checks Config.BodyReadTimeout: positive.
-func ValidateBodyReadTimeout(d time.Duration) error { return positive(d) }
+func ValidateBodyReadTimeout(d time.Duration) error { return rule.Positive(d) }
 
 // ValidateHealthPath checks Config.HealthPath: empty (no health checks) or
 // a path starting with /.
@@ -115,45 +107,16 @@ func ValidateHealthPath(p string) error {
 }
 
 // ValidateHealthInterval checks Config.HealthInterval: positive.
-func ValidateHealthInterval(d time.Duration) error { return positive(d) }
+func ValidateHealthInterval(d time.Duration) error { return rule.Positive(d) }
 
 // ValidateDNSRefresh checks Config.DNSRefresh: at least 1s.
-func ValidateDNSRefresh(d time.Duration) error {
-	if d < minDNSRefresh {
-		return fmt.Errorf("%v must be at least %v", d, minDNSRefresh)
-	}
-	return nil
-}
+func ValidateDNSRefresh(d time.Duration) error { return rule.AtLeast(d, minDNSRefresh) }
 
 // ValidateEjectTime checks Config.EjectTime: positive, at most
 // MaxEjectTime.
 func ValidateEjectTime(d time.Duration) error {
 	if d <= 0 || d > MaxEjectTime {
 		return fmt.Errorf("%v must be positive and at most %v", d, MaxEjectTime)
-	}
-	return nil
-}
-
-func positive(d time.Duration) error {
-	if d <= 0 {
-		return fmt.Errorf("%v must be positive", d)
-	}
-	return nil
-}
-
-// ifSet applies check to v unless v is the zero value, which means the
-// default.
-func ifSet[T comparable](v T, check func(T) error) error {
-	var zero T
-	if v == zero {
-		return nil
-	}
-	return check(v)
-}
-
-func between(n, lo, hi int) error {
-	if n < lo || n > hi {
-		return fmt.Errorf("%d must be between %d and %d", n, lo, hi)
 	}
 	return nil
 }
@@ -182,16 +145,16 @@ func (c Config) Validate() error {
 		name string
 		err  error
 	}{
-		{"window", ifSet(c.Window, ValidateWindow)},
-		{"response header timeout", ifSet(c.ResponseHeaderTimeout, ValidateResponseHeaderTimeout)},
-		{"max connections per backend", ifSet(c.MaxConnsPerBackend, ValidateMaxConnsPerBackend)},
-		{"max response header bytes", ifSet(c.MaxResponseHeaderBytes, ValidateMaxResponseHeaderBytes)},
-		{"request buffer", ifSet(c.RequestBuffer, ValidateRequestBuffer)},
-		{"body read timeout", ifSet(c.BodyReadTimeout, ValidateBodyReadTimeout)},
-		{"health path", ifSet(c.HealthPath, ValidateHealthPath)},
-		{"health interval", ifSet(c.HealthInterval, ValidateHealthInterval)},
-		{"DNS refresh", ifSet(c.DNSRefresh, ValidateDNSRefresh)},
-		{"eject time", ifSet(c.EjectTime, ValidateEjectTime)},
+		{"window", rule.IfSet(c.Window, ValidateWindow)},
+		{"response header timeout", rule.IfSet(c.ResponseHeaderTimeout, ValidateResponseHeaderTimeout)},
+		{"max connections per backend", rule.IfSet(c.MaxConnsPerBackend, ValidateMaxConnsPerBackend)},
+		{"max response header bytes", rule.IfSet(c.MaxResponseHeaderBytes, ValidateMaxResponseHeaderBytes)},
+		{"request buffer", rule.IfSet(c.RequestBuffer, ValidateRequestBuffer)},
+		{"body read timeout", rule.IfSet(c.BodyReadTimeout, ValidateBodyReadTimeout)},
+		{"health path", rule.IfSet(c.HealthPath, ValidateHealthPath)},
+		{"health interval", rule.IfSet(c.HealthInterval, ValidateHealthInterval)},
+		{"DNS refresh", rule.IfSet(c.DNSRefresh, ValidateDNSRefresh)},
+		{"eject time", rule.IfSet(c.EjectTime, ValidateEjectTime)},
 	} {
 		if f.err != nil {
 			return fmt.Errorf("%w: %s %w", ErrBadConfig, f.name, f.err)

@@ -6,6 +6,8 @@ import (
 	"math"
 	"strconv"
 	"time"
+
+	"github.com/canaryd/canaryd/internal/rule"
 )
 
 // Defaults for the zero values of SLO's optional fields.
@@ -76,21 +78,11 @@ func ValidateErrorRate(r float64) error {
 }
 
 // ValidateP95 checks SLO.P95: positive.
-func ValidateP95(d time.Duration) error {
-	if d <= 0 {
-		return fmt.Errorf("%v must be positive", d)
-	}
-	return nil
-}
+func ValidateP95(d time.Duration) error { return rule.Positive(d) }
 
 // ValidateMinRequests checks SLO.MinRequests: at least 1, since a proceed
 // verdict on no evidence at all advances a canary nobody has tried.
-func ValidateMinRequests(n uint64) error {
-	if n < 1 {
-		return fmt.Errorf("%d must be at least 1", n)
-	}
-	return nil
-}
+func ValidateMinRequests(n uint64) error { return rule.AtLeast(n, 1) }
 
 // ValidateAlpha checks SLO.Alpha: a probability strictly between 0 and
 // 0.5.
@@ -121,8 +113,8 @@ func (s SLO) Validate() error {
 		{"error rate", ValidateErrorRate(s.ErrorRate)},
 		{"p95", ValidateP95(s.P95)},
 		{"min requests", ValidateMinRequests(s.MinRequests)},
-		{"alpha", ifSet(s.Alpha, ValidateAlpha)},
-		{"margin", ifSet(s.Margin, ValidateMargin)},
+		{"alpha", rule.IfSet(s.Alpha, ValidateAlpha)},
+		{"margin", rule.IfSet(s.Margin, ValidateMargin)},
 	} {
 		if f.err != nil {
 			return fmt.Errorf("%w: %s %w", ErrInvalidSLO, f.name, f.err)
@@ -132,15 +124,6 @@ func (s SLO) Validate() error {
 		return fmt.Errorf("%w: comparison mode %d is neither hold nor rollback", ErrInvalidSLO, s.Compare)
 	}
 	return nil
-}
-
-// ifSet applies check to v unless v is zero, which means the default.
-func ifSet[T comparable](v T, check func(T) error) error {
-	var zero T
-	if v == zero {
-		return nil
-	}
-	return check(v)
 }
 
 // withDefaults fills the zero values and clamps what a judge cannot use.

@@ -54,6 +54,7 @@ import (
 	"time"
 
 	"github.com/canaryd/canaryd/guard"
+	"github.com/canaryd/canaryd/internal/rule"
 )
 
 // Bounds of a gates file.
@@ -228,12 +229,7 @@ func ValidateURL(raw string) error {
 // ValidateInterval checks how often a Set is checked (the guard's
 // Config.MetricGateInterval): at least 1s, so that Prometheus is not
 // asked every gate's query more often than once a second.
-func ValidateInterval(d time.Duration) error {
-	if d < minInterval {
-		return fmt.Errorf("%v must be at least %v", d, minInterval)
-	}
-	return nil
-}
+func ValidateInterval(d time.Duration) error { return rule.AtLeast(d, minInterval) }
 
 // New validates cfg and builds a Set.
 func New(cfg Config) (*Set, error) {
