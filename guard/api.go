@@ -64,7 +64,10 @@ type Router interface {
 	SetRolledBack(on bool)
 }
 
-// Config configures a Guard. Zero values mean the documented defaults.
+// Config configures a Guard. Zero values mean the documented defaults; a
+// value that is set must pass its field's Validate… function
+// (ValidateEvalInterval, …, and the judge's for SLO), which Validate
+// applies.
 type Config struct {
 	// Release (CANARY_RELEASE) is started at boot if the rollout has never
 	// seen it; a release it has seen (the current one or an earlier one)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 
@@ -67,55 +66,6 @@ const (
 	// canary blocked and reads again in the background.
 	bootTimeout = 3 * time.Second
 )
-
-// Validate reports the first problem with c as one sentence.
-func (c Config) Validate() error {
-	if c.Store == nil && c.StateFile == "" {
-		return errors.New("state file path is required")
-	}
-	if c.Release != "" {
-		if err := ValidateRelease(c.Release); err != nil {
-			return fmt.Errorf("%w: %w", ErrRelease, err)
-		}
-	}
-	if c.Weight > split.MaxWeight {
-		return fmt.Errorf("weight %s%% is above 100", split.FormatPercent(c.Weight))
-	}
-	if err := validateSteps(c.Steps); err != nil {
-		return fmt.Errorf("plan: %w", err)
-	}
-	if c.JudgeImpl == nil {
-		switch c.Judge {
-		case "", "sequential", "window":
-		default:
-			return fmt.Errorf("judge %q is neither sequential nor window", c.Judge)
-		}
-	}
-	if c.SLO.ErrorRate < 0 || c.SLO.ErrorRate > 1 {
-		return fmt.Errorf("error-rate objective %v must lie in [0, 1]", c.SLO.ErrorRate)
-	}
-	if c.SLO.P95 < 0 || c.Window < 0 || c.EvalInterval < 0 || c.IntegrityInterval < 0 || c.MetricGateInterval < 0 {
-		return errors.New("p95 objective, window and intervals must not be negative")
-	}
-	if c.ProgressDeadline < 0 {
-		return errors.New("progress deadline must not be negative")
-	}
-	if c.MetricGates != nil {
-		seen := map[string]bool{}
-		for _, n := range c.MetricGates.Names() {
-			switch {
-			case n == "":
-				return errors.New("a metric gate has no name")
-			case slices.Contains(ReservedGateNames(), n):
-				return fmt.Errorf("metric gate %q has the name of a built-in gate", n)
-			case seen[n]:
-				return fmt.Errorf("two metric gates are named %q", n)
-			}
-			seen[n] = true
-		}
-	}
-	return nil
-}
 
 // Guard judges the canary and runs the rollout. Create it with New. Its
 // methods are safe for concurrent use; the controls and views are called by

@@ -414,7 +414,7 @@ func TestFleetReplicaRollsBackOnAMetricGate(t *testing.T) {
 // the health summary, the gates and canary_progress_stalled.
 func TestProgressDeadlineStalls(t *testing.T) {
 	cfg, clock := baseConfig(t)
-	cfg.Steps = []guard.Step{{Weight: 500, Observe: time.Minute}, {Weight: 2500, Observe: time.Hour}}
+	cfg.Steps = []guard.Step{{Weight: 500, Observe: time.Minute}, {Weight: 2500, Observe: 5 * time.Minute}} // each shorter than the deadline
 	cfg.ProgressDeadline = 10 * time.Minute
 	h := newHarness(t, cfg, clock)
 	h.start()
@@ -455,7 +455,7 @@ func TestProgressDeadlineStalls(t *testing.T) {
 // The progress deadline acts where the plan runs: a replica that does not
 // lead never stalls the step; the leader does, once, for the fleet.
 func TestFleetOnlyTheLeaderStalls(t *testing.T) {
-	fh := newFleetHarness(t, []guard.Step{{Weight: 500, Observe: time.Minute}, {Weight: 2500, Observe: time.Hour}}, false)
+	fh := newFleetHarness(t, []guard.Step{{Weight: 500, Observe: time.Minute}, {Weight: 2500, Observe: 5 * time.Minute}}, false)
 	fh.cfg.ProgressDeadline = 10 * time.Minute
 	fh.harness = newHarness(t, fh.cfg, fh.clock)
 	fh.harness.judge = &fh.local.fakeJudge

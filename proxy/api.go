@@ -163,7 +163,9 @@ import (
 	"github.com/canaryd/canaryd/split"
 )
 
-// Config configures a Proxy. Zero values mean the documented defaults.
+// Config configures a Proxy. Zero values mean the documented defaults; a
+// value that is set must pass its field's Validate… function
+// (ValidateRequestBuffer, …), which Validate applies.
 type Config struct {
 	// Stable and Canary are the backends' base URLs (http, https or h2c,
 	// with an optional path prefix) when each is one URL. A backend is

@@ -295,7 +295,7 @@ func TestDNSRefresh(t *testing.T) {
 		Stable:     mustURL(t, "http://pool.test:"+port),
 		Canary:     mustURL(t, refusedURL(t)),
 		Resolver:   res,
-		DNSRefresh: 20 * time.Millisecond,
+		DNSRefresh: time.Second, // the floor (ValidateDNSRefresh)
 	}, 0)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

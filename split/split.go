@@ -112,14 +112,13 @@ type Config struct {
 	CookieMaxAge time.Duration
 }
 
-// Validate reports a malformed field.
+// Validate reports a malformed field, wrapping ErrBadConfig.
 func (c Config) Validate() error {
-	cookie, _, err := parseSticky(c.StickyKey)
-	if err != nil {
-		return err
+	if err := ValidateStickyKey(c.StickyKey); err != nil {
+		return fmt.Errorf("%w: sticky key %w", ErrBadConfig, err)
 	}
-	if c.OverrideHeader != "" && !validToken(c.OverrideHeader) {
-		return fmt.Errorf("%w: override header %q is not a valid header name", ErrBadConfig, c.OverrideHeader)
+	if err := ValidateOverrideHeader(c.OverrideHeader); err != nil {
+		return fmt.Errorf("%w: override header %w", ErrBadConfig, err)
 	}
 	for i, m := range c.Match {
 		if m.kind == 0 {
@@ -131,11 +130,38 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w: a trusted proxy network is invalid", ErrBadConfig)
 		}
 	}
-	if c.SetCookie && !cookie {
+	if cookie, _, _ := parseSticky(c.StickyKey); c.SetCookie && !cookie {
 		return fmt.Errorf("%w: setting the sticky cookie needs a sticky key cookie:NAME (it is %q)", ErrBadConfig, c.StickyKey)
 	}
-	if c.CookieMaxAge < 0 || c.CookieMaxAge > 0 && c.CookieMaxAge < time.Second {
-		return fmt.Errorf("%w: the sticky cookie's max age %v must be at least 1s", ErrBadConfig, c.CookieMaxAge)
+	if c.CookieMaxAge != 0 {
+		if err := ValidateCookieMaxAge(c.CookieMaxAge); err != nil {
+			return fmt.Errorf("%w: the sticky cookie's max age %w", ErrBadConfig, err)
+		}
+	}
+	return nil
+}
+
+// ValidateCookieMaxAge checks Config.CookieMaxAge when set: Max-Age is a
+// whole number of seconds, at least one.
+func ValidateCookieMaxAge(d time.Duration) error {
+	if d < time.Second || d%time.Second != 0 {
+		return fmt.Errorf("%v must be a whole number of seconds, at least 1s (e.g. 24h)", d)
+	}
+	return nil
+}
+
+// ValidateStickyKey checks Config.StickyKey: empty, cookie:NAME or
+// header:NAME.
+func ValidateStickyKey(s string) error {
+	_, _, err := parseSticky(s)
+	return err
+}
+
+// ValidateOverrideHeader checks Config.OverrideHeader: empty or a header
+// name.
+func ValidateOverrideHeader(h string) error {
+	if h != "" && !validToken(h) {
+		return fmt.Errorf("%q is not a valid header name", h)
 	}
 	return nil
 }
@@ -146,7 +172,7 @@ func parseSticky(s string) (cookie bool, name string, err error) {
 	}
 	kind, name, ok := strings.Cut(s, ":")
 	if !ok || name == "" || !validToken(name) {
-		return false, "", fmt.Errorf("%w: sticky key %q must be cookie:NAME or header:NAME", ErrBadConfig, s)
+		return false, "", fmt.Errorf("%q must be cookie:NAME or header:NAME", s)
 	}
 	switch strings.ToLower(kind) {
 	case "cookie":
@@ -154,7 +180,7 @@ func parseSticky(s string) (cookie bool, name string, err error) {
 	case "header":
 		return false, textproto.CanonicalMIMEHeaderKey(name), nil
 	}
-	return false, "", fmt.Errorf("%w: sticky key %q must be cookie:NAME or header:NAME", ErrBadConfig, s)
+	return false, "", fmt.Errorf("%q must be cookie:NAME or header:NAME", s)
 }
 
 // validToken reports whether s is an RFC 9110 token (a valid header or cookie name).

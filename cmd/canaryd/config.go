@@ -5,14 +5,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,8 +37,9 @@ import (
 // `help`; its default in defaults when a package owns the value (the
 // package's exported Default…), or an `envDefault` tag when only canaryd
 // itself has a use for it (a listener's address, a log setting); then its
-// validation in loadConfig, and a row in the README table under the same
-// group.
+// validation in loadConfig (a value a package owns: the package's
+// Validate… function in loadConfig's table, which names the variable), and
+// a row in the README table under the same group.
 type config struct {
 	_           struct{} `group:"Backends and listeners"`
 	StableURL   string   `env:"CANARY_STABLE_URL,required" help:"stable backend: a URL or a comma-separated pool of URLs, http://, https:// or h2c:// (one scheme per backend), a path prefix allowed"`
@@ -516,13 +515,8 @@ func loadConfig(environ []string) (*config, error) {
 	if c.canary, err = backendURLs("CANARY_CANARY_URL", c.CanaryURL); err != nil {
 		return nil, err
 	}
-	for _, cu := range c.canary {
-		for _, su := range c.stable {
-			if backendKey(su) == backendKey(cu) {
-				return nil, bad("CANARY_CANARY_URL", "%q is the same backend as CANARY_STABLE_URL (%q): the canary must be another server or path",
-					cu.Redacted(), su.Redacted())
-			}
-		}
+	if err := proxy.ValidateBackendsDiffer(c.stable, c.canary); err != nil {
+		return nil, bad("CANARY_CANARY_URL", "%v", err)
 	}
 	if c.lb, err = proxy.ParseLoadBalancer(c.LB); err != nil {
 		return nil, bad("CANARY_LB", "%v", err)
@@ -558,31 +552,42 @@ func loadConfig(environ []string) (*config, error) {
 			return nil, bad("CANARY_STEPS", "%v", err)
 		}
 	}
+	// The rules of the values a package owns are that package's; an
+	// explicit 0 is judged like any value (a zero field there means the
+	// default, which the environment spells by leaving the variable unset).
+	for _, v := range []struct {
+		name string
+		err  error
+	}{
+		{"CANARY_SLO_ERROR_RATE", judge.ValidateErrorRate(c.SLOErrorRate)},
+		{"CANARY_SLO_P95", judge.ValidateP95(c.SLOP95)},
+		{"CANARY_SLO_WINDOW", proxy.ValidateWindow(c.SLOWindow)},
+		{"CANARY_SLO_MIN_REQUESTS", judge.ValidateMinRequests(c.SLOMinRequests)},
+		{"CANARY_EVAL_INTERVAL", guard.ValidateEvalInterval(c.EvalInterval)},
+		{"CANARY_INTEGRITY_INTERVAL", guard.ValidateIntegrityInterval(c.IntegrityInterval)},
+		{"CANARY_JUDGE", guard.ValidateJudge(c.Judge)},
+		{"CANARY_ALPHA", judge.ValidateAlpha(c.Alpha)},
+		{"CANARY_COMPARE_MARGIN", judge.ValidateMargin(c.CompareMargin)},
+		{"CANARY_HEALTH_INTERVAL", proxy.ValidateHealthInterval(c.HealthInterval)},
+		{"CANARY_HEALTH_PATH", proxy.ValidateHealthPath(c.HealthPath)},
+		{"CANARY_UPSTREAM_TIMEOUT", proxy.ValidateResponseHeaderTimeout(c.UpstreamTimeout)},
+		{"CANARY_MAX_CONNS_PER_BACKEND", proxy.ValidateMaxConnsPerBackend(c.MaxConnsPerBackend)},
+		{"CANARY_MAX_RESPONSE_HEADER_BYTES", proxy.ValidateMaxResponseHeaderBytes(c.MaxResponseHeaderBytes)},
+		{"CANARY_REQUEST_BUFFER", proxy.ValidateRequestBuffer(c.RequestBuffer)},
+		{"CANARY_BODY_READ_TIMEOUT", proxy.ValidateBodyReadTimeout(c.BodyReadTimeout)},
+		{"CANARY_DNS_REFRESH", proxy.ValidateDNSRefresh(c.DNSRefresh)},
+		{"CANARY_EJECT_TIME", proxy.ValidateEjectTime(c.EjectTime)},
+		{"CANARY_STICKY_KEY", split.ValidateStickyKey(c.StickyKey)},
+		{"CANARY_OVERRIDE_HEADER", split.ValidateOverrideHeader(c.OverrideHeader)},
+	} {
+		if v.err != nil {
+			return nil, bad(v.name, "%v", v.err)
+		}
+	}
+	// canaryd's own values.
 	switch {
-	case !(c.SLOErrorRate > 0 && c.SLOErrorRate < 1):
-		return nil, bad("CANARY_SLO_ERROR_RATE", "%v must be a fraction between 0 and 1 (e.g. 0.01)", c.SLOErrorRate)
-	case c.SLOP95 <= 0:
-		return nil, bad("CANARY_SLO_P95", "must be positive")
-	case c.SLOWindow < time.Second:
-		return nil, bad("CANARY_SLO_WINDOW", "must be at least 1s")
-	case c.SLOMinRequests < 1:
-		return nil, bad("CANARY_SLO_MIN_REQUESTS", "must be at least 1")
-	case c.EvalInterval <= 0:
-		return nil, bad("CANARY_EVAL_INTERVAL", "must be positive")
-	case c.IntegrityInterval <= 0:
-		return nil, bad("CANARY_INTEGRITY_INTERVAL", "must be positive")
-	case c.Judge != "sequential" && c.Judge != "window":
-		return nil, bad("CANARY_JUDGE", "%q must be sequential or window", c.Judge)
-	case !(c.Alpha > 0 && c.Alpha < 0.5):
-		return nil, bad("CANARY_ALPHA", "%v must be a probability between 0 and 0.5 (e.g. 0.01)", c.Alpha)
-	case !(c.CompareMargin > 0) || math.IsInf(c.CompareMargin, 1):
-		return nil, bad("CANARY_COMPARE_MARGIN", "%v must be a positive fraction (e.g. 0.5 for 50%% worse than stable)", c.CompareMargin)
 	case c.ShutdownTimeout < 0:
 		return nil, bad("CANARY_SHUTDOWN_TIMEOUT", "must not be negative")
-	case c.HealthInterval <= 0:
-		return nil, bad("CANARY_HEALTH_INTERVAL", "must be positive")
-	case c.HealthPath != "" && !strings.HasPrefix(c.HealthPath, "/"):
-		return nil, bad("CANARY_HEALTH_PATH", "%q must start with /", c.HealthPath)
 	case c.StateFile == "":
 		return nil, bad("CANARY_STATE_FILE", "must not be empty")
 	case c.ReadHeaderTimeout <= 0:
@@ -591,31 +596,12 @@ func loadConfig(environ []string) (*config, error) {
 		return nil, bad("CANARY_IDLE_TIMEOUT", "must be positive")
 	case c.MaxHeaderBytes < 4096:
 		return nil, bad("CANARY_MAX_HEADER_BYTES", "must be at least 4096")
-	case c.UpstreamTimeout <= 0:
-		return nil, bad("CANARY_UPSTREAM_TIMEOUT", "must be positive")
-	case c.MaxConnsPerBackend < 1:
-		return nil, bad("CANARY_MAX_CONNS_PER_BACKEND", "must be at least 1")
-	case c.MaxResponseHeaderBytes < 4096 || c.MaxResponseHeaderBytes > 16<<20:
-		return nil, bad("CANARY_MAX_RESPONSE_HEADER_BYTES", "must be between 4096 and 16777216")
-	case c.RequestBuffer < 1024 || c.RequestBuffer > 64<<20:
-		return nil, bad("CANARY_REQUEST_BUFFER", "must be between 1024 and 67108864")
-	case c.BodyReadTimeout <= 0:
-		return nil, bad("CANARY_BODY_READ_TIMEOUT", "must be positive")
-	case c.DNSRefresh < time.Second:
-		return nil, bad("CANARY_DNS_REFRESH", "%v must be at least 1s", c.DNSRefresh)
 	case c.EjectConsecutiveFailures < 0:
+		// 0 spells "never" here (ejectAfter), a negative count nothing.
 		return nil, bad("CANARY_EJECT_CONSECUTIVE_FAILURES", "must not be negative (0 = never eject)")
-	case c.EjectTime <= 0 || c.EjectTime > proxy.MaxEjectTime:
-		return nil, bad("CANARY_EJECT_TIME", "%v must be positive and at most %v", c.EjectTime, proxy.MaxEjectTime)
 	}
 	if c.compare, err = judge.ParseCompare(c.Compare); err != nil {
 		return nil, bad("CANARY_COMPARE", "%q must be hold or rollback", c.Compare)
-	}
-	if err := (split.Config{StickyKey: c.StickyKey}).Validate(); err != nil {
-		return nil, bad("CANARY_STICKY_KEY", "%q must be cookie:NAME or header:NAME", c.StickyKey)
-	}
-	if err := (split.Config{OverrideHeader: c.OverrideHeader}).Validate(); err != nil {
-		return nil, bad("CANARY_OVERRIDE_HEADER", "%q is not a valid header name", c.OverrideHeader)
 	}
 	if err := loadCohorts(c); err != nil {
 		return nil, err
@@ -692,8 +678,8 @@ func loadFleet(c *config) error {
 	if err := etcdstore.ValidatePrefix(c.EtcdPrefix); err != nil {
 		return bad("CANARY_ETCD_PREFIX", "%v", err)
 	}
-	if c.EtcdLeaseTTL < 2*time.Second || c.EtcdLeaseTTL%time.Second != 0 {
-		return bad("CANARY_ETCD_LEASE_TTL", "%v must be a whole number of seconds, at least 2s", c.EtcdLeaseTTL)
+	if err := etcdstore.ValidateLeaseTTL(c.EtcdLeaseTTL); err != nil {
+		return bad("CANARY_ETCD_LEASE_TTL", "%v", err)
 	}
 	tlsFiles := c.EtcdCAFile != "" || c.EtcdCertFile != "" || c.EtcdKeyFile != ""
 	if tlsFiles && !https {
@@ -781,17 +767,11 @@ func loadIntegrations(c *config) error {
 	if c.deadlineAction, err = guard.ParseDeadlineAction(c.ProgressDeadlineAction); err != nil {
 		return bad("CANARY_PROGRESS_DEADLINE_ACTION", "%q must be stall or rollback", c.ProgressDeadlineAction)
 	}
-	switch {
-	case c.ProgressDeadline < 0:
-		return bad("CANARY_PROGRESS_DEADLINE", "must not be negative (unset it, or 0, for no deadline)")
-	case c.ProgressDeadline == 0 && c.deadlineAction == guard.DeadlineRollback:
-		return bad("CANARY_PROGRESS_DEADLINE_ACTION", "is rollback but CANARY_PROGRESS_DEADLINE is not set: there is no deadline to act on")
+	if err := guard.ValidateProgressDeadline(c.ProgressDeadline, c.steps); err != nil {
+		return bad("CANARY_PROGRESS_DEADLINE", "%v", err)
 	}
-	for i, st := range c.steps {
-		if c.ProgressDeadline > 0 && c.ProgressDeadline <= st.Observe {
-			return bad("CANARY_PROGRESS_DEADLINE", "%v is not longer than step %d's observation time (%v in CANARY_STEPS): that step could never advance in time",
-				c.ProgressDeadline, i+1, st.Observe)
-		}
+	if err := guard.ValidateDeadlineAction(c.deadlineAction, c.ProgressDeadline); err != nil {
+		return bad("CANARY_PROGRESS_DEADLINE_ACTION", "%v: set CANARY_PROGRESS_DEADLINE", err)
 	}
 	switch {
 	case c.MetricGates != "" && c.PrometheusURL == "":
@@ -801,73 +781,42 @@ func loadIntegrations(c *config) error {
 	case c.MetricGates == "":
 		return nil
 	}
-	if c.MetricGateInterval < time.Second {
-		return bad("CANARY_METRIC_GATE_INTERVAL", "%v must be at least 1s", c.MetricGateInterval)
+	if err := metricgate.ValidateInterval(c.MetricGateInterval); err != nil {
+		return bad("CANARY_METRIC_GATE_INTERVAL", "%v", err)
 	}
 	if c.metricGates, err = metricgate.Load(c.MetricGates); err != nil {
 		return bad("CANARY_METRIC_GATES", "%v", err)
 	}
-	for _, g := range c.metricGates {
-		if slices.Contains(guard.ReservedGateNames(), g.Name) {
-			return bad("CANARY_METRIC_GATES", "%s: gate %q has the name of a gate canaryd shows itself; choose another", c.MetricGates, g.Name)
-		}
+	names := make([]string, len(c.metricGates))
+	for i, g := range c.metricGates {
+		names[i] = g.Name
 	}
-	if _, err := metricgate.New(metricgate.Config{URL: c.PrometheusURL, Gates: c.metricGates}); err != nil {
-		return bad("CANARY_PROMETHEUS_URL", "%v", strings.TrimPrefix(err.Error(), "metricgate: "))
+	if err := guard.ValidateGateNames(names); err != nil {
+		return bad("CANARY_METRIC_GATES", "%s: %v", c.MetricGates, err)
+	}
+	if err := metricgate.ValidateURL(c.PrometheusURL); err != nil {
+		return bad("CANARY_PROMETHEUS_URL", "%v", err)
 	}
 	return nil
 }
 
-// backendURLs parses a backend: one URL or a comma-separated pool, all of
-// one scheme, none twice.
+// backendURLs decodes a backend: one URL or a comma-separated pool; the
+// proxy's rule (proxy.ValidateBackend) says which are fine.
 func backendURLs(name, raw string) ([]*url.URL, error) {
 	var urls []*url.URL
 	for item := range strings.SplitSeq(raw, ",") {
-		u, err := backendURL(name, strings.TrimSpace(item))
+		item = strings.TrimSpace(item)
+		u, err := url.Parse(item)
 		if err != nil {
-			return nil, err
+			return nil, bad(name, "%q is not a URL such as http://host:port (a pool: URLs separated by commas)", item)
 		}
-		if first := urls; len(first) > 0 && !strings.EqualFold(first[0].Scheme, u.Scheme) {
-			return nil, bad(name, "mixes %s:// and %s://: one scheme per backend", first[0].Scheme, u.Scheme)
-		}
-		for _, prior := range urls {
-			if backendKey(prior) == backendKey(u) {
-				return nil, bad(name, "lists %q twice (as %q)", u.Redacted(), prior.Redacted())
-			}
-		}
+		u.Scheme = strings.ToLower(u.Scheme)
 		urls = append(urls, u)
 	}
+	if err := proxy.ValidateBackend(urls); err != nil {
+		return nil, bad(name, "%v", err)
+	}
 	return urls, nil
-}
-
-func backendURL(name, raw string) (*url.URL, error) {
-	u, err := url.Parse(raw)
-	if err == nil {
-		u.Scheme = strings.ToLower(u.Scheme)
-	}
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "h2c") || u.Host == "" {
-		return nil, bad(name, "%q must be an http://, https:// or h2c:// URL with a host (a pool: URLs separated by commas)", raw)
-	}
-	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return nil, bad(name, "%q must not carry a query, fragment or credentials", raw)
-	}
-	return u, nil
-}
-
-// backendKey is u reduced to what picks the server and path prefix: scheme
-// and host in lower case, the scheme's default port dropped, trailing
-// slashes dropped (a prefix of "/" or "/api/" forwards exactly as "" or
-// "/api"). Two URLs with the same key are the same backend.
-func backendKey(u *url.URL) string {
-	host, port := strings.ToLower(u.Hostname()), u.Port()
-	if (u.Scheme == "http" && port == "80") || (u.Scheme == "https" && port == "443") || (u.Scheme == "h2c" && port == "80") {
-		port = ""
-	}
-	if port != "" || strings.Contains(host, ":") {
-		host = net.JoinHostPort(host, port)
-		host = strings.TrimSuffix(host, ":") // an IPv6 host without a port keeps its brackets
-	}
-	return strings.ToLower(u.Scheme) + "://" + host + strings.TrimRight(u.EscapedPath(), "/")
 }
 
 // loadToken returns the admin token from CANARY_TOKEN or CANARY_TOKEN_FILE.
@@ -933,8 +882,8 @@ func loadCohorts(c *config) error {
 	if c.StickySetCookie && !strings.HasPrefix(strings.ToLower(c.StickyKey), "cookie:") {
 		return bad("CANARY_STICKY_SET_COOKIE", "needs CANARY_STICKY_KEY=cookie:NAME, the cookie to set (CANARY_STICKY_KEY is %q)", c.StickyKey)
 	}
-	if c.StickyMaxAge < time.Second || c.StickyMaxAge%time.Second != 0 {
-		return bad("CANARY_STICKY_MAX_AGE", "%v must be a whole number of seconds, at least 1s (e.g. 24h)", c.StickyMaxAge)
+	if err := split.ValidateCookieMaxAge(c.StickyMaxAge); err != nil {
+		return bad("CANARY_STICKY_MAX_AGE", "%v", err)
 	}
 	if c.mirrorPercent, err = split.ParsePercent(c.MirrorPercent); err != nil {
 		return bad("CANARY_MIRROR_PERCENT", "%v", err)

@@ -465,3 +465,67 @@ func TestConfigCompareReachesTheJudge(t *testing.T) {
 		})
 	}
 }
+
+// The bounds of the values a package owns, from both sides: the value at a
+// bound is accepted, the next one refused naming the variable (the rule is
+// the owner's; canaryd only names the variable).
+func TestConfigBoundaries(t *testing.T) {
+	for _, tc := range []struct {
+		name, ok, bad string
+	}{
+		{"CANARY_SLO_ERROR_RATE", "0.99", "0"},
+		{"CANARY_SLO_P95", "1ms", "0s"},
+		{"CANARY_SLO_WINDOW", "1s", "999ms"},
+		{"CANARY_SLO_MIN_REQUESTS", "1", "0"},
+		{"CANARY_EVAL_INTERVAL", "1ms", "0s"},
+		{"CANARY_INTEGRITY_INTERVAL", "1ms", "-1s"},
+		{"CANARY_JUDGE", "window", "Window"},
+		{"CANARY_ALPHA", "0.49", "0"},
+		{"CANARY_COMPARE_MARGIN", "10", "0"},
+		{"CANARY_HEALTH_INTERVAL", "1ms", "0s"},
+		{"CANARY_HEALTH_PATH", "/", "h"},
+		{"CANARY_UPSTREAM_TIMEOUT", "1ms", "0s"},
+		{"CANARY_MAX_CONNS_PER_BACKEND", "1", "0"},
+		{"CANARY_MAX_RESPONSE_HEADER_BYTES", "4096", "4095"},
+		{"CANARY_MAX_RESPONSE_HEADER_BYTES", "16777216", "16777217"},
+		{"CANARY_REQUEST_BUFFER", "1024", "1023"},
+		{"CANARY_REQUEST_BUFFER", "67108864", "67108865"},
+		{"CANARY_BODY_READ_TIMEOUT", "1ms", "-1ms"},
+		{"CANARY_DNS_REFRESH", "1s", "999ms"},
+		{"CANARY_EJECT_CONSECUTIVE_FAILURES", "0", "-1"},
+		{"CANARY_EJECT_TIME", "5m", "5m1s"},
+		{"CANARY_STICKY_KEY", "header:X-User", "header:"},
+		{"CANARY_OVERRIDE_HEADER", "X-Canary", "X-Canary:"},
+		{"CANARY_MAX_HEADER_BYTES", "4096", "4095"},
+		{"CANARY_SHUTDOWN_TIMEOUT", "0s", "-1s"},
+		{"CANARY_PROGRESS_DEADLINE", "0s", "-1s"},
+	} {
+		if _, err := loadConfig(with(baseEnv(t), tc.name+"="+tc.ok)); err != nil {
+			t.Errorf("%s=%s: %v; want it accepted", tc.name, tc.ok, err)
+		}
+		var stdout, stderr bytes.Buffer
+		code := run(context.Background(), nil, with(baseEnv(t), tc.name+"="+tc.bad), &stdout, &stderr)
+		if out := stderr.String(); code != exitConfig || strings.Count(out, "\n") != 1 || !strings.HasPrefix(out, "canaryd: "+tc.name+": ") {
+			t.Errorf("%s=%s: exit %d, %q; want 2 and one line naming %s", tc.name, tc.bad, code, out, tc.name)
+		}
+	}
+	// The pairs: a deadline longer than every step, and rollback only with
+	// a deadline.
+	for _, tc := range []struct {
+		env  []string
+		want string // "" = accepted
+	}{
+		{[]string{"CANARY_STEPS=5@10m,50@20m", "CANARY_PROGRESS_DEADLINE=21m"}, ""},
+		{[]string{"CANARY_STEPS=5@10m,50@20m", "CANARY_PROGRESS_DEADLINE=20m"}, "CANARY_PROGRESS_DEADLINE"},
+		{[]string{"CANARY_PROGRESS_DEADLINE=1m", "CANARY_PROGRESS_DEADLINE_ACTION=rollback"}, ""},
+		{[]string{"CANARY_PROGRESS_DEADLINE_ACTION=rollback"}, "CANARY_PROGRESS_DEADLINE_ACTION"},
+	} {
+		_, err := loadConfig(with(baseEnv(t), tc.env...))
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%v: %v; want it accepted", tc.env, err)
+		case tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.want+": ")):
+			t.Errorf("%v: %v; want an error naming %s", tc.env, err, tc.want)
+		}
+	}
+}

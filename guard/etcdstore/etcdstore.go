@@ -74,9 +74,8 @@ type Config struct {
 	// ReplicaID is this replica's id in the fleet (ValidateReplicaID).
 	// Required.
 	ReplicaID string
-	// LeaseTTL is the lifetime of the replica's lease (whole seconds, at
-	// least 1; etcd may raise a very short one to its minimum). Zero means
-	// DefaultLeaseTTL.
+	// LeaseTTL is the lifetime of the replica's lease (ValidateLeaseTTL:
+	// whole seconds, at least 2). Zero means DefaultLeaseTTL.
 	LeaseTTL time.Duration
 	// OpTimeout bounds each read or write; zero means 3s.
 	OpTimeout time.Duration
@@ -100,14 +99,30 @@ func (c Config) Validate() error {
 	if err := ValidateReplicaID(c.ReplicaID); err != nil {
 		return err
 	}
-	if c.LeaseTTL < 0 || (c.LeaseTTL > 0 && c.LeaseTTL < time.Second) || c.LeaseTTL%time.Second != 0 {
-		return fmt.Errorf("lease TTL %v must be a whole number of seconds, at least 1s", c.LeaseTTL)
+	if c.LeaseTTL != 0 {
+		if err := ValidateLeaseTTL(c.LeaseTTL); err != nil {
+			return fmt.Errorf("lease TTL %w", err)
+		}
 	}
 	if c.OpTimeout < 0 {
 		return errors.New("operation timeout must not be negative")
 	}
 	if (c.Username == "") != (c.Password == "") {
 		return errors.New("etcd username and password go together")
+	}
+	return nil
+}
+
+// minLeaseTTL is the shortest lease. A lease's TTL is whole seconds in
+// etcd, and one second leaves a replica no slack for a slow keep-alive
+// before it loses its lease (and its leadership).
+const minLeaseTTL = 2 * time.Second
+
+// ValidateLeaseTTL checks Config.LeaseTTL set explicitly: a whole number of
+// seconds, at least 2s.
+func ValidateLeaseTTL(d time.Duration) error {
+	if d < minLeaseTTL || d%time.Second != 0 {
+		return fmt.Errorf("%v must be a whole number of seconds, at least %v", d, minLeaseTTL)
 	}
 	return nil
 }

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"time"
+
+	"github.com/canaryd/canaryd/internal/rule"
 )
 
 // Defaults for the zero values of SLO's optional fields.
@@ -60,20 +63,64 @@ const (
 // ErrInvalidSLO is wrapped by SLO.Validate.
 var ErrInvalidSLO = errors.New("invalid slo")
 
-// Validate reports the first field of s a judge cannot work with. The
-// constructors accept any SLO (clamping what is out of range); Validate is
-// for configuration code that wants to refuse it instead.
+// The rules of SLO's values, one function a value. Each checks a value set
+// explicitly (zero included); SLO.Validate applies it, a zero Alpha or
+// Margin meaning the default. canaryd calls the same functions on what its
+// environment says, so a rule is written once, here.
+
+// ValidateErrorRate checks SLO.ErrorRate: a fraction strictly between 0
+// and 1.
+func ValidateErrorRate(r float64) error {
+	if !(r > 0 && r < 1) {
+		return fmt.Errorf("%v must be a fraction between 0 and 1 (e.g. 0.01)", r)
+	}
+	return nil
+}
+
+// ValidateP95 checks SLO.P95: positive.
+func ValidateP95(d time.Duration) error { return rule.Positive(d) }
+
+// ValidateMinRequests checks SLO.MinRequests: at least 1, since a proceed
+// verdict on no evidence at all advances a canary nobody has tried.
+func ValidateMinRequests(n uint64) error { return rule.AtLeast(n, 1) }
+
+// ValidateAlpha checks SLO.Alpha: a probability strictly between 0 and
+// 0.5.
+func ValidateAlpha(a float64) error {
+	if !(a > 0 && a < 0.5) {
+		return fmt.Errorf("%v must be a probability between 0 and 0.5 (e.g. 0.01)", a)
+	}
+	return nil
+}
+
+// ValidateMargin checks SLO.Margin: a positive, finite fraction.
+func ValidateMargin(m float64) error {
+	if !(m > 0) || math.IsInf(m, 1) {
+		return fmt.Errorf("%v must be a positive fraction (e.g. 0.5 for 50%% worse than stable)", m)
+	}
+	return nil
+}
+
+// Validate reports the first field of s a judge cannot work with, wrapping
+// ErrInvalidSLO. The constructors accept any SLO (clamping what is out of
+// range); Validate is for configuration code that wants to refuse it
+// instead.
 func (s SLO) Validate() error {
-	switch {
-	case !(s.ErrorRate > 0 && s.ErrorRate < 1):
-		return fmt.Errorf("%w: error rate %v must be between 0 and 1 (exclusive)", ErrInvalidSLO, s.ErrorRate)
-	case s.P95 <= 0:
-		return fmt.Errorf("%w: p95 %v must be positive", ErrInvalidSLO, s.P95)
-	case s.Alpha < 0 || s.Alpha >= 0.5:
-		return fmt.Errorf("%w: alpha %v must be in [0, 0.5) (0 means %v)", ErrInvalidSLO, s.Alpha, DefaultAlpha)
-	case !(s.Margin >= 0) || math.IsInf(s.Margin, 1):
-		return fmt.Errorf("%w: margin %v must be a finite fraction, not negative (0 means %v)", ErrInvalidSLO, s.Margin, DefaultMargin)
-	case s.Compare > CompareRollback:
+	for _, f := range []struct {
+		name string
+		err  error
+	}{
+		{"error rate", ValidateErrorRate(s.ErrorRate)},
+		{"p95", ValidateP95(s.P95)},
+		{"min requests", ValidateMinRequests(s.MinRequests)},
+		{"alpha", rule.IfSet(s.Alpha, ValidateAlpha)},
+		{"margin", rule.IfSet(s.Margin, ValidateMargin)},
+	} {
+		if f.err != nil {
+			return fmt.Errorf("%w: %s %w", ErrInvalidSLO, f.name, f.err)
+		}
+	}
+	if s.Compare > CompareRollback {
 		return fmt.Errorf("%w: comparison mode %d is neither hold nor rollback", ErrInvalidSLO, s.Compare)
 	}
 	return nil

@@ -54,6 +54,7 @@ import (
 	"time"
 
 	"github.com/canaryd/canaryd/guard"
+	"github.com/canaryd/canaryd/internal/rule"
 )
 
 // Bounds of a gates file.
@@ -66,6 +67,9 @@ const (
 	DefaultTimeout = 10 * time.Second
 	// maxAnswerBytes bounds what is read of Prometheus's answer.
 	maxAnswerBytes = 4 << 20
+	// minInterval keeps the gates from asking Prometheus more than once a
+	// second.
+	minInterval = time.Second
 )
 
 // Gate is one gate of the file.
@@ -212,12 +216,27 @@ type Set struct {
 	outside map[string]time.Time
 }
 
+// ValidateURL checks Config.URL: an http:// or https:// base URL with a
+// host, without a query or fragment.
+func ValidateURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("the Prometheus URL %q must be an http:// or https:// base URL with a host (no query)", redactURL(u))
+	}
+	return nil
+}
+
+// ValidateInterval checks how often a Set is checked (the guard's
+// Config.MetricGateInterval): at least 1s, so that Prometheus is not
+// asked every gate's query more often than once a second.
+func ValidateInterval(d time.Duration) error { return rule.AtLeast(d, minInterval) }
+
 // New validates cfg and builds a Set.
 func New(cfg Config) (*Set, error) {
-	u, err := url.Parse(cfg.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("metricgate: Prometheus URL %q must be an http:// or https:// base URL with a host (no query)", redactURL(u))
+	if err := ValidateURL(cfg.URL); err != nil {
+		return nil, fmt.Errorf("metricgate: %w", err)
 	}
+	u, _ := url.Parse(cfg.URL)
 	if len(cfg.Gates) == 0 {
 		return nil, errors.New("metricgate: no gates")
 	}
