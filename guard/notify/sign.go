@@ -1,7 +1,6 @@
 package notify
 
 import (
-	"sync/atomic"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync/atomic"
 )
 
 // SignatureHeader carries the body's signature.
