@@ -737,19 +737,20 @@ type secretFile struct {
 func (f *secretFile) reload() (string, error) {
 	key, err := readSecretFile(f.path)
 	if err == nil {
-		err = notify.ValidateSecret(key)
+		// The one check is SetSecret's; both take the same key, so the
+		// first refuses it before the second is asked.
+		if f.hooks.webhook != nil {
+			err = f.hooks.webhook.SetSecret(key)
+		}
+		if err == nil && f.hooks.confirmer != nil {
+			err = f.hooks.confirmer.SetSecret(key)
+		}
 	}
 	if err != nil {
 		return "", fmt.Errorf("webhook secret %s: %v (the previous secret stays in force)", f.path, err)
 	}
 	if bytes.Equal(key, f.current) {
 		return "webhook secret " + f.path + " (unchanged)", nil
-	}
-	if f.hooks.webhook != nil {
-		f.hooks.webhook.SetSecret(key)
-	}
-	if f.hooks.confirmer != nil {
-		f.hooks.confirmer.SetSecret(key)
 	}
 	f.current = key
 	return "webhook secret " + f.path + " (rotated)", nil
