@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -119,8 +120,11 @@ func TestMirrorCopiesStableRequests(t *testing.T) {
 				t.Errorf("copy %+v: want X-Canaryd-Mirror 1 and X-Forwarded-For 127.0.0.1", r)
 			}
 		}
-		if reqs[0].method != "GET" || reqs[0].path != "/a?q=1" || reqs[1].method != "POST" || reqs[1].body != "hello" {
-			t.Errorf("copies %+v; want GET /a?q=1 then POST /small with its body", reqs)
+		// Copies are sent asynchronously and may reach the canary in
+		// either order.
+		sort.Slice(reqs, func(i, j int) bool { return reqs[i].method < reqs[j].method })
+		if reqs[0].method != "GET" || reqs[0].path != "/a?q=1" || reqs[1].method != "POST" || reqs[1].path != "/small" || reqs[1].body != "hello" {
+			t.Errorf("copies %+v; want GET /a?q=1 and POST /small with its body", reqs)
 		}
 		s := p.Snapshot()
 		// The copies are the canary's evidence (window and totals), and
