@@ -334,6 +334,7 @@ END {
   if (n["canaryd-compare"] > 0 && n["canaryd"] > 0) printf "canaryd/canaryd-compare: throughput %.2fx, CPU per request %.2fx\n", R["canaryd"] / R["canaryd-compare"], C["canaryd"] / C["canaryd-compare"]
   if (("canaryd-fleet", 1) in rps) printf "canaryd-fleet/canaryd: throughput %.2fx, CPU per request %.2fx, p99 at fixed rate %+.2f ms\n", R["canaryd-fleet"] / R["canaryd"], C["canaryd-fleet"] / C["canaryd"], F["canaryd-fleet"] - F["canaryd"]
   # The targets of "as fast as nginx on one core" (README, Performance).
+  if (n["canaryd"] == 0 || n["nginx"] == 0) exit
   printf "\ntargets (canaryd against nginx, medians):\n"
   target("throughput >= 0.85x nginx", R["canaryd"] / R["nginx"], ">=", 0.85, "x")
   target("p99 at " conns " connections <= 1.5x nginx", P99["canaryd"] / P99["nginx"], "<=", 1.5, "x")
