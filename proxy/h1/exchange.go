@@ -64,9 +64,9 @@ func (c *conn) exchange(w http.ResponseWriter, r *http.Request, head []byte, now
 		c.close()
 		return c.reused && ctx.Err() == nil, err
 	}
-	// The answer takes the backend a few microseconds, and reading at once
-	// mostly parks; still no runtime.Gosched first: yielding goroutines
-	// starve the network poller (see serverConn.readHead).
+	// The answer takes the backend a few microseconds: reading at once
+	// mostly finds nothing yet.
+	c.pool.yield.yield()
 	n, err := c.readHead(ctx, headerDeadline)
 	if err != nil {
 		nothing := c.br.Buffered() == 0

@@ -61,6 +61,7 @@ type Pool struct {
 	lim    *Limiter
 	cfg    PoolConfig
 	dialer net.Dialer
+	yield  *yielder // before reading an answer
 
 	// Under lim.mu:
 	idle   []*conn // LIFO: the most recently used on top, the oldest at 0
@@ -90,7 +91,7 @@ func NewPool(lim *Limiter, cfg PoolConfig) *Pool {
 	if cfg.Buffers == nil {
 		cfg.Buffers = new(Buffers)
 	}
-	p := &Pool{lim: lim, cfg: cfg, dialer: net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: cfg.KeepAlive}}
+	p := &Pool{lim: lim, cfg: cfg, yield: newYielder(), dialer: net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: cfg.KeepAlive}}
 	lim.mu.Lock()
 	lim.pools = append(lim.pools, p)
 	lim.mu.Unlock()

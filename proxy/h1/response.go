@@ -86,7 +86,9 @@ func (c *conn) readMore(ctx context.Context, deadline time.Time) error {
 				return err
 			}
 		}
+		start := c.pool.yield.now()
 		_, err := c.br.Peek(c.br.Buffered() + 1)
+		c.pool.yield.readDone(start)
 		if err == nil {
 			return nil
 		}

@@ -82,6 +82,7 @@ type Server struct {
 	handoff *handoffListener
 
 	inShutdown atomic.Bool
+	yield      *yielder // before reading a keep-alive connection
 	dates      dateCache
 	outBufs    sync.Pool // *[]byte: answers being written
 
@@ -97,6 +98,7 @@ func NewServer(cfg ServerConfig) *Server {
 	f := cfg.Fallback
 	s := &Server{
 		cfg:               cfg,
+		yield:             newYielder(),
 		handler:           f.Handler,
 		errorLog:          f.ErrorLog,
 		readHeaderTimeout: f.ReadHeaderTimeout,
