@@ -44,10 +44,14 @@ func newYielder() *yielder { return &yielder{epoch: time.Now()} }
 // now returns the time since y.epoch, from the monotonic clock.
 func (y *yielder) now() int64 { return int64(time.Since(y.epoch)) }
 
+// open reports whether a read that parked came back within yieldWindow,
+// that is whether the network poller is still running.
+func (y *yielder) open() bool { return y.now()-y.lastWake.Load() < int64(yieldWindow) }
+
 // yield lets the other goroutines run first, unless the network poller
 // may be starved (see yielder).
 func (y *yielder) yield() {
-	if y.now()-y.lastWake.Load() < int64(yieldWindow) {
+	if y.open() {
 		runtime.Gosched()
 	}
 }
