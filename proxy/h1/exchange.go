@@ -66,8 +66,10 @@ func (c *conn) exchange(w http.ResponseWriter, r *http.Request, head []byte, now
 	}
 	// The answer takes the backend a few microseconds: reading at once
 	// mostly finds nothing yet.
-	c.pool.yield.yield()
+	y := c.pool.yield
+	c.readAt = y.yield(y.now())
 	n, err := c.readHead(ctx, headerDeadline)
+	c.readAt = -1
 	if err != nil {
 		nothing := c.br.Buffered() == 0
 		c.close()

@@ -146,6 +146,9 @@ type conn struct {
 	prev      []field   // the previous answer's fields: their strings are reused when equal
 	idleSince time.Time // when it went back on the idle stack
 	deadline  time.Time // the read deadline last set
+	// readAt is the yielder's time (y.now) exchange took just before the
+	// answer's first read, for readMore; -1 when there is none.
+	readAt int64
 	reused    bool      // it carried an exchange before this one
 	abort     func()    // interrupts a blocked read; bound once for context.AfterFunc
 
@@ -244,7 +247,7 @@ func (p *Pool) popIdleLocked(now time.Time) (c *conn, expired []*conn) {
 // put takes back a connection whose exchange ended cleanly: it goes to the
 // first waiter, or to the idle stack.
 func (p *Pool) put(c *conn) {
-	now := time.Now()
+	now := p.yield.at(p.yield.now()) // one clock read, not time.Now's two
 	l := p.lim
 	var evict *conn
 	l.mu.Lock()
@@ -286,7 +289,7 @@ func (p *Pool) dial(ctx context.Context) (*conn, error) {
 		p.lim.release()
 		return nil, err
 	}
-	c := &conn{pool: p, nc: nc}
+	c := &conn{pool: p, nc: nc, readAt: -1}
 	c.small = bufio.NewReaderSize(nc, connBufferSize)
 	c.br = c.small
 	c.abort = func() { _ = c.nc.SetReadDeadline(aLongTimeAgo) }

@@ -74,21 +74,30 @@ func (c *conn) readHead(ctx context.Context, deadline time.Time) (int, error) {
 	}
 }
 
-// readMore reads at least one more byte into c.br.
+// readMore reads at least one more byte into c.br. The read deadline is
+// the earlier of deadline and the next cancelPoll; one that is still
+// ahead (the previous exchange's, see exchange) is kept, and re-armed
+// once it passed. Times are the yielder's clock: one clock read per read
+// (README, Performance).
 func (c *conn) readMore(ctx context.Context, deadline time.Time) error {
+	y := c.pool.yield
+	end := y.since(deadline)
 	for {
-		now := time.Now()
-		if !now.Before(deadline) {
+		t := c.readAt // the time exchange took, if this is its first read
+		if t < 0 {
+			t = y.now()
+		}
+		c.readAt = -1
+		if t >= end {
 			return fmt.Errorf("timeout awaiting response headers: %w", errHeaderTimeout)
 		}
-		if d := earliest(deadline, now.Add(cancelPoll)); !c.deadline.Equal(d) {
-			if err := c.setDeadline(d); err != nil {
+		if at := y.since(c.deadline); c.deadline.IsZero() || at <= t || at > end {
+			if err := c.setDeadline(y.at(min(end, t+int64(cancelPoll)))); err != nil {
 				return err
 			}
 		}
-		start := c.pool.yield.now()
 		_, err := c.br.Peek(c.br.Buffered() + 1)
-		c.pool.yield.readDone(start)
+		y.readDone(t)
 		if err == nil {
 			return nil
 		}

@@ -597,6 +597,66 @@ func TestServerLimits(t *testing.T) {
 	}
 }
 
+// The idle deadline moves with every keep-alive request, though lazily (a
+// timer update is skipped when it would move the deadline by little): a
+// client that comes back within IdleTimeout keeps its connection for as
+// long as it does, and one that stops is closed about IdleTimeout later,
+// whatever the last request did to the read deadline (a body, a handler
+// moving it).
+func TestServerIdleDeadlineMoves(t *testing.T) {
+	const idle = 400 * time.Millisecond
+	addr, _ := startLoop(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/far" {
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(time.Hour))
+		}
+		io.Copy(io.Discard, r.Body)
+	}), func(s *http.Server) { s.IdleTimeout = idle }, nil)
+	for _, last := range []string{
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
+		"GET /far HTTP/1.1\r\nHost: a\r\n\r\n",
+	} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		ask := func(raw string) error {
+			if _, err := io.WriteString(c, raw); err != nil {
+				return err
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				return err
+			}
+			io.Copy(io.Discard, resp.Body)
+			return nil
+		}
+		// 8 requests 150 ms apart: 1.05 s, well past the first idle
+		// deadline, each within IdleTimeout of the one before.
+		for i := range 8 {
+			if i > 0 {
+				time.Sleep(150 * time.Millisecond)
+			}
+			if err := ask("GET / HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+				t.Fatalf("request %d, %d ms after the one before: %v; want the connection kept", i, 150, err)
+			}
+		}
+		if err := ask(last); err != nil {
+			t.Fatalf("%q: %v", last, err)
+		}
+		begin := time.Now()
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Errorf("after %q: %v; want the server to close the idle connection", last, err)
+		}
+		if d := time.Since(begin); d < idle/2 || d > 5*time.Second {
+			t.Errorf("after %q: closed after %v; want about %v", last, d, idle)
+		}
+		c.Close()
+	}
+}
+
 // A client that goes away cancels its request's context: at once for a
 // handler waiting on Done, and for one that only polls Err.
 func TestServerClientGoneCancels(t *testing.T) {

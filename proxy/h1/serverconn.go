@@ -81,6 +81,13 @@ type serverConn struct {
 	stopWatch atomic.Bool
 	peekBuf   [1]byte
 
+	// idleAt is the idle deadline armed for the previous keep-alive wait,
+	// on the yielder's clock, while nothing has moved the read deadline
+	// since (zero: unknown, or moved). deadlineMoved says the handler
+	// moved it (response.SetReadDeadline, from any goroutine).
+	idleAt        int64
+	deadlineMoved atomic.Bool
+
 	handedOff bool // the connection is Fallback's now
 }
 
@@ -121,7 +128,7 @@ func (c *serverConn) serve() {
 	}
 	c.buf = make([]byte, readBufferSize)
 	if d := s.readHeaderTimeout; d > 0 {
-		_ = c.nc.SetReadDeadline(time.Now().Add(d))
+		c.setDeadline(time.Now().Add(d))
 	}
 	for first := true; ; first = false {
 		n, err := c.readHead(first)
@@ -157,15 +164,17 @@ func (c *serverConn) readHead(first bool) (int, error) {
 		}
 	}
 	timed := first // the header deadline is set
+	start := int64(-1)    // when the first read begins (y.now), if known
 	if !first {
 		if c.r < c.w { // pipelined
 			c.setReadDeadline(s.readHeaderTimeout)
 			timed = true
 		} else {
-			c.setReadDeadline(s.idleTimeout)
+			t := s.yield.now()
+			c.armIdle(t)
 			// The client sends its next request only once it has read
 			// this answer: reading at once mostly finds nothing yet.
-			s.yield.yield()
+			start = s.yield.yield(t)
 		}
 	}
 	searched := 0
@@ -192,16 +201,47 @@ func (c *serverConn) readHead(first bool) (int, error) {
 				timed = true
 			}
 		}
-		if err := c.fill(); err != nil {
+		if err := c.fill(start); err != nil {
 			return 0, err
 		}
+		start = -1
 	}
+}
+
+// lazyDeadline bounds how far short of IdleTimeout a keep-alive wait's
+// deadline may fall: a deadline armed by the previous request and less
+// than this short of the new one is left as it is (as nginx leaves a
+// timer that would move by less than NGX_TIMER_LAZY_DELAY, 300 ms). Under
+// load that saves a timer update and two clock reads per request; an
+// idle connection is closed at most this much early. It is at most an
+// eighth of the timeout, for short ones.
+func lazyDeadline(idle time.Duration) time.Duration { return min(300*time.Millisecond, idle/8) }
+
+// armIdle sets the read deadline of a keep-alive wait that begins at t
+// (y.now's): IdleTimeout from t, or none, lazily (lazyDeadline).
+func (c *serverConn) armIdle(t int64) {
+	d := c.srv.idleTimeout
+	if c.deadlineMoved.Load() {
+		c.deadlineMoved.Store(false)
+		c.idleAt = 0
+	}
+	if d <= 0 {
+		c.setDeadline(time.Time{})
+		return
+	}
+	want := t + int64(d)
+	if c.idleAt != 0 && want >= c.idleAt && want-c.idleAt < int64(lazyDeadline(d)) {
+		return
+	}
+	_ = c.nc.SetReadDeadline(c.srv.yield.at(want))
+	c.idleAt = want
 }
 
 // fill reads more into buf, making room first: it moves the unconsumed
 // bytes to the front, or grows buf (up to the head limit and a little
-// more, which a long chunk-size or trailer line may also need).
-func (c *serverConn) fill() error {
+// more, which a long chunk-size or trailer line may also need). start is
+// the yielder's time just before, if the caller has it (else -1).
+func (c *serverConn) fill(start int64) error {
 	if c.w == len(c.buf) {
 		if c.r > 0 {
 			c.w = copy(c.buf, c.buf[c.r:c.w])
@@ -215,7 +255,9 @@ func (c *serverConn) fill() error {
 			c.buf = nb
 		}
 	}
-	start := c.srv.yield.now()
+	if start < 0 {
+		start = c.srv.yield.now()
+	}
 	n, err := c.nc.Read(c.buf[c.w:])
 	c.srv.yield.readDone(start)
 	c.w += n
@@ -234,6 +276,15 @@ func (c *serverConn) setReadDeadline(d time.Duration) {
 	if d > 0 {
 		t = time.Now().Add(d)
 	}
+	c.setDeadline(t)
+}
+
+// setDeadline sets the read deadline t (none for zero), from the serving
+// goroutine. Every change of the deadline but the idle wait's (armIdle)
+// goes through it, or sets deadlineMoved, so that armIdle never keeps a
+// deadline it did not arm.
+func (c *serverConn) setDeadline(t time.Time) {
+	c.idleAt = 0
 	_ = c.nc.SetReadDeadline(t)
 }
 
@@ -258,7 +309,7 @@ func (c *serverConn) closeWriteAndWait() {
 	if c.srv.rstDelay <= 0 {
 		return
 	}
-	_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.rstDelay))
+	c.setDeadline(time.Now().Add(c.srv.rstDelay))
 	var sink [512]byte
 	for {
 		if _, err := c.nc.Read(sink[:]); err != nil {
@@ -281,7 +332,7 @@ func (c *serverConn) reject(err error) {
 // consumed put back in front of it, guarded or (the HTTP/2 preface, with
 // HTTP2PriorKnowledge) not. The caller returns from serve.
 func (c *serverConn) handOff(guarded bool) {
-	_ = c.nc.SetReadDeadline(time.Time{}) // net/http sets its own
+	c.setDeadline(time.Time{}) // net/http sets its own
 	var nc net.Conn = &replayConn{Conn: c.nc, pending: bytes.Clone(c.buf[c.r:c.w])}
 	if guarded {
 		nc = newGuardConn(nc, &c.srv.cfg.Guard, nil)
@@ -339,7 +390,7 @@ func (c *serverConn) serveRequest(n int) bool {
 	if rq.body != nil {
 		// As net/http: no read deadline on a body but the handler's own
 		// (the proxy's body read timeout).
-		_ = c.nc.SetReadDeadline(time.Time{})
+		c.setDeadline(time.Time{})
 	}
 	w := &c.resp
 	w.start(c, &c.req, rq)
@@ -410,7 +461,7 @@ func (c *serverConn) endContext(rq *request) {
 	if done != nil {
 		<-done
 		c.watching = nil
-		_ = c.nc.SetReadDeadline(time.Time{})
+		c.setDeadline(time.Time{})
 	}
 }
 

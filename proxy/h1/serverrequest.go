@@ -470,7 +470,7 @@ func (b *body) eof() bool { return b.sawEOF.Load() }
 // still sending it) is cut off.
 func (b *body) close() {
 	if !b.mu.TryLock() {
-		_ = b.c.nc.SetReadDeadline(aLongTimeAgo)
+		b.c.setDeadline(aLongTimeAgo)
 		b.mu.Lock()
 		b.c.resp.closeAfter = true
 	}
@@ -524,7 +524,7 @@ func (c *serverConn) readBody(p []byte) (int, error) {
 // fillBody reads more into the buffer for a body; the end of the stream
 // is io.EOF.
 func (c *serverConn) fillBody() error {
-	err := c.fill()
+	err := c.fill(-1)
 	if errors.Is(err, errHeadOverLimit) {
 		err = errChunkTooLong
 	}

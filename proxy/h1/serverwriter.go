@@ -286,7 +286,10 @@ func (w *response) Flush() {
 
 // SetReadDeadline sets the connection's read deadline, for the handler's
 // reads of the body (http.ResponseController).
-func (w *response) SetReadDeadline(t time.Time) error { return w.c.nc.SetReadDeadline(t) }
+func (w *response) SetReadDeadline(t time.Time) error {
+	w.c.deadlineMoved.Store(true)
+	return w.c.nc.SetReadDeadline(t)
+}
 
 // SetWriteDeadline sets the connection's write deadline
 // (http.ResponseController).

@@ -41,19 +41,32 @@ const (
 
 func newYielder() *yielder { return &yielder{epoch: time.Now()} }
 
-// now returns the time since y.epoch, from the monotonic clock.
+// now returns the time since y.epoch, from the monotonic clock: one
+// clock read, where time.Now takes two (the wall clock too). The request
+// path's clock reads go through it where they can (README, Performance).
 func (y *yielder) now() int64 { return int64(time.Since(y.epoch)) }
 
-// open reports whether a read that parked came back within yieldWindow,
-// that is whether the network poller is still running.
-func (y *yielder) open() bool { return y.now()-y.lastWake.Load() < int64(yieldWindow) }
+// at returns the time t (y.now's) as a time.Time, for a deadline: no clock
+// read.
+func (y *yielder) at(t int64) time.Time { return y.epoch.Add(time.Duration(t)) }
+
+// since returns the time tm on y.now's clock: no clock read for a tm
+// with a monotonic reading (time.Now's, at's).
+func (y *yielder) since(tm time.Time) int64 { return int64(tm.Sub(y.epoch)) }
+
+// open reports whether, at t (y.now's), a read that parked came back within
+// yieldWindow, that is whether the network poller is still running.
+func (y *yielder) open(t int64) bool { return t-y.lastWake.Load() < int64(yieldWindow) }
 
 // yield lets the other goroutines run first, unless the network poller
-// may be starved (see yielder).
-func (y *yielder) yield() {
-	if y.open() {
-		runtime.Gosched()
+// may be starved (see yielder). t is y.now(); the time returned is y.now()
+// after the yield: t itself if there was none.
+func (y *yielder) yield(t int64) int64 {
+	if !y.open(t) {
+		return t
 	}
+	runtime.Gosched()
+	return y.now()
 }
 
 // readDone notes that a read begun at start (y.now()) has returned.

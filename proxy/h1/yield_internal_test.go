@@ -10,12 +10,12 @@ import (
 func TestYielderStopsWhenNoParkedReadReturns(t *testing.T) {
 	y := newYielder()
 	y.epoch = time.Now().Add(-time.Hour) // now() is an hour in
-	if y.open() {
+	if y.open(y.now()) {
 		t.Fatal("a new yielder with no read seen yields")
 	}
 	start := y.now() - int64(time.Millisecond) // a read that took 1 ms: it parked
 	y.readDone(start)
-	if !y.open() {
+	if !y.open(y.now()) {
 		t.Fatal("after a parked read came back, no yield")
 	}
 
@@ -23,7 +23,7 @@ func TestYielderStopsWhenNoParkedReadReturns(t *testing.T) {
 	y2 := newYielder()
 	y2.epoch = time.Now().Add(-time.Hour)
 	y2.readDone(y2.now())
-	if y2.open() {
+	if y2.open(y2.now()) {
 		t.Fatal("after a read that did not park, yielding")
 	}
 }
