@@ -149,8 +149,8 @@ type conn struct {
 	// readAt is the yielder's time (y.now) exchange took just before the
 	// answer's first read, for readMore; -1 when there is none.
 	readAt int64
-	reused    bool      // it carried an exchange before this one
-	abort     func()    // interrupts a blocked read; bound once for context.AfterFunc
+	reused bool   // it carried an exchange before this one
+	abort  func() // interrupts a blocked read; bound once for context.AfterFunc
 
 	peekBuf  [1]byte
 	peekFn   func(fd uintptr) // bound once: RawConn.Control's argument

@@ -163,8 +163,8 @@ func (c *serverConn) readHead(first bool) (int, error) {
 			c.buf = make([]byte, readBufferSize) // let a large head's buffer go
 		}
 	}
-	timed := first // the header deadline is set
-	start := int64(-1)    // when the first read begins (y.now), if known
+	timed := first     // the header deadline is set
+	start := int64(-1) // when the first read begins (y.now), if known
 	if !first {
 		if c.r < c.w { // pipelined
 			c.setReadDeadline(s.readHeaderTimeout)
