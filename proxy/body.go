@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net/http"
@@ -166,6 +167,28 @@ func (b *requestBody) Close() error { return nil }
 // rewind makes the body readable again from its start, for a failover: it
 // must not have been sent.
 func (b *requestBody) rewind() { b.off = 0 }
+
+// replay returns the body read whole, again, for the Transport
+// (http.Request.GetBody); what it reads counts as sent.
+func (b *requestBody) replay() (io.ReadCloser, error) {
+	return &replayBody{b: b, r: bytes.NewReader(b.ahead)}, nil
+}
+
+// replayBody is a body read whole, sent again.
+type replayBody struct {
+	b *requestBody
+	r *bytes.Reader
+}
+
+func (rb *replayBody) Read(p []byte) (int, error) {
+	n, err := rb.r.Read(p)
+	if n > 0 {
+		rb.b.markSent()
+	}
+	return n, err
+}
+
+func (rb *replayBody) Close() error { return nil }
 
 func (b *requestBody) markSent() {
 	if !b.sent.Load() {

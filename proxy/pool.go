@@ -116,10 +116,16 @@ func (p *Proxy) newEndpoint(bk *backend, u *url.URL, addr string) *endpoint {
 		d := &net.Dialer{Timeout: dialTimeout, KeepAlive: dialKeepAlive}
 		// The endpoint's address, whatever the URL's host resolves to
 		// now: the Host field and the TLS server name stay the URL's.
-		t.DialContext = bk.lim.DialContext(func(ctx context.Context, network, _ string) (net.Conn, error) {
+		dial := func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, network, addr)
-		})
+		}
 		ep.transport, rt = t, t
+		if bk.scheme == "http" {
+			// Plaintext HTTP/1.1: the Transport's connections refuse bytes
+			// no request asked for, as the fast path's (h1.GuardAnswers).
+			dial, rt = h1.GuardDial(dial), h1.GuardAnswers(t)
+		}
+		t.DialContext = bk.lim.DialContext(dial)
 		if !p.cfg.DisableFastPath && bk.scheme == "http" {
 			if ep.target = h1.NewTarget(u); ep.target != nil {
 				ep.pool = h1.NewPool(bk.lim, h1.PoolConfig{

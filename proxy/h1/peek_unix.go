@@ -24,10 +24,26 @@ func (c *conn) unread() bool {
 // peek is RawConn.Control's function for unread (bound once per
 // connection, so the check allocates nothing).
 func (c *conn) peek(fd uintptr) {
-	_, _, err := syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 	// Nothing to read is the only clean answer: data, end of stream (no
 	// error, nothing read) or an error such as a reset all rule reuse out.
-	c.readable = !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EWOULDBLOCK)
+	c.readable = peekWaiting(fd, c.peekBuf[:])
+}
+
+// canPeek says that the socket can be looked into without consuming.
+const canPeek = true
+
+// peekWaiting reports whether anything waits in the socket fd: bytes, the
+// peer's close or an error (one non-blocking MSG_PEEK into buf).
+func peekWaiting(fd uintptr, buf []byte) bool {
+	_, err := peekSocket(fd, buf)
+	return !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EWOULDBLOCK)
+}
+
+// peekSocket is one non-blocking MSG_PEEK of fd into buf: n bytes waiting,
+// 0 and no error for the peer's close, EAGAIN for nothing yet.
+func peekSocket(fd uintptr, buf []byte) (int, error) {
+	n, _, err := syscall.Recvfrom(int(fd), buf, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	return n, err
 }
 
 // peekGone looks at a client connection's socket without consuming or
