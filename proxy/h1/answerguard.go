@@ -103,7 +103,7 @@ func (c *answerConn) claim() uint64 {
 // to the idle pool (httptrace's PutIdleConn); a no-op if another request
 // holds it already.
 func (c *answerConn) idle(n uint64) {
-	c.state.CompareAndSwap(n<<phaseBits|answerAwaited, n<<phaseBits|answerIdle)
+	c.state.CompareAndSwap(n<<phaseBits|answerAwaited, n<<phaseBits) // answerIdle is 0
 }
 
 // GuardDial returns dial with every connection it makes guarded against
