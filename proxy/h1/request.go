@@ -98,18 +98,27 @@ const (
 // hold a whole head yet.
 var ErrIncomplete = errors.New("incomplete request head")
 
+// leadingCRorLF is how many CR or LF bytes before a request net/http's
+// server drops (its numLeadingCRorLF of a 4-byte peek), for old clients
+// that end a POST's body with an extra line end.
+const leadingCRorLF = 4
+
 // maxContentLengthDigits bounds a Content-Length: 18 digits cannot overflow
 // an int64 (net/http allows 19, up to 2^63-1; no body is that large).
 const maxContentLengthDigits = 18
 
 // ParseRequestHead parses the request head at the start of b into h and
 // returns its length, through the empty line that ends it. Empty lines
-// before the request line are skipped (RFC 9112 §2.2). It returns
-// ErrIncomplete if b ends before the head does, and a FramingError for a
-// head to refuse.
+// before the request line are skipped (RFC 9112 §2.2): up to
+// leadingCRorLF bytes of CR or LF in any order, as net/http's server
+// discards them, then any CRLF lines. It returns ErrIncomplete if b ends
+// before the head does, and a FramingError for a head to refuse.
 func ParseRequestHead(b []byte, h *RequestHead) (int, error) {
 	*h = RequestHead{Fields: h.Fields[:0]}
 	pos := 0
+	for pos < len(b) && pos < leadingCRorLF && (b[pos] == '\r' || b[pos] == '\n') {
+		pos++
+	}
 	var line []byte
 	for len(line) == 0 {
 		var err error
