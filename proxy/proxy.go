@@ -267,12 +267,12 @@ func (p *Proxy) newReverseProxy(target *url.URL, rt http.RoundTripper, b split.B
 				pr.Out.Header["X-Forwarded-For"] = prior
 			}
 			pr.SetXForwarded()
-			if b, ok := pr.In.Body.(*requestBody); ok && b.whole && pr.Out.Body != nil && pr.Out.Trailer == nil {
+			if body, ok := pr.In.Body.(*requestBody); ok && body.whole && pr.Out.Body != nil && pr.Out.Trailer == nil {
 				// A body read whole can go again: the Transport sends
 				// the request on another connection when its write was
 				// refused before any byte (a spoilt connection, see
 				// h1.GuardAnswers), as it does a bodiless one.
-				pr.Out.GetBody = b.replay
+				pr.Out.GetBody = body.replay
 			}
 		},
 		ModifyResponse: func(resp *http.Response) error {

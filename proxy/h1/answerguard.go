@@ -32,8 +32,9 @@ import (
 // first looks into the socket, as the fast path does, and fails, nothing
 // written, if anything is there; only then does the read take bytes, as
 // the answer. Nothing is consumed before that look, so the two cannot
-// race. A failed write lets the Transport send an idempotent request again
-// on another connection (and fail any other, with a 502). Bytes that arrive
+// race. A failed write lets the Transport send the request again on
+// another connection if it can (no body, or a GetBody: the proxy sets one
+// for a body read whole), and fail it otherwise, with a 502. Bytes that arrive
 // after the look are read as the answer, on either path: HTTP/1.1 cannot
 // tell them apart.
 //
@@ -137,7 +138,7 @@ func (c *answerConn) Read(p []byte) (int, error) {
 		)
 		err := c.rc.Read(func(fd uintptr) bool {
 			n, perr = peekSocket(fd, c.peekBuf[:])
-			return !errors.Is(perr, syscall.EAGAIN) && !errors.Is(perr, syscall.EWOULDBLOCK)
+			return !nothingYet(perr)
 		})
 		switch {
 		case err != nil:

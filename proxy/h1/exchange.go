@@ -67,9 +67,7 @@ func (c *conn) exchange(w http.ResponseWriter, r *http.Request, head []byte, now
 	// The answer takes the backend a few microseconds: reading at once
 	// mostly finds nothing yet.
 	y := c.pool.yield
-	c.readAt = y.yield(y.now())
-	n, err := c.readHead(ctx, headerDeadline)
-	c.readAt = -1
+	n, err := c.readHead(ctx, headerDeadline, y.yield(y.now()))
 	if err != nil {
 		nothing := c.br.Buffered() == 0
 		c.close()
@@ -100,7 +98,7 @@ func (c *conn) relay(w http.ResponseWriter, r *http.Request, n int, headerDeadli
 		}
 		w.WriteHeader(resp.StatusCode)
 		clear(h)
-		if _, err = c.readHead(r.Context(), headerDeadline); err == nil {
+		if _, err = c.readHead(r.Context(), headerDeadline, -1); err == nil {
 			resp, err = c.readResponse(r)
 		}
 	}

@@ -17,6 +17,8 @@ func peekWaiting(uintptr, []byte) bool { return false }
 
 func peekSocket(uintptr, []byte) (int, error) { return 0, nil }
 
+func nothingYet(error) bool { return false }
+
 // peekGone cannot look into the socket here: a client's disconnect is
 // noticed when writing to it.
 func (c *serverConn) peekGone(uintptr) (ready, gone bool) { return true, false }

@@ -36,7 +36,13 @@ const canPeek = true
 // peer's close or an error (one non-blocking MSG_PEEK into buf).
 func peekWaiting(fd uintptr, buf []byte) bool {
 	_, err := peekSocket(fd, buf)
-	return !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EWOULDBLOCK)
+	return !nothingYet(err)
+}
+
+// nothingYet reports whether a non-blocking receive failed for want of
+// anything to read.
+func nothingYet(err error) bool {
+	return errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK)
 }
 
 // peekSocket is one non-blocking MSG_PEEK of fd into buf: n bytes waiting,

@@ -146,11 +146,8 @@ type conn struct {
 	prev      []field   // the previous answer's fields: their strings are reused when equal
 	idleSince time.Time // when it went back on the idle stack
 	deadline  time.Time // the read deadline last set
-	// readAt is the yielder's time (y.now) exchange took just before the
-	// answer's first read, for readMore; -1 when there is none.
-	readAt int64
-	reused bool   // it carried an exchange before this one
-	abort  func() // interrupts a blocked read; bound once for context.AfterFunc
+	reused    bool      // it carried an exchange before this one
+	abort     func()    // interrupts a blocked read; bound once for context.AfterFunc
 
 	peekBuf  [1]byte
 	peekFn   func(fd uintptr) // bound once: RawConn.Control's argument
@@ -289,7 +286,7 @@ func (p *Pool) dial(ctx context.Context) (*conn, error) {
 		p.lim.release()
 		return nil, err
 	}
-	c := &conn{pool: p, nc: nc, readAt: -1}
+	c := &conn{pool: p, nc: nc}
 	c.small = bufio.NewReaderSize(nc, connBufferSize)
 	c.br = c.small
 	c.abort = func() { _ = c.nc.SetReadDeadline(aLongTimeAgo) }

@@ -48,8 +48,9 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 // readHead reads until c.br holds a whole head and returns its length. It
 // waits at most until deadline, checking every cancelPoll whether ctx
-// ended.
-func (c *conn) readHead(ctx context.Context, deadline time.Time) (int, error) {
+// ended. start is the yielder's time just before (y.now), if the caller
+// has it (else -1).
+func (c *conn) readHead(ctx context.Context, deadline time.Time, start int64) (int, error) {
 	limit := c.pool.cfg.MaxResponseHeaderBytes
 	searched := 0
 	for {
@@ -67,9 +68,10 @@ func (c *conn) readHead(ctx context.Context, deadline time.Time) (int, error) {
 		case len(buf) == c.br.Size():
 			c.grow(limit)
 		default:
-			if err := c.readMore(ctx, deadline); err != nil {
+			if err := c.readMore(ctx, deadline, start); err != nil {
 				return 0, err
 			}
+			start = -1
 		}
 	}
 }
@@ -78,16 +80,15 @@ func (c *conn) readHead(ctx context.Context, deadline time.Time) (int, error) {
 // the earlier of deadline and the next cancelPoll; one that is still
 // ahead (the previous exchange's, see exchange) is kept, and re-armed
 // once it passed. Times are the yielder's clock: one clock read per read
-// (README, Performance).
-func (c *conn) readMore(ctx context.Context, deadline time.Time) error {
+// (README, Performance); start is the time just before, if the caller has
+// it (else -1).
+func (c *conn) readMore(ctx context.Context, deadline time.Time, start int64) error {
 	y := c.pool.yield
 	end := y.since(deadline)
-	for {
-		t := c.readAt // the time exchange took, if this is its first read
+	for t := start; ; t = -1 {
 		if t < 0 {
 			t = y.now()
 		}
-		c.readAt = -1
 		if t >= end {
 			return fmt.Errorf("timeout awaiting response headers: %w", errHeaderTimeout)
 		}
